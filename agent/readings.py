@@ -1,0 +1,174 @@
+"""Readings: measurements stamped by the agent, and their one wire encoding.
+
+A ``Reading`` is made once, when a frame's last byte arrives: the timestamp
+(UTC, ns) and the per-device sequence number are fixed then and stored with the
+record in the outbox. Every sink derives what it sends from the stored bytes,
+so a resend after a crash or an outage is byte-identical to the first send;
+InfluxDB overwrites an identical point and MQTT consumers dedupe on
+``(device, seq)``.
+
+JSON payload (the MQTT message body, and what the outbox stores)::
+
+    {"device": "umid-1", "fields": {"moisture_pct": 11.8}, "kind": "reading",
+     "measurement": "moisture", "seq": 42,
+     "tags": {"device": "umid-1", "lot": "L-0042", "product": "cafe",
+              "site": "ourofino", "station": "recepcao"},
+     "time": "2026-11-30T10:41:54.123456789Z", "ts": 1796035314123456789}
+
+Keys are sorted and the encoding is compact, so one reading has one encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from drivers.events import FieldValue
+
+#: Reading kinds. ``reading`` is a periodic or per-sample value; ``event`` is a
+#: discrete happening (a ticket printed, a counter reset, a weighment).
+KINDS = frozenset({"reading", "event"})
+
+#: A nanosecond wall clock, such as ``time.time_ns``.
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A stamped measurement, ready for the outbox.
+
+    Attributes:
+        ts_ns: Acquisition time, UTC nanoseconds since the epoch.
+        seq: Per-device sequence number, strictly increasing across restarts.
+        device: Configured device id.
+        measurement: InfluxDB measurement name.
+        fields: Typed field values.
+        tags: All tags, including site, device and station.
+        kind: ``reading`` or ``event``.
+        audit: Source text kept for audit (a printed ticket), if any.
+    """
+
+    ts_ns: int
+    seq: int
+    device: str
+    measurement: str
+    fields: Mapping[str, FieldValue]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "reading"
+    audit: str | None = None
+
+
+def format_time(ts_ns: int) -> str:
+    """Render a nanosecond timestamp as RFC 3339 UTC with nine decimals."""
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    base = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{nanos:09d}Z"
+
+
+def encode_reading(reading: Reading) -> bytes:
+    """Encode a reading as compact, key-sorted JSON (its one canonical form).
+
+    Raises:
+        ValueError: A field is NaN or infinite (not representable in JSON or
+            line protocol); drivers never produce one.
+    """
+    for name, value in reading.fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"field {name!r} is not finite: {value!r}")
+    doc: dict[str, object] = {
+        "device": reading.device,
+        "fields": dict(reading.fields),
+        "kind": reading.kind,
+        "measurement": reading.measurement,
+        "seq": reading.seq,
+        "tags": dict(reading.tags),
+        "time": format_time(reading.ts_ns),
+        "ts": reading.ts_ns,
+    }
+    if reading.audit is not None:
+        doc["audit"] = reading.audit
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_reading(payload: bytes) -> Reading:
+    """Decode what ``encode_reading`` produced.
+
+    Raises:
+        ValueError: The payload is not a reading.
+    """
+    try:
+        doc = json.loads(payload)
+        fields = doc["fields"]
+        tags = doc["tags"]
+        if not isinstance(fields, dict) or not isinstance(tags, dict):
+            raise TypeError("fields and tags must be objects")
+        audit = doc.get("audit")
+        return Reading(
+            ts_ns=int(doc["ts"]),
+            seq=int(doc["seq"]),
+            device=str(doc["device"]),
+            measurement=str(doc["measurement"]),
+            fields={str(k): v for k, v in fields.items()},
+            tags={str(k): str(v) for k, v in tags.items()},
+            kind=str(doc.get("kind", "reading")),
+            audit=None if audit is None else str(audit),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a reading: {exc}") from exc
+
+
+class Stamper:
+    """Turns measurements into readings: fixes time and sequence per device.
+
+    Time comes from a clock function (``time.time_ns`` in production). Two
+    readings of one device never share a timestamp: if the clock has not moved
+    (or went backwards, e.g. an NTP step) the stamp is the previous one + 1 ns,
+    so InfluxDB never merges two genuine readings into one point.
+    """
+
+    def __init__(self, *, clock_ns: Clock | None = None) -> None:
+        self._clock: Clock = clock_ns or time.time_ns
+        self._last_ts: dict[str, int] = {}
+        self._seq: dict[str, int] = {}
+
+    def restore(self, sequences: Mapping[str, int]) -> None:
+        """Continue sequences from what the outbox last committed."""
+        self._seq.update(sequences)
+
+    def last_seq(self, device: str) -> int:
+        """The last sequence number given to ``device`` (0 if none)."""
+        return self._seq.get(device, 0)
+
+    def stamp(
+        self,
+        *,
+        device: str,
+        measurement: str,
+        fields: Mapping[str, FieldValue],
+        tags: Mapping[str, str],
+        kind: str = "reading",
+        audit: str | None = None,
+        ts_ns: int | None = None,
+    ) -> Reading:
+        """Make a reading with the next sequence number and a unique timestamp."""
+        now = self._clock() if ts_ns is None else ts_ns
+        last = self._last_ts.get(device)
+        if last is not None and now <= last:
+            now = last + 1
+        self._last_ts[device] = now
+        seq = self._seq.get(device, 0) + 1
+        self._seq[device] = seq
+        return Reading(
+            ts_ns=now,
+            seq=seq,
+            device=device,
+            measurement=measurement,
+            fields=dict(fields),
+            tags={k: v for k, v in tags.items() if v},
+            kind=kind,
+            audit=audit,
+        )

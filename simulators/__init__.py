@@ -1,0 +1,1 @@
+"""Simulated devices on pseudo-terminals, built from the drivers' encoders."""
