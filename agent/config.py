@@ -1,0 +1,358 @@
+"""Site configuration: one TOML file, validated once at start.
+
+``load_config(path)`` parses the file into frozen models; any problem raises
+``ConfigError`` listing every offending key in dotted form
+(``devices[1].serial.baudrate: Input should be 1200, 2400, ...``) so the
+process refuses to start before it connects to anything. Secrets never live
+in the file: ``password_env``/``token_env`` name environment variables and
+``password_file``/``token_file`` name files (systemd credentials, Docker
+secrets); they are read here, once.
+
+Identifiers that end up in MQTT topics (site, device, station, the topic
+prefix) are restricted to lowercase ASCII letters, digits, ``-`` and ``_``,
+so no configuration can create wildcard or multi-level topic injection.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.errors import ConfigError
+
+#: Identifiers used in topics and tags.
+IDENT = r"^[a-z0-9][a-z0-9_-]{0,47}$"
+#: Topic prefix: one or more identifier segments joined by ``/``.
+PREFIX = r"^[a-z0-9][a-z0-9_-]{0,47}(/[a-z0-9][a-z0-9_-]{0,47}){0,3}$"
+
+Ident = Annotated[str, Field(pattern=IDENT)]
+
+BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return value
+
+
+def _read_secret(
+    key: str, env: str | None, file: Path | None, problems: list[tuple[str, str]]
+) -> SecretStr | None:
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            problems.append((f"{key}_env", f"environment variable {env} is not set"))
+            return None
+        return SecretStr(value)
+    if file is not None:
+        try:
+            return SecretStr(file.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            problems.append((f"{key}_file", f"cannot read {file}: {exc.strerror}"))
+    return None
+
+
+class SiteConfig(_Model):
+    """``[site]``: who this agent is."""
+
+    id: Ident
+    name: str = ""
+
+
+class AgentSection(_Model):
+    """``[agent]``: process-wide settings."""
+
+    data_dir: Path = Path("/var/lib/coffee-telemetry")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    status_interval_s: float = Field(default=60.0, gt=0, le=3600)
+
+
+class OutboxConfig(_Model):
+    """``[outbox]``: the durable local log."""
+
+    path: Path | None = None
+    max_mb: float = Field(default=512.0, gt=0)
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class TlsConfig(_Model):
+    """``[mqtt.tls]``: TLS for the broker connection."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttConfig(_Model):
+    """``[mqtt]``: the MQTT sink."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    prefix: Annotated[str, Field(pattern=PREFIX)] = "coffee"
+    client_id: str | None = Field(default=None, min_length=1, max_length=64)
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> MqttConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("set password_env or password_file, not both")
+        return self
+
+
+class InfluxConfig(_Model):
+    """``[influx]``: the InfluxDB sink (v1 HTTP API or v2 API)."""
+
+    enabled: bool = False
+    api: Literal["v1", "v2"] = "v1"
+    url: str = "http://127.0.0.1:8086"
+    database: str = Field(default="coffee", min_length=1)
+    retention_policy: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    token_env: str | None = None
+    token_file: Path | None = None
+    org: str | None = None
+    bucket: str | None = None
+    batch_size: int = Field(default=5000, ge=1, le=5000)
+    flush_interval_s: float = Field(default=1.0, ge=0, le=60)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    gzip: bool = True
+    create_database: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _v2_needs(self) -> InfluxConfig:
+        if self.enabled and self.api == "v2":
+            missing = [k for k in ("org", "bucket") if not getattr(self, k)]
+            if not (self.token_env or self.token_file):
+                missing.append("token_env or token_file")
+            if missing:
+                raise ValueError(f"api = 'v2' needs {', '.join(missing)}")
+        return self
+
+
+class SerialSettings(_Model):
+    """``[devices.serial]``: line settings, from the device's menu."""
+
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    xonxoff: bool = False
+    rtscts: bool = False
+    exclusive: bool = True
+
+
+class FieldPatternConfig(_Model):
+    """One ``[[devices.ticket.fields]]`` entry."""
+
+    field: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+    regex: str
+    kind: Literal["float", "text"] = "float"
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        _check_regex(value)
+        if re.compile(value).groups < 1:
+            raise ValueError("needs a capture group for the value")
+        return value
+
+
+class TicketOptionsConfig(_Model):
+    """``[devices.ticket]``: how printed tickets are framed and read."""
+
+    line_ending: Literal["auto", "cr", "lf", "crlf"] = "auto"
+    idle_gap_s: float = Field(default=2.0, gt=0, le=60)
+    start_regex: str | None = None
+    end_regex: str | None = None
+    max_lines: int = Field(default=60, ge=1, le=500)
+    max_bytes: int = Field(default=4096, ge=64, le=65536)
+    duplicate_window_s: float = Field(default=10.0, ge=0, le=3600)
+    fields: tuple[FieldPatternConfig, ...] | None = None
+
+    _regexes = field_validator("start_regex", "end_regex")(_check_regex)
+
+
+class TesmaOptionsConfig(_Model):
+    """``[devices.tesma]``: continuous-frame debounce."""
+
+    debounce: int = Field(default=2, ge=1, le=10)
+
+
+class _DeviceBase(_Model):
+    id: Ident
+    port: str = Field(min_length=1)
+    station: Annotated[str, Field(pattern=r"^$|" + IDENT)] = ""
+    product: str | None = Field(default=None, min_length=1, max_length=48)
+    enabled: bool = True
+    serial: SerialSettings = SerialSettings()
+
+
+class TicketDevice(_DeviceBase):
+    """A moisture meter printing tickets (``driver = "moisture.ticket"``)."""
+
+    driver: Literal["moisture.ticket"]
+    ticket: TicketOptionsConfig = TicketOptionsConfig()
+
+
+class TesmaDevice(_DeviceBase):
+    """A Tesma-style continuous moisture meter (``driver = "moisture.tesma"``)."""
+
+    driver: Literal["moisture.tesma"]
+    tesma: TesmaOptionsConfig = TesmaOptionsConfig()
+
+
+DeviceConfig = Annotated[TicketDevice | TesmaDevice, Field(discriminator="driver")]
+
+
+class Config(_Model):
+    """The whole site file."""
+
+    site: SiteConfig
+    agent: AgentSection = AgentSection()
+    outbox: OutboxConfig = OutboxConfig()
+    mqtt: MqttConfig = MqttConfig()
+    influx: InfluxConfig = InfluxConfig()
+    devices: tuple[DeviceConfig, ...] = ()
+
+    # Resolved secrets (never in the file).
+    mqtt_password: SecretStr | None = None
+    influx_password: SecretStr | None = None
+    influx_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        seen_ids: set[str] = set()
+        seen_ports: set[str] = set()
+        for i, dev in enumerate(self.devices):
+            if dev.id in seen_ids:
+                raise ValueError(f"devices[{i}].id: duplicate device id {dev.id!r}")
+            if dev.enabled and dev.port in seen_ports:
+                raise ValueError(f"devices[{i}].port: port {dev.port!r} is used twice")
+            seen_ids.add(dev.id)
+            if dev.enabled:
+                seen_ports.add(dev.port)
+        return self
+
+    @property
+    def outbox_path(self) -> Path:
+        """Where the outbox lives (``outbox.path`` or ``data_dir/outbox.sqlite3``)."""
+        return self.outbox.path or self.agent.data_dir / "outbox.sqlite3"
+
+
+def _loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("moisture.ticket", "moisture.tesma") or part.startswith("function-"):
+            continue  # the discriminator pydantic inserts; not a key the user wrote
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
+    """Validate a parsed TOML document and resolve its secrets.
+
+    Raises:
+        ConfigError: Every problem found, each naming its key.
+    """
+    try:
+        cfg = Config.model_validate(doc)
+    except ValidationError as exc:
+        found: list[tuple[str, str]] = []
+        for err in exc.errors(include_url=False):
+            key = _loc(err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "union_tag_invalid":
+                msg = "unknown driver; expected 'moisture.ticket' or 'moisture.tesma'"
+                key = key or "devices"
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check spelling)"
+            if err["type"] == "string_pattern_mismatch":
+                msg = (
+                    f"{err['input']!r} is not allowed here: use lowercase letters, digits,"
+                    " '-' and '_' (it becomes part of MQTT topics and tags)"
+                )
+            if msg.startswith("devices[") and ": " in msg:
+                key, msg = msg.split(": ", 1)
+            found.append((key, msg))
+        raise ConfigError(found, source=source) from None
+    problems: list[tuple[str, str]] = []
+    mqtt_password = _read_secret(
+        "mqtt.password", cfg.mqtt.password_env, cfg.mqtt.password_file, problems
+    )
+    influx_password = _read_secret(
+        "influx.password", cfg.influx.password_env, cfg.influx.password_file, problems
+    )
+    influx_token = _read_secret(
+        "influx.token", cfg.influx.token_env, cfg.influx.token_file, problems
+    )
+    if problems:
+        raise ConfigError(problems, source=source)
+    return cfg.model_copy(
+        update={
+            "mqtt_password": mqtt_password,
+            "influx_password": influx_password,
+            "influx_token": influx_token,
+        }
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a site TOML file.
+
+    Raises:
+        ConfigError: The file is missing, not TOML, or invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read file: {exc.strerror}")], source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"not UTF-8 text: {exc}")], source=str(path)) from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"not valid TOML: {exc}")], source=str(path)) from exc
+    return parse_config(doc, source=str(path))

@@ -1,0 +1,129 @@
+"""Live health of devices and sinks, for status topics, the CLI and dashboards.
+
+This is the agent's in-memory view: counters since start and current states.
+Components update it; observers (the MQTT sink publishing retained status
+topics) wait on ``changed()`` instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class DeviceState(Enum):
+    """Whether the agent has the device's port open."""
+
+    OFFLINE = "offline"
+    ONLINE = "online"
+
+
+@dataclass(slots=True)
+class DeviceHealth:
+    """One device as the agent sees it."""
+
+    device: str
+    driver: str
+    port: str
+    station: str = ""
+    state: DeviceState = DeviceState.OFFLINE
+    since_ns: int = 0
+    last_frame_ns: int | None = None
+    last_reading_ns: int | None = None
+    frames_ok: int = 0
+    frames_discarded: int = 0
+    readings: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def as_status(self) -> dict[str, object]:
+        """The retained ``<device>/status`` document."""
+        return {
+            "state": self.state.value,
+            "since": self.since_ns,
+            "driver": self.driver,
+            "port": self.port,
+            "station": self.station,
+            "last_frame": self.last_frame_ns,
+            "frames_ok": self.frames_ok,
+            "frames_discarded": self.frames_discarded,
+            "readings": self.readings,
+            "reconnects": self.reconnects,
+            "errors": dict(sorted(self.errors.items())),
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(slots=True)
+class SinkHealth:
+    """One sink as the agent sees it."""
+
+    sink: str
+    connected: bool = False
+    last_delivery_ns: int | None = None
+    last_error: str | None = None
+    failures: int = 0
+    delivered: int = 0
+    rejected: int = 0
+
+
+class Health:
+    """Registry of device and sink health with change notification."""
+
+    def __init__(self, *, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.clock_ns = clock_ns
+        self.devices: dict[str, DeviceHealth] = {}
+        self.sinks: dict[str, SinkHealth] = {}
+        self._changed = asyncio.Event()
+        self._dirty: set[str] = set()
+
+    def add_device(self, device: str, *, driver: str, port: str, station: str = "") -> DeviceHealth:
+        """Register a device (offline until its port opens)."""
+        entry = DeviceHealth(
+            device=device, driver=driver, port=port, station=station, since_ns=self.clock_ns()
+        )
+        self.devices[device] = entry
+        self._mark(device)
+        return entry
+
+    def add_sink(self, sink: str) -> SinkHealth:
+        """Register a sink."""
+        entry = SinkHealth(sink=sink)
+        self.sinks[sink] = entry
+        return entry
+
+    def set_device_state(
+        self, device: str, state: DeviceState, *, error: str | None = None
+    ) -> None:
+        """Record an online/offline transition (no-op if unchanged)."""
+        entry = self.devices[device]
+        if error is not None:
+            entry.last_error = error
+        if entry.state is state:
+            return
+        entry.state = state
+        entry.since_ns = self.clock_ns()
+        if state is DeviceState.ONLINE:
+            entry.reconnects += 1
+        self._mark(device)
+
+    def take_dirty(self) -> set[str]:
+        """Devices whose state changed since the last call."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    async def changed(self) -> None:
+        """Wait until some device state changes."""
+        if self._dirty:
+            return
+        await self._changed.wait()
+
+    def _mark(self, device: str) -> None:
+        self._dirty.add(device)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()

@@ -1,0 +1,553 @@
+"""InfluxDB sinks: the v1 HTTP write API and the v2 API, with one error policy.
+
+``InfluxV1Sink`` POSTs line protocol to ``/write?db=...&precision=ns`` with
+aiohttp; InfluxDB 1.x, 2.x (v1 compatibility, token auth) and 3.x all serve
+it. ``InfluxV2Sink`` writes through influxdb-client's ``InfluxDBClientAsync``
+to ``/api/v2/write`` (2.x, Cloud, 1.8+). Both are opened with an ``open_*``
+async context manager that owns the HTTP session.
+
+Theory of operation
+-------------------
+
+``deliver(records)`` encodes each record's reading with ``encode_line``. A
+record that cannot be encoded (a NaN, a reserved field name) is rejected on
+the spot. The rest go out as one request, lines joined by ``\\n``, and the
+answer decides what happens:
+
+* 2xx: every line was written; nothing is returned for them.
+* 429, 5xx, 408, a timeout, a refused or dropped connection, any status we
+  do not understand: raise ``SinkUnavailable`` (with ``Retry-After`` when the
+  server gave one). The dispatcher keeps the whole batch and retries.
+* 401, 403: the credentials were refused. That is a configuration problem,
+  not a bad record, so the data is kept: ``SinkUnavailable``, with a message
+  saying to check the token or user. The same for 404: on 1.x it means
+  "database not found", on 2.x "bucket not found", and on anything else a
+  wrong URL; rejecting records for it would send a whole outage's worth of
+  good data to the dead-letter table.
+* 413 (body too large): split the batch in halves and deliver each, down to
+  single lines; one line that is still too large can never be written and is
+  rejected.
+* any other 4xx (400 bad line, 422 unprocessable, ...): if the batch has more
+  than one line, bisect: send each half on its own, recursively, until every
+  line that still fails is alone. A lone line that fails is rejected with
+  the server's error text; everything else ends up delivered.
+
+Bisecting is correct because writes are idempotent: a point is identified
+by measurement, tag set and timestamp, and rewriting an identical point
+changes nothing, so resending the good lines of a failed half is harmless.
+That also covers InfluxDB 1.x's "partial write" answer: a 400 whose good
+points *were* written. The good lines of that batch are written again (no
+effect) and the bad ones are isolated. It terminates because each request
+holds strictly fewer lines than the one before, so a batch of n lines with k
+bad ones costs at most about ``2 k log2(n)`` requests. If the server turns
+unavailable halfway, ``SinkUnavailable`` is raised and rejections found so far
+are dropped; the retry finds them again.
+
+Requests are sent one after another, in record order. Each one is bounded by
+``timeout_s`` through an ``asyncio.timeout`` scope around the request.
+
+Logging: a rejected record is logged once here (it is returned, not raised),
+as one capitalised line with the record id, status and server text.
+Unavailability is raised, not logged: its message says what failed and the
+dispatcher logs it with its back-off. Credentials never appear in messages:
+the URL is shown without its user info, and tokens and passwords are only
+ever sent in headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import gzip as gzip_module
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+from influxdb_client import WritePrecision
+from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.rest import ApiException
+from yarl import URL
+
+from agent.errors import SinkUnavailable
+from agent.sinks.base import Record, Rejection
+from agent.sinks.lineprotocol import encode_line
+
+__all__ = ["InfluxV1Sink", "InfluxV2Sink", "open_influx_v1", "open_influx_v2"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest server error text kept in a rejection or an error message.
+MAX_REASON_CHARS = 200
+
+
+class _Verdict(enum.Enum):
+    DELIVERED = enum.auto()  #: 2xx
+    UNAVAILABLE = enum.auto()  #: keep everything, retry later
+    SPLIT = enum.auto()  #: 413: too large, halve and retry at once
+    BISECT = enum.auto()  #: other 4xx: some line is bad, find it
+
+
+def _classify(status: int) -> _Verdict:
+    if 200 <= status <= 299:
+        return _Verdict.DELIVERED
+    if status == 413:
+        return _Verdict.SPLIT
+    # 401/403: credentials; 404: database, bucket or URL missing; 408: the
+    # server gave up waiting; 429: rate limit. None of these says a line is bad.
+    if status in (401, 403, 404, 408, 429):
+        return _Verdict.UNAVAILABLE
+    if 400 <= status <= 499:
+        return _Verdict.BISECT
+    return _Verdict.UNAVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    record_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What the server said to one write request."""
+
+    status: int
+    text: str
+    retry_after_s: float | None = None
+
+
+#: Sends one request body (lines joined by newlines) and reports the answer.
+#: Raises ``SinkUnavailable`` when there was no answer (timeout, no connection).
+_Writer = Callable[[bytes], Awaitable[_Answer]]
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Read a ``Retry-After`` header: delay seconds or an HTTP date.
+
+    Returns:
+        The delay in seconds (never negative), or ``None`` if absent or unreadable.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT.
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _error_text(body: bytes, headers: Mapping[str, str]) -> str:
+    """The server's own words: 1.x sends ``{"error": ...}``, 2.x ``{"message": ...}``."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        for key in ("error", "message"):
+            if isinstance(doc.get(key), str):
+                text = doc[key]
+                break
+    if not text:
+        text = headers.get("X-Influxdb-Error", "")
+    return _shorten(" ".join(text.split()))
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= MAX_REASON_CHARS:
+        return text
+    return text[: MAX_REASON_CHARS - 3] + "..."
+
+
+def _public_url(url: str) -> str:
+    """The URL without user info, fit for messages."""
+    return str(URL(url).with_user(None))
+
+
+class _BatchWriter:
+    """The error policy shared by both sinks (see the module docstring)."""
+
+    def __init__(self, *, name: str, where: str, write: _Writer) -> None:
+        self._name = name
+        self._where = where
+        self._write = write
+
+    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
+        rejections: list[Rejection] = []
+        lines: list[_Line] = []
+        for record in records:
+            try:
+                # UnicodeEncodeError (a lone surrogate) is a ValueError too.
+                data = encode_line(record.reading).encode("utf-8")
+            except ValueError as exc:
+                reason = _shorten(f"cannot encode as line protocol: {exc}")
+                logger.warning("Rejected record %d for %s: %s", record.id, self._name, reason)
+                rejections.append(Rejection(record.id, reason, None))
+                continue
+            lines.append(_Line(record.id, data))
+        if lines:
+            rejections.extend(await self._send(lines))
+        rejections.sort(key=lambda rejection: rejection.record_id)
+        return rejections
+
+    async def _send(self, lines: Sequence[_Line]) -> list[Rejection]:
+        answer = await self._write(b"\n".join(line.data for line in lines))
+        verdict = _classify(answer.status)
+        if verdict is _Verdict.DELIVERED:
+            return []
+        if verdict is _Verdict.UNAVAILABLE:
+            raise SinkUnavailable(
+                self._unavailable_message(answer),
+                sink=self._name,
+                retry_after_s=answer.retry_after_s,
+            )
+        if len(lines) == 1:
+            record_id = lines[0].record_id
+            reason = answer.text or f"HTTP {answer.status}"
+            logger.warning(
+                "Rejected record %d for %s: HTTP %d: %s",
+                record_id,
+                self._name,
+                answer.status,
+                reason,
+            )
+            return [Rejection(record_id, reason, answer.status)]
+        if verdict is _Verdict.SPLIT:
+            logger.debug("Splitting %d lines for %s after HTTP 413", len(lines), self._name)
+        middle = len(lines) // 2
+        first = await self._send(lines[:middle])
+        return first + await self._send(lines[middle:])
+
+    def _unavailable_message(self, answer: _Answer) -> str:
+        detail = f": {answer.text}" if answer.text else ""
+        if answer.status in (401, 403):
+            hint = "credentials refused; check the token or user name and password"
+        elif answer.status == 404:
+            hint = "not found; check the URL and that the database or bucket exists"
+        else:
+            hint = "server unavailable"
+        return f"{self._where}: HTTP {answer.status}, {hint}{detail}"
+
+
+class InfluxV1Sink:
+    """Writes to the InfluxDB v1 HTTP API (``/write``); see the module docstring.
+
+    Open it with ``open_influx_v1``.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        url: str,
+        database: str,
+        retention_policy: str | None,
+        auth: aiohttp.BasicAuth | None,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        batch_size: int,
+        flush_interval_s: float,
+        gzip: bool,
+        name: str,
+    ) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self._session = session
+        self._base = URL(url)
+        self._database = database
+        self._retention_policy = retention_policy
+        self._auth = auth
+        self._headers = dict(headers)
+        self._timeout_s = timeout_s
+        self._gzip = gzip
+        self._where = _public_url(url)
+        self._writer = _BatchWriter(name=name, where=self._where, write=self._post_write)
+
+    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
+        """Deliver ``records``; return the ones refused for good.
+
+        Raises:
+            SinkUnavailable: Nothing is known to be delivered; retry later.
+        """
+        return await self._writer.deliver(records)
+
+    async def ensure_database(self) -> bool:
+        """Create the database if it does not exist (``CREATE DATABASE`` is idempotent).
+
+        Best effort: servers where the user may not create databases, or
+        InfluxDB 2.x/3.x where databases map to buckets, refuse it, and that
+        is fine. A failure is logged, not raised.
+
+        Returns:
+            Whether the server confirmed the database exists.
+        """
+        statement = f"CREATE DATABASE {quote_identifier(self._database)}"
+        try:
+            answer = await self._post(
+                self._base / "query",
+                params={"q": statement},
+                data=b"",
+                headers=self._headers,
+            )
+        except SinkUnavailable as exc:
+            logger.warning("Could not create database %r: %s", self._database, exc)
+            return False
+        if 200 <= answer.status <= 299 and not answer.text:
+            return True
+        logger.warning(
+            "Could not create database %r on %s: HTTP %d %s",
+            self._database,
+            self._where,
+            answer.status,
+            answer.text,
+        )
+        return False
+
+    async def _post_write(self, body: bytes) -> _Answer:
+        params = {"db": self._database, "precision": "ns"}
+        if self._retention_policy:
+            params["rp"] = self._retention_policy
+        headers = {**self._headers, "Content-Type": "text/plain; charset=utf-8"}
+        if self._gzip:
+            # Level 1: line protocol is very repetitive, so the fastest level
+            # already gets most of the saving and keeps the event loop free.
+            body = gzip_module.compress(body, compresslevel=1, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        return await self._post(self._base / "write", params=params, data=body, headers=headers)
+
+    async def _post(
+        self, url: URL, *, params: Mapping[str, str], data: bytes, headers: Mapping[str, str]
+    ) -> _Answer:
+        try:
+            async with (
+                asyncio.timeout(self._timeout_s),
+                self._session.post(
+                    url, params=params, data=data, headers=headers, auth=self._auth
+                ) as response,
+            ):
+                body = await response.read()
+                answer_text = "" if 200 <= response.status <= 299 else body.decode("utf-8", "replace")
+                # /query answers 200 with {"results": [{"error": ...}]} for failed statements.
+                if response.status == 200 and url.path.endswith("/query"):
+                    answer_text = _query_error(body)
+                return _Answer(
+                    status=response.status,
+                    text=_error_text(answer_text.encode(), response.headers)
+                    if response.status >= 300
+                    else answer_text,
+                    retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+                )
+        except TimeoutError as exc:
+            raise SinkUnavailable(
+                f"{self._where}: no answer within {self._timeout_s:g} s", sink=self.name
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise SinkUnavailable(
+                f"{self._where}: {type(exc).__name__}: {_shorten(str(exc))}", sink=self.name
+            ) from exc
+
+
+def _query_error(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    results = doc.get("results") if isinstance(doc, dict) else None
+    for result in results if isinstance(results, list) else []:
+        if isinstance(result, dict) and isinstance(result.get("error"), str):
+            return _shorten(result["error"])
+    return ""
+
+
+def quote_identifier(name: str) -> str:
+    """Quote an InfluxQL identifier (database, measurement) in double quotes."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@asynccontextmanager
+async def open_influx_v1(
+    *,
+    url: str,
+    database: str,
+    retention_policy: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    timeout_s: float = 10.0,
+    batch_size: int = 5000,
+    flush_interval_s: float = 1.0,
+    gzip: bool = True,
+    name: str = "influx",
+) -> AsyncIterator[InfluxV1Sink]:
+    """Open a sink for the InfluxDB v1 write API.
+
+    Args:
+        url: Server base URL, e.g. ``http://127.0.0.1:8086``.
+        database: Target database (on 2.x: the bucket's v1 mapping).
+        retention_policy: Retention policy; the database default if ``None``.
+        username: User for basic auth (InfluxDB 1.x with auth enabled).
+        password: Password for basic auth.
+        token: API token, sent as ``Authorization: Token ...`` (InfluxDB 2.x/3.x).
+        timeout_s: Limit for each HTTP request.
+        batch_size: Most records per ``deliver`` call.
+        flush_interval_s: Longest a record waits for a fuller batch.
+        gzip: Compress request bodies (influxd 1.6 accepts ``Content-Encoding: gzip``).
+        name: Sink name; the outbox keys this sink's cursor by it.
+
+    Raises:
+        ValueError: Conflicting or incomplete arguments.
+    """
+    if not database:
+        raise ValueError("database must not be empty")
+    if token is not None and (username is not None or password is not None):
+        raise ValueError("give either a token or a username and password, not both")
+    if (username is None) != (password is None):
+        raise ValueError("username and password go together")
+    auth = aiohttp.BasicAuth(username, password) if username is not None else None
+    headers = {"Authorization": f"Token {token}"} if token is not None else {}
+    # No session-wide timeout: each request runs in its own asyncio.timeout scope.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        yield InfluxV1Sink(
+            session=session,
+            url=url,
+            database=database,
+            retention_policy=retention_policy,
+            auth=auth,
+            headers=headers,
+            timeout_s=timeout_s,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            gzip=gzip,
+            name=name,
+        )
+
+
+class InfluxV2Sink:
+    """Writes through influxdb-client's async v2 write API; see the module docstring.
+
+    Open it with ``open_influx_v2``.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: InfluxDBClientAsync,
+        url: str,
+        org: str,
+        bucket: str,
+        timeout_s: float,
+        batch_size: int,
+        flush_interval_s: float,
+        name: str,
+    ) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self._write_api = client.write_api()
+        self._org = org
+        self._bucket = bucket
+        self._timeout_s = timeout_s
+        self._where = _public_url(url)
+        self._writer = _BatchWriter(name=name, where=self._where, write=self._write)
+
+    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
+        """Deliver ``records``; return the ones refused for good.
+
+        Raises:
+            SinkUnavailable: Nothing is known to be delivered; retry later.
+        """
+        return await self._writer.deliver(records)
+
+    async def _write(self, body: bytes) -> _Answer:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._write_api.write(
+                    bucket=self._bucket,
+                    org=self._org,
+                    record=body,
+                    write_precision=WritePrecision.NS,
+                )
+        except ApiException as exc:
+            # The client raises ApiException for any non-2xx answer. Status 0
+            # means it could not even build the request.
+            status = exc.status if isinstance(exc.status, int) else 0
+            headers: Mapping[str, str] = exc.headers if exc.headers is not None else {}
+            body_bytes = exc.body if isinstance(exc.body, bytes) else b""
+            if status == 0:
+                raise SinkUnavailable(
+                    f"{self._where}: client error: {_shorten(str(exc.reason))}", sink=self.name
+                ) from exc
+            return _Answer(
+                status=status,
+                text=_error_text(body_bytes, headers),
+                retry_after_s=parse_retry_after(headers.get("Retry-After")),
+            )
+        except TimeoutError as exc:
+            raise SinkUnavailable(
+                f"{self._where}: no answer within {self._timeout_s:g} s", sink=self.name
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise SinkUnavailable(
+                f"{self._where}: {type(exc).__name__}: {_shorten(str(exc))}", sink=self.name
+            ) from exc
+        return _Answer(status=204, text="")
+
+
+@asynccontextmanager
+async def open_influx_v2(
+    *,
+    url: str,
+    org: str,
+    bucket: str,
+    token: str,
+    timeout_s: float = 10.0,
+    batch_size: int = 5000,
+    flush_interval_s: float = 1.0,
+    name: str = "influx",
+) -> AsyncIterator[InfluxV2Sink]:
+    """Open a sink for the InfluxDB v2 write API (``/api/v2/write``).
+
+    Args:
+        url: Server base URL, e.g. ``https://eu-central-1-1.aws.cloud2.influxdata.com``.
+        org: Organisation name or id.
+        bucket: Bucket name or id.
+        token: API token with write permission on the bucket.
+        timeout_s: Limit for each HTTP request.
+        batch_size: Most records per ``deliver`` call.
+        flush_interval_s: Longest a record waits for a fuller batch.
+        name: Sink name; the outbox keys this sink's cursor by it.
+    """
+    # The client's own timeout (ms) is only a backstop; the asyncio.timeout
+    # scope around each write is the limit that normally fires first.
+    client = InfluxDBClientAsync(
+        url=url, token=token, org=org, timeout=int(timeout_s * 1000) + 1000
+    )
+    try:
+        yield InfluxV2Sink(
+            client=client,
+            url=url,
+            org=org,
+            bucket=bucket,
+            timeout_s=timeout_s,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            name=name,
+        )
+    finally:
+        # Closes the aiohttp session; an unclosed one warns (ResourceWarning).
+        await client.close()

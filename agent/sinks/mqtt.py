@@ -1,0 +1,263 @@
+"""MQTT sink: every outbox record published at QoS 1, cursor moved on PUBACK.
+
+Theory of operation
+-------------------
+QoS 1 alone is not store-and-forward: a client's in-flight queue lives in RAM
+and dies with the connection or the process. So the outbox is the queue; this
+sink only moves its cursor after the broker acknowledged (PUBACK) every
+message of a batch. After a disconnect, a crash or a restart, whatever was not
+acknowledged is published again from the outbox (at least once; consumers
+dedupe on ``(device, seq)``).
+
+Two tasks share one connection:
+
+* ``connection_loop`` connects (TLS and credentials from config), publishes the
+  retained ``agent/status`` = ``online`` (its Last Will is ``offline``), keeps
+  the retained ``<device>/status`` documents current, and reconnects with a
+  capped, jittered back-off after any failure: one log line per attempt.
+* ``deliver`` (driven by the dispatcher) publishes a batch and waits for all
+  PUBACKs within ``publish_timeout_s``; if the connection is down it waits for
+  it, then reports ``SinkUnavailable`` so the batch is retried.
+
+Topics, under ``<prefix>/<site>/``::
+
+    <device>/reading   JSON reading (see agent.readings), QoS 1, not retained
+    <device>/event     JSON event (ticket printed, counter reset), QoS 1
+    <device>/status    retained JSON {"state": "online"|"offline", ...}
+    agent/status       retained "online" / "offline" (Last Will)
+
+A device's retained status says what the agent last knew; when ``agent/status``
+is ``offline`` the agent is gone and no device status can be trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Sequence
+
+import aiomqtt
+
+from agent.backoff import Backoff
+from agent.errors import SinkUnavailable
+from agent.health import Health, SinkHealth
+from agent.sinks.base import Record, Rejection
+
+log = logging.getLogger(__name__)
+
+#: Device ids that would collide with the agent's own topics.
+RESERVED_DEVICE_IDS = frozenset({"agent", "alerts", "cmd"})
+
+
+class MqttSink:
+    """Publishes outbox records and status topics to one broker."""
+
+    flush_interval_s = 0.0
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        prefix: str,
+        site: str,
+        health: Health,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_insecure: bool = False,
+        tls: bool = False,
+        keepalive_s: int = 30,
+        batch_size: int = 100,
+        publish_timeout_s: float = 10.0,
+        name: str = "mqtt",
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self._host = host
+        self._port = port
+        self._base = f"{prefix}/{site}"
+        self._health = health
+        self._sink_health: SinkHealth = health.sinks.get(name) or health.add_sink(name)
+        self._client_id = client_id or f"coffee-telemetry-{site}"
+        self._username = username
+        self._password = password
+        self._tls = tls or bool(tls_ca_file or tls_cert_file)
+        self._tls_ca_file = tls_ca_file
+        self._tls_cert_file = tls_cert_file
+        self._tls_key_file = tls_key_file
+        self._tls_insecure = tls_insecure
+        self._keepalive_s = keepalive_s
+        self._publish_timeout_s = publish_timeout_s
+        self._backoff = backoff or Backoff(initial_s=1.0, maximum_s=60.0)
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._broken = asyncio.Event()
+
+    @property
+    def status_topic(self) -> str:
+        """The retained agent status topic (also the Last Will topic)."""
+        return f"{self._base}/agent/status"
+
+    def topic_for(self, record: Record) -> str:
+        """The topic a record is published on."""
+        reading = record.reading
+        return f"{self._base}/{reading.device}/{reading.kind}"
+
+    def device_status_topic(self, device: str) -> str:
+        """The retained status topic of ``device``."""
+        return f"{self._base}/{device}/status"
+
+    def _tls_params(self) -> aiomqtt.TLSParameters | None:
+        if not self._tls:
+            return None
+        return aiomqtt.TLSParameters(
+            ca_certs=self._tls_ca_file,
+            certfile=self._tls_cert_file,
+            keyfile=self._tls_key_file,
+            cert_reqs=ssl.CERT_NONE if self._tls_insecure else ssl.CERT_REQUIRED,
+        )
+
+    def _make_client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self._host,
+            self._port,
+            identifier=self._client_id,
+            username=self._username,
+            password=self._password,
+            will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
+            tls_params=self._tls_params(),
+            tls_insecure=self._tls_insecure if self._tls else None,
+            keepalive=self._keepalive_s,
+            clean_session=True,
+            timeout=self._publish_timeout_s,
+        )
+
+    async def connection_loop(self) -> None:
+        """Stay connected until ``close`` is called; reconnect on any failure."""
+        while not self._stopping.is_set():
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    self._broken.clear()
+                    await client.publish(self.status_topic, b"online", qos=1, retain=True)
+                    await self._publish_statuses(client, set(self._health.devices))
+                    log.info("Connected to MQTT broker %s:%d", self._host, self._port)
+                    self._backoff.reset()
+                    self._sink_health.connected = True
+                    self._connected.set()
+                    await self._serve(client)
+                    if self._stopping.is_set():
+                        await self._publish_offline(client)
+            except aiomqtt.MqttError as exc:
+                self._sink_health.last_error = str(exc)
+                if self._stopping.is_set():
+                    return
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "MQTT broker %s:%d unreachable (%s); attempt %d, next in %.1f s",
+                    self._host,
+                    self._port,
+                    exc,
+                    self._backoff.attempts,
+                    delay,
+                )
+                await self._wait_stop(delay)
+            finally:
+                self._client = None
+                self._connected.clear()
+                self._sink_health.connected = False
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Publish status changes until stopped or the connection breaks."""
+        disconnected = asyncio.ensure_future(self._watch_disconnect(client))
+        try:
+            while not self._stopping.is_set():
+                changed = asyncio.ensure_future(self._health.changed())
+                stop = asyncio.ensure_future(self._stopping.wait())
+                broken = asyncio.ensure_future(self._broken.wait())
+                try:
+                    await asyncio.wait(
+                        {changed, stop, broken, disconnected},
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    for fut in (changed, stop, broken):
+                        fut.cancel()
+                if disconnected.done():
+                    disconnected.result()  # raises the MqttError that ended it
+                if self._broken.is_set():
+                    raise aiomqtt.MqttError("publish failed; reconnecting")
+                await self._publish_statuses(client, self._health.take_dirty())
+        finally:
+            disconnected.cancel()
+
+    async def _watch_disconnect(self, client: aiomqtt.Client) -> None:
+        # The message iterator raises MqttError when the connection is lost.
+        async for _message in client.messages:
+            pass
+
+    async def _publish_statuses(self, client: aiomqtt.Client, devices: set[str]) -> None:
+        for device in sorted(devices):
+            entry = self._health.devices.get(device)
+            if entry is None:
+                continue
+            payload = json.dumps(entry.as_status(), sort_keys=True, separators=(",", ":"))
+            await client.publish(
+                self.device_status_topic(device), payload.encode(), qos=1, retain=True
+            )
+
+    async def _publish_offline(self, client: aiomqtt.Client) -> None:
+        try:
+            await client.publish(self.status_topic, b"offline", qos=1, retain=True, timeout=2.0)
+        except aiomqtt.MqttError as exc:
+            log.warning("Could not publish agent offline status: %s", exc)
+
+    async def _wait_stop(self, delay: float) -> None:
+        try:
+            async with asyncio.timeout(delay):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+
+    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
+        """Publish ``records`` at QoS 1 and return once all are acknowledged.
+
+        Raises:
+            SinkUnavailable: Not connected, or a publish failed or timed out.
+        """
+        try:
+            async with asyncio.timeout(self._publish_timeout_s):
+                await self._connected.wait()
+        except TimeoutError:
+            raise SinkUnavailable("not connected to the broker", sink=self.name) from None
+        client = self._client
+        if client is None:
+            raise SinkUnavailable("not connected to the broker", sink=self.name)
+        results = await asyncio.gather(
+            *(
+                client.publish(
+                    self.topic_for(rec), rec.payload, qos=1, timeout=self._publish_timeout_s
+                )
+                for rec in records
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                self._broken.set()
+                raise SinkUnavailable(f"publish failed: {result}", sink=self.name) from result
+        return []
+
+    async def close(self) -> None:
+        """Ask the connection loop to publish ``offline`` and disconnect."""
+        self._stopping.set()
