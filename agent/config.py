@@ -41,6 +41,9 @@ PREFIX = r"^[a-z0-9][a-z0-9_-]{0,47}(/[a-z0-9][a-z0-9_-]{0,47}){0,3}$"
 
 Ident = Annotated[str, Field(pattern=IDENT)]
 
+#: Ids the agent uses for its own topics and readings.
+RESERVED_IDS = frozenset({"agent", "alerts", "cmd"})
+
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 
@@ -264,6 +267,10 @@ class Config(_Model):
         seen_ids: set[str] = set()
         seen_ports: set[str] = set()
         for i, dev in enumerate(self.devices):
+            if dev.id in RESERVED_IDS:
+                raise ValueError(
+                    f"devices[{i}].id: {dev.id!r} is reserved for the agent's own topics"
+                )
             if dev.id in seen_ids:
                 raise ValueError(f"devices[{i}].id: duplicate device id {dev.id!r}")
             if dev.enabled and dev.port in seen_ports:

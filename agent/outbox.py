@@ -187,6 +187,7 @@ class Outbox:
         self._kick = asyncio.Event()
         self._closing = False
         self._changed = asyncio.Event()
+        self._acked = asyncio.Event()
         self._recent: collections.deque[Record] = collections.deque(maxlen=RECENT_CACHE)
         self._cursors: dict[str, int] = {}
         self._first_id = 0
@@ -459,6 +460,12 @@ class Outbox:
         await self._run(write)
         while self._recent and self._recent[0].id < self._first_id:
             self._recent.popleft()
+        acked, self._acked = self._acked, asyncio.Event()
+        acked.set()
+
+    async def acked(self) -> None:
+        """Wait until some sink acknowledges records."""
+        await self._acked.wait()
 
     # -- inspection ----------------------------------------------------------
 

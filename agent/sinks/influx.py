@@ -1,4 +1,4 @@
-"""InfluxDB sinks: the v1 HTTP write API and the v2 API, with one error policy.
+r"""InfluxDB sinks: the v1 HTTP write API and the v2 API, with one error policy.
 
 ``InfluxV1Sink`` POSTs line protocol to ``/write?db=...&precision=ns`` with
 aiohttp; InfluxDB 1.x, 2.x (v1 compatibility, token auth) and 3.x all serve
@@ -11,7 +11,7 @@ Theory of operation
 
 ``deliver(records)`` encodes each record's reading with ``encode_line``. A
 record that cannot be encoded (a NaN, a reserved field name) is rejected on
-the spot. The rest go out as one request, lines joined by ``\\n``, and the
+the spot. The rest go out as one request, lines joined by ``\n``, and the
 answer decides what happens:
 
 * 2xx: every line was written; nothing is returned for them.
@@ -66,10 +66,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import cast
 
 import aiohttp
-from influxdb_client import WritePrecision
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from yarl import URL
 
@@ -83,6 +84,10 @@ logger = logging.getLogger(__name__)
 
 #: Longest server error text kept in a rejection or an error message.
 MAX_REASON_CHARS = 200
+
+#: WritePrecision's members are plain strings, though the client annotates its
+#: ``write_precision`` parameter with the class.
+_NS = cast(WritePrecision, WritePrecision.NS)
 
 
 class _Verdict(enum.Enum):
@@ -341,17 +346,16 @@ class InfluxV1Sink:
                 ) as response,
             ):
                 body = await response.read()
-                answer_text = "" if 200 <= response.status <= 299 else body.decode("utf-8", "replace")
-                # /query answers 200 with {"results": [{"error": ...}]} for failed statements.
-                if response.status == 200 and url.path.endswith("/query"):
-                    answer_text = _query_error(body)
-                return _Answer(
-                    status=response.status,
-                    text=_error_text(answer_text.encode(), response.headers)
-                    if response.status >= 300
-                    else answer_text,
-                    retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
-                )
+                status = response.status
+                retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+                if not 200 <= status <= 299:
+                    text = _error_text(body, response.headers)
+                elif url.path.endswith("/query"):
+                    # /query answers 200 even when a statement failed, with
+                    # {"results": [{"error": ...}]}.
+                    text = _query_error(body)
+                else:
+                    text = ""
         except TimeoutError as exc:
             raise SinkUnavailable(
                 f"{self._where}: no answer within {self._timeout_s:g} s", sink=self.name
@@ -360,6 +364,7 @@ class InfluxV1Sink:
             raise SinkUnavailable(
                 f"{self._where}: {type(exc).__name__}: {_shorten(str(exc))}", sink=self.name
             ) from exc
+        return _Answer(status=status, text=text, retry_after_s=retry_after_s)
 
 
 def _query_error(body: bytes) -> str:
@@ -418,7 +423,9 @@ async def open_influx_v1(
         raise ValueError("give either a token or a username and password, not both")
     if (username is None) != (password is None):
         raise ValueError("username and password go together")
-    auth = aiohttp.BasicAuth(username, password) if username is not None else None
+    auth = None
+    if username is not None and password is not None:
+        auth = aiohttp.BasicAuth(username, password)
     headers = {"Authorization": f"Token {token}"} if token is not None else {}
     # No session-wide timeout: each request runs in its own asyncio.timeout scope.
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
@@ -480,7 +487,7 @@ class InfluxV2Sink:
                     bucket=self._bucket,
                     org=self._org,
                     record=body,
-                    write_precision=WritePrecision.NS,
+                    write_precision=_NS,
                 )
         except ApiException as exc:
             # The client raises ApiException for any non-2xx answer. Status 0
@@ -533,11 +540,12 @@ async def open_influx_v2(
         name: Sink name; the outbox keys this sink's cursor by it.
     """
     # The client's own timeout (ms) is only a backstop; the asyncio.timeout
-    # scope around each write is the limit that normally fires first.
-    client = InfluxDBClientAsync(
+    # scope around each write is the limit that normally fires first. Leaving
+    # the client's context closes its aiohttp session; an unclosed one warns
+    # (ResourceWarning).
+    async with InfluxDBClientAsync(
         url=url, token=token, org=org, timeout=int(timeout_s * 1000) + 1000
-    )
-    try:
+    ) as client:
         yield InfluxV2Sink(
             client=client,
             url=url,
@@ -548,6 +556,3 @@ async def open_influx_v2(
             flush_interval_s=flush_interval_s,
             name=name,
         )
-    finally:
-        # Closes the aiohttp session; an unclosed one warns (ResourceWarning).
-        await client.close()

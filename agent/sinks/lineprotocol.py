@@ -1,4 +1,4 @@
-"""InfluxDB line protocol: one ``Reading`` becomes one line.
+r"""InfluxDB line protocol: one ``Reading`` becomes one line.
 
     measurement[,tag_key=tag_value...] field_key=field_value[,...] timestamp_ns
 
@@ -25,26 +25,27 @@ string field value              double quote, backslash
 
 Everything else is literal. In names (measurement, tag keys and values, field
 keys) a backslash is only an escape when it precedes one of that element's
-special characters, and InfluxDB then drops *that* backslash; so ``a\\,b``
-written as ``a\\\\,b`` reads back as ``a\\,b``. Two things cannot be expressed
+special characters, and InfluxDB then drops *that* backslash; so ``a\,b``
+written as ``a\\,b`` reads back as ``a\,b``. Two things cannot be expressed
 in a name and are changed before escaping, by ``clean_name``:
 
-* control characters (C0: ``\\x00``-``\\x1f``, including ``\\n``, ``\\r``,
-  ``\\t``) become a space. A newline would end the line, so a lot code typed as
-  ``L 1,x=2\\nfoo`` could otherwise smuggle a second point in; it is stored as
-  the tag value ``L 1,x=2 foo`` (written ``L\\ 1\\,x\\=2\\ foo``);
+* control characters (C0: ``\x00``-``\x1f``, including ``\n``, ``\r``,
+  ``\t``) become a space. A newline would end the line, so a lot code typed as
+  ``L 1,x=2\nfoo`` could otherwise smuggle a second point in; it is stored as
+  the tag value ``L 1,x=2 foo`` (written ``L\ 1\,x\=2\ foo``);
 * trailing backslashes are stripped: a name cannot end in a backslash, which
   would escape the separator after it (telegraf#3004).
 
 String field values are double-quoted. The official reference says line
 protocol "does not support the newline character in tag or field values".
 Measured on influxd 1.6.7: a raw newline inside a quoted string *is* accepted
-and stored, but other parsers (line-oriented splitters, the 3.x parser) refuse
-it or cut the line there. So ``clean_string`` turns LF and CR into the two
-characters ``\\n`` and ``\\r``: the stored text reads naturally and every line
-stays one line. The price: a source text that literally contains backslash-n
-reads back the same as one with a newline. The outbox and MQTT keep the
-original text; only the InfluxDB copy is changed.
+and stored, but an implementation that follows the reference may refuse it or
+end the line there. So ``clean_string`` turns LF and CR into the two
+characters ``\n`` and ``\r`` (on the wire ``\\n``, an escaped backslash and a
+letter): the stored text reads naturally and every line stays one line. The
+price: a source text that literally contains backslash-n reads back the same
+as one with a newline. The outbox and MQTT keep the original text; only the
+InfluxDB copy is changed.
 
 Numbers (measured on influxd 1.6.7): floats are written as ``repr(float)``,
 Python's shortest round-trip form; exponent forms such as ``1e-05``,
@@ -81,7 +82,7 @@ __all__ = [
 #: Line protocol integers are signed 64-bit.
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
-#: influxd refuses the two extreme int64 values as timestamps ("time outside range").
+#: influxd's timestamp range; outside it a line fails with "time outside range" (1.6.7).
 _TS_MIN = _INT_MIN + 2
 _TS_MAX = _INT_MAX - 1
 

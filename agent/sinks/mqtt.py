@@ -47,9 +47,6 @@ from agent.sinks.base import Record, Rejection
 
 log = logging.getLogger(__name__)
 
-#: Device ids that would collide with the agent's own topics.
-RESERVED_DEVICE_IDS = frozenset({"agent", "alerts", "cmd"})
-
 
 class MqttSink:
     """Publishes outbox records and status topics to one broker."""

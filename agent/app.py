@@ -1,0 +1,236 @@
+"""The agent process: devices → outbox → sinks, under one task group.
+
+``run_agent`` opens the outbox, the configured sinks and one loop per device,
+all in one ``asyncio.TaskGroup``, and runs until ``stop`` is set (SIGTERM,
+Ctrl-C). A task that fails unexpectedly takes the agent down with a non-zero
+exit, and systemd restarts it; since every accepted reading is already on
+disk, a crash costs a few seconds of latency, never data.
+
+Shutdown order: device loops stop first (nothing new is accepted), the sinks
+get ``shutdown_grace_s`` to deliver what is pending, then the MQTT connection
+publishes ``agent/status = offline`` and disconnects, and the outbox closes.
+Whatever was not delivered is delivered after the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+
+from agent.config import Config
+from agent.devices import DeviceRunner, ReadingListener
+from agent.dispatch import deliver_loop
+from agent.health import DeviceState, Health
+from agent.outbox import Outbox, open_outbox
+from agent.ports import PortOpener, open_serial_port
+from agent.readings import Stamper
+from agent.sinks.base import Sink
+from agent.sinks.influx import open_influx_v1, open_influx_v2
+from agent.sinks.mqtt import MqttSink
+from drivers.events import FieldValue
+
+log = logging.getLogger(__name__)
+
+#: The agent's own health readings use this device id.
+AGENT_DEVICE = "agent"
+
+
+def _secret(value: object) -> str | None:
+    get = getattr(value, "get_secret_value", None)
+    return None if get is None else str(get())
+
+
+async def _open_sinks(
+    cfg: Config, stack: AsyncExitStack, health: Health
+) -> tuple[list[Sink], MqttSink | None]:
+    sinks: list[Sink] = []
+    mqtt: MqttSink | None = None
+    if cfg.mqtt.enabled:
+        m = cfg.mqtt
+        tls = m.tls
+        mqtt = MqttSink(
+            host=m.host,
+            port=m.port,
+            prefix=m.prefix,
+            site=cfg.site.id,
+            health=health,
+            client_id=m.client_id,
+            username=m.username,
+            password=_secret(cfg.mqtt_password),
+            tls=tls is not None,
+            tls_ca_file=str(tls.ca_file) if tls and tls.ca_file else None,
+            tls_cert_file=str(tls.cert_file) if tls and tls.cert_file else None,
+            tls_key_file=str(tls.key_file) if tls and tls.key_file else None,
+            tls_insecure=bool(tls and tls.insecure),
+            keepalive_s=m.keepalive_s,
+            batch_size=m.batch_size,
+            publish_timeout_s=m.publish_timeout_s,
+        )
+        sinks.append(mqtt)
+    if cfg.influx.enabled:
+        i = cfg.influx
+        if i.api == "v1":
+            v1 = await stack.enter_async_context(
+                open_influx_v1(
+                    url=i.url,
+                    database=i.database,
+                    retention_policy=i.retention_policy,
+                    username=i.username,
+                    password=_secret(cfg.influx_password),
+                    token=_secret(cfg.influx_token),
+                    timeout_s=i.timeout_s,
+                    batch_size=i.batch_size,
+                    flush_interval_s=i.flush_interval_s,
+                    gzip=i.gzip,
+                )
+            )
+            if i.create_database:
+                await v1.ensure_database()
+            sinks.append(v1)
+        else:
+            assert i.org is not None
+            assert i.bucket is not None
+            v2 = await stack.enter_async_context(
+                open_influx_v2(
+                    url=i.url,
+                    org=i.org,
+                    bucket=i.bucket,
+                    token=_secret(cfg.influx_token) or "",
+                    timeout_s=i.timeout_s,
+                    batch_size=i.batch_size,
+                    flush_interval_s=i.flush_interval_s,
+                )
+            )
+            sinks.append(v2)
+    for sink in sinks:
+        if sink.name not in health.sinks:
+            health.add_sink(sink.name)
+    return sinks, mqtt
+
+
+def agent_fields(outbox: Outbox, health: Health, started: float) -> dict[str, FieldValue]:
+    """The agent's own health, as fields of the ``agent`` measurement."""
+    fields: dict[str, FieldValue] = {
+        "uptime_s": round(time.monotonic() - started, 3),
+        "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "devices_online": sum(1 for d in health.devices.values() if d.state is DeviceState.ONLINE),
+        "devices_total": len(health.devices),
+        "outbox_last_id": outbox.last_id,
+    }
+    for name in outbox.sinks:
+        fields[f"backlog_{name}"] = outbox.backlog(name)
+        sink = health.sinks.get(name)
+        if sink is not None:
+            fields[f"delivered_{name}"] = sink.delivered
+            fields[f"rejected_{name}"] = sink.rejected
+    return fields
+
+
+async def _status_loop(
+    cfg: Config, outbox: Outbox, health: Health, stamper: Stamper, started: float
+) -> None:
+    while True:
+        await asyncio.sleep(cfg.agent.status_interval_s)
+        stats_dropped = (await outbox.stats()).dropped_total
+        fields = agent_fields(outbox, health, started)
+        fields["outbox_dropped_total"] = stats_dropped
+        reading = stamper.stamp(
+            device=AGENT_DEVICE,
+            measurement="agent",
+            fields=fields,
+            tags={"site": cfg.site.id, "device": AGENT_DEVICE, "host": os.uname().nodename},
+        )
+        await outbox.accept([reading])
+
+
+async def run_agent(
+    cfg: Config,
+    *,
+    stop: asyncio.Event,
+    listeners: Sequence[ReadingListener] = (),
+    open_port: PortOpener = open_serial_port,
+    health: Health | None = None,
+    shutdown_grace_s: float = 3.0,
+) -> None:
+    """Run the agent until ``stop`` is set."""
+    health = health or Health()
+    started = time.monotonic()
+    devices = [d for d in cfg.devices if d.enabled]
+    async with AsyncExitStack() as stack:
+        sinks, mqtt = await _open_sinks(cfg, stack, health)
+        outbox = await stack.enter_async_context(
+            open_outbox(
+                cfg.outbox_path,
+                sinks=[s.name for s in sinks],
+                max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
+                synchronous=cfg.outbox.synchronous,
+            )
+        )
+        stamper = Stamper()
+        stamper.restore(await outbox.sequences())
+        for dev in devices:
+            health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
+        log.info(
+            "Agent for site %s: %d devices, sinks %s, outbox %s",
+            cfg.site.id,
+            len(devices),
+            ", ".join(s.name for s in sinks) or "none",
+            cfg.outbox_path,
+        )
+        async with asyncio.TaskGroup() as tg:
+            mqtt_task = (
+                tg.create_task(mqtt.connection_loop(), name="mqtt-connection") if mqtt else None
+            )
+            delivery = [
+                tg.create_task(
+                    deliver_loop(outbox, sink, health=health.sinks[sink.name]),
+                    name=f"deliver[{sink.name}]",
+                )
+                for sink in sinks
+            ]
+            readers = [
+                tg.create_task(
+                    DeviceRunner(
+                        dev,
+                        site=cfg.site.id,
+                        stamper=stamper,
+                        accept=outbox.accept,
+                        health=health,
+                        open_port=open_port,
+                        listeners=listeners,
+                    ).run_loop(),
+                    name=f"device[{dev.id}]",
+                )
+                for dev in devices
+            ]
+            status = tg.create_task(
+                _status_loop(cfg, outbox, health, stamper, started), name="agent-status"
+            )
+            await stop.wait()
+            log.info("Stopping: closing devices, delivering what is pending")
+            for task in [*readers, status]:
+                task.cancel()
+            await _drain(outbox, [s.name for s in sinks], shutdown_grace_s)
+            for task in delivery:
+                task.cancel()
+            if mqtt is not None and mqtt_task is not None:
+                await mqtt.close()
+        log.info("Stopped; %s", _backlog_summary(outbox))
+
+
+async def _drain(outbox: Outbox, sinks: Sequence[str], grace_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace_s):
+            while any(outbox.backlog(s) for s in sinks):
+                await outbox.acked()
+
+
+def _backlog_summary(outbox: Outbox) -> str:
+    parts = [f"{s}={outbox.backlog(s)}" for s in outbox.sinks]
+    return "backlog kept for next start: " + (", ".join(parts) if parts else "no sinks")

@@ -1,0 +1,288 @@
+"""The ``coffee-telemetry`` command.
+
+    coffee-telemetry run -c site.toml          the agent (systemd runs this)
+    coffee-telemetry check-config site.toml    validate, print a summary, exit 0/2
+    coffee-telemetry outbox -c site.toml       backlog per sink, drops, dead letters
+    coffee-telemetry simulate                  virtual meters on ptys, prints their paths
+    coffee-telemetry demo                      broker + simulators + agent, zero setup
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.config import Config, load_config
+from agent.errors import ConfigError, OutboxError
+
+log = logging.getLogger("coffee_telemetry")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: str) -> Config:
+    return load_config(Path(path))
+
+
+def _install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agent until SIGTERM/SIGINT."""
+    cfg = _load(args.config)
+    _setup_logging(args.log_level or cfg.agent.log_level)
+    from agent.app import run_agent
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_stop(stop)
+        await run_agent(cfg, stop=stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file and summarise it."""
+    cfg = _load(args.file)
+    print(f"{args.file}: OK")
+    print(f"  site      {cfg.site.id}")
+    mqtt = f"{cfg.mqtt.host}:{cfg.mqtt.port} prefix {cfg.mqtt.prefix!r}"
+    print(f"  mqtt      {mqtt if cfg.mqtt.enabled else 'off'}")
+    influx = f"{cfg.influx.api} {cfg.influx.url}"
+    print(f"  influx    {influx if cfg.influx.enabled else 'off'}")
+    print(f"  outbox    {cfg.outbox_path} (quota {cfg.outbox.max_mb:g} MB)")
+    for dev in cfg.devices:
+        state = "" if dev.enabled else " (disabled)"
+        print(f"  device    {dev.id} {dev.driver} {dev.port}{state}")
+    return EXIT_OK
+
+
+def _age(ns: int | None, now_ns: int) -> str:
+    if ns is None:
+        return "-"
+    seconds = max(0.0, (now_ns - ns) / 1e9)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Show the outbox backlog per sink (works while the agent runs)."""
+    from agent.outbox import read_dead_letters, read_stats
+
+    if args.path:
+        path, quota = Path(args.path), 0
+    else:
+        cfg = _load(args.config)
+        path, quota = cfg.outbox_path, int(cfg.outbox.max_mb * 1024 * 1024)
+    stats = read_stats(path, max_bytes=quota)
+    if args.json:
+        doc = {
+            "path": stats.path,
+            "records": stats.records,
+            "bytes": stats.bytes_held,
+            "max_bytes": stats.max_bytes,
+            "last_id": stats.last_id,
+            "dropped_total": stats.dropped_total,
+            "sinks": [
+                {
+                    "sink": s.sink,
+                    "backlog": s.backlog,
+                    "cursor": s.cursor,
+                    "oldest_ns": s.oldest_ns,
+                    "delivered_total": s.delivered_total,
+                    "delivered_at_ns": s.delivered_at_ns,
+                    "dropped_total": s.dropped_total,
+                    "dead_total": s.dead_total,
+                }
+                for s in stats.sinks
+            ],
+        }
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    now = time.time_ns()
+    quota_text = f" of {stats.max_bytes / 1e6:.1f} MB" if stats.max_bytes else ""
+    print(f"outbox {stats.path}")
+    print(
+        f"  {stats.records} records held, {stats.bytes_held / 1e6:.2f} MB{quota_text},"
+        f" last id {stats.last_id}, dropped by quota {stats.dropped_total}"
+    )
+    header = ("sink", "backlog", "oldest", "last delivery", "dropped", "dead")
+    print("  {:<10} {:>8} {:>8} {:>14} {:>8} {:>6}".format(*header))
+    for s in stats.sinks:
+        print(
+            f"  {s.sink:<10} {s.backlog:>8} {_age(s.oldest_ns, now):>8}"
+            f" {_age(s.delivered_at_ns, now) + ' ago' if s.delivered_at_ns else 'never':>14}"
+            f" {s.dropped_total:>8} {s.dead_total:>6}"
+        )
+    if args.dead_letters:
+        print("dead letters (newest first):")
+        for dl in read_dead_letters(path, limit=args.dead_letters):
+            at = datetime.fromtimestamp(dl.at_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+            print(f"  #{dl.id} {at} sink={dl.sink} status={dl.status} {dl.reason}")
+            print(f"      {dl.payload.decode(errors='replace')[:300]}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run virtual meters on ptys until Ctrl-C."""
+    from simulators.moisture import Faults, TesmaMeterSim, TicketMeterSim
+    from simulators.pty import PtyPort
+
+    _setup_logging(args.log_level or "info")
+    link_dir = Path(args.dir)
+    link_dir.mkdir(parents=True, exist_ok=True)
+    faults = Faults(garbage_prob=args.garbage, copies=args.copies)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_stop(stop)
+        ports: list[PtyPort] = []
+        async with asyncio.TaskGroup() as tg:
+            tasks = []
+            for i in range(args.ticket):
+                port = PtyPort(link=link_dir / f"ticket-{i + 1}")
+                port.open()
+                ports.append(port)
+                sim = TicketMeterSim(
+                    port, interval_s=args.interval, lot=f"L-{i + 1:04d}", knobs=faults
+                )
+                tasks.append(tg.create_task(sim.run(), name=f"sim[ticket-{i + 1}]"))
+                print(f"moisture.ticket  {port.path} -> {port.tty_path}", flush=True)
+            for i in range(args.tesma):
+                port = PtyPort(link=link_dir / f"tesma-{i + 1}")
+                port.open()
+                ports.append(port)
+                tesma = TesmaMeterSim(port, interval_s=1.0)
+                tasks.append(tg.create_task(tesma.run(), name=f"sim[tesma-{i + 1}]"))
+                print(f"moisture.tesma   {port.path} -> {port.tty_path}", flush=True)
+            print("Simulating; Ctrl-C to stop.", flush=True)
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+        for port in ports:
+            port.close()
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Embedded broker + simulators + agent."""
+    from agent.demo import DemoOptions, run_demo
+
+    _setup_logging(args.log_level or "warning")
+    opts = DemoOptions(
+        port=args.port,
+        broker=args.broker,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        influx_url=args.influx_url,
+        interval_s=args.interval,
+        duration_s=args.duration,
+    )
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_demo(opts)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="coffee-telemetry",
+        description="Edge telemetry for coffee warehouses: serial devices to MQTT and InfluxDB.",
+    )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("-c", "--config", required=True, help="site TOML file")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a site TOML file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    outbox = sub.add_parser("outbox", help="show the outbox backlog per sink")
+    where = outbox.add_mutually_exclusive_group(required=True)
+    where.add_argument("-c", "--config", help="site TOML file")
+    where.add_argument("--path", help="outbox database file")
+    outbox.add_argument("--json", action="store_true", help="machine-readable output")
+    outbox.add_argument(
+        "--dead-letters", type=int, default=0, metavar="N", help="also list N dead letters"
+    )
+    outbox.set_defaults(func=cmd_outbox)
+
+    simulate = sub.add_parser("simulate", help="virtual moisture meters on pseudo-terminals")
+    simulate.add_argument("--dir", default="/tmp/coffee-sim", help="where the stable links go")
+    simulate.add_argument("--ticket", type=int, default=2, help="ticket-printing meters")
+    simulate.add_argument("--tesma", type=int, default=1, help="continuous meters")
+    simulate.add_argument("--interval", type=float, default=5.0, help="seconds between tickets")
+    simulate.add_argument("--garbage", type=float, default=0.0, help="garbage probability")
+    simulate.add_argument("--copies", type=int, default=1, help="copies of each ticket")
+    simulate.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="embedded broker, simulated meters and the agent")
+    demo.add_argument("--port", type=int, default=1883, help="embedded broker port")
+    demo.add_argument("--broker", help="use this HOST:PORT broker instead of the embedded one")
+    demo.add_argument("--data-dir", help="keep the outbox here (default: a temp dir)")
+    demo.add_argument("--influx-url", help="also write to this InfluxDB (v1 API)")
+    demo.add_argument("--interval", type=float, default=5.0, help="seconds between tickets")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``coffee-telemetry`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OutboxError as exc:
+        print(f"outbox error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

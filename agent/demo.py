@@ -1,0 +1,207 @@
+"""``coffee-telemetry demo``: the whole pipeline on a machine with nothing installed.
+
+It starts, on 127.0.0.1 only:
+
+* an embedded MQTT broker (amqtt, settings as in ``broker_config/amqtt.yaml``)
+  unless ``--broker HOST:PORT`` points at an existing one;
+* simulated moisture meters on pseudo-terminals (two ticket printers and one
+  continuous meter), each behind a stable symlink like a udev name;
+* the agent, with its outbox in a data directory, publishing to the broker
+  (and to InfluxDB only when ``--influx-url`` is given);
+
+then prints what it started, how to watch it with any MQTT client, and every
+reading as it is accepted, until Ctrl-C (or ``--duration``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from agent.app import run_agent
+from agent.config import Config, parse_config
+from agent.readings import Reading
+from simulators.moisture import TesmaMeterSim, TicketMeterSim
+from simulators.pty import PtyPort
+
+log = logging.getLogger(__name__)
+
+#: The embedded broker's settings (the same as broker_config/amqtt.yaml, which
+#: a test keeps in step). Plugins are listed explicitly so amqtt does not load
+#: them from entry points (deprecated, and it warns).
+AMQTT_DEFAULTS: dict[str, object] = {
+    "listeners": {"default": {"type": "tcp", "bind": "127.0.0.1:1883"}},
+    "plugins": {
+        "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+        "amqtt.plugins.sys.broker.BrokerSysPlugin": {"sys_interval": 0},
+    },
+}
+
+
+def amqtt_config(port: int) -> dict[str, object]:
+    """The embedded broker's settings with its listener on ``port``."""
+    config = dict(AMQTT_DEFAULTS)
+    config["listeners"] = {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}
+    return config
+
+
+@asynccontextmanager
+async def open_embedded_broker(port: int) -> AsyncIterator[None]:
+    """Run an amqtt broker on 127.0.0.1:``port`` for the duration."""
+    from amqtt.broker import Broker
+
+    broker = Broker(amqtt_config(port))
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.shutdown()
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What ``coffee-telemetry demo`` was asked for."""
+
+    port: int = 1883
+    broker: str | None = None
+    data_dir: Path | None = None
+    influx_url: str | None = None
+    influx_database: str = "coffee"
+    interval_s: float = 5.0
+    duration_s: float | None = None
+    site: str = "demo"
+    prefix: str = "coffee"
+
+
+def demo_config(opts: DemoOptions, links: dict[str, str], data_dir: Path) -> Config:
+    """The agent configuration the demo runs with."""
+    host, port = "127.0.0.1", opts.port
+    if opts.broker:
+        host, _, port_text = opts.broker.rpartition(":")
+        port = int(port_text)
+    doc: dict[str, object] = {
+        "site": {"id": opts.site, "name": "Demonstração"},
+        "agent": {"data_dir": str(data_dir), "status_interval_s": 30.0},
+        "mqtt": {"host": host or "127.0.0.1", "port": port, "prefix": opts.prefix},
+        "influx": {
+            "enabled": opts.influx_url is not None,
+            "url": opts.influx_url or "http://127.0.0.1:8086",
+            "database": opts.influx_database,
+            "create_database": True,
+        },
+        "devices": [
+            {
+                "id": "umid-recepcao",
+                "driver": "moisture.ticket",
+                "port": links["umid-recepcao"],
+                "station": "recepcao",
+                "product": "cafe-verde",
+            },
+            {
+                "id": "umid-armazem",
+                "driver": "moisture.ticket",
+                "port": links["umid-armazem"],
+                "station": "armazem",
+                "product": "cafe-verde",
+            },
+            {
+                "id": "umid-secador",
+                "driver": "moisture.tesma",
+                "port": links["umid-secador"],
+                "station": "secador",
+            },
+        ],
+    }
+    return parse_config(doc, source="demo")
+
+
+def _printer(out: TextIO) -> Callable[[Reading], None]:
+    def show(reading: Reading) -> None:
+        fields = " ".join(f"{k}={v}" for k, v in sorted(reading.fields.items()))
+        lot = reading.tags.get("lot", "-")
+        out.write(
+            f"{reading.device:<15} seq={reading.seq:<5} lot={lot:<10}"
+            f" {reading.measurement}: {fields}\n"
+        )
+        out.flush()
+
+    return show
+
+
+async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
+    """Run the demo until cancelled or ``opts.duration_s`` has passed."""
+    with contextlib.ExitStack() as cleanup:
+        if opts.data_dir is None:
+            data_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="coffee-")))
+        else:
+            data_dir = opts.data_dir
+        dev_dir = data_dir / "dev"
+        dev_dir.mkdir(parents=True, exist_ok=True)
+        ports = {
+            name: PtyPort(link=dev_dir / name)
+            for name in ("umid-recepcao", "umid-armazem", "umid-secador")
+        }
+        for port in ports.values():
+            port.open()
+            cleanup.callback(port.close)
+        links = {name: port.path for name, port in ports.items()}
+        cfg = demo_config(opts, links, data_dir)
+        sims = [
+            TicketMeterSim(
+                ports["umid-recepcao"], interval_s=opts.interval_s, product="CAFE", lot="L-0001"
+            ),
+            TicketMeterSim(
+                ports["umid-armazem"],
+                interval_s=opts.interval_s * 1.5,
+                product="CAFE",
+                lot="L-0002",
+            ),
+            TesmaMeterSim(ports["umid-secador"], interval_s=1.0),
+        ]
+        async with contextlib.AsyncExitStack() as stack:
+            if opts.broker is None:
+                await stack.enter_async_context(open_embedded_broker(opts.port))
+            broker = opts.broker or f"127.0.0.1:{opts.port}"
+            host, _, port_text = broker.rpartition(":")
+            out.write(
+                "coffee-telemetry demo\n"
+                f"  MQTT broker   {broker}"
+                f" ({'embedded amqtt' if opts.broker is None else 'external'})\n"
+                f"  InfluxDB      {opts.influx_url or 'off (use --influx-url)'}\n"
+                f"  outbox        {cfg.outbox_path}\n"
+            )
+            for dev in cfg.devices:
+                out.write(f"  device        {dev.id:<15} {dev.driver:<16} {dev.port}\n")
+            out.write(
+                "Watch it with any MQTT client, e.g.:\n"
+                f"  mosquitto_sub -h {host} -p {port_text} -t '{opts.prefix}/#' -v\n"
+                "Readings as they are accepted (Ctrl-C to stop):\n"
+            )
+            out.flush()
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                sim_tasks = [
+                    tg.create_task(sim.run(), name=f"simulator[{name}]")
+                    for name, sim in zip(ports, sims, strict=True)
+                ]
+                agent = tg.create_task(
+                    run_agent(cfg, stop=stop, listeners=[_printer(out)]), name="agent"
+                )
+                try:
+                    if opts.duration_s is None:
+                        await asyncio.Event().wait()
+                    else:
+                        await asyncio.sleep(opts.duration_s)
+                finally:
+                    stop.set()
+                    await agent
+                    for task in sim_tasks:
+                        task.cancel()
