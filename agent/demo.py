@@ -41,7 +41,6 @@ AMQTT_DEFAULTS: dict[str, object] = {
     "listeners": {"default": {"type": "tcp", "bind": "127.0.0.1:1883"}},
     "plugins": {
         "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-        "amqtt.plugins.sys.broker.BrokerSysPlugin": {"sys_interval": 0},
     },
 }
 

@@ -1,0 +1,39 @@
+# coffee-telemetry — two commands on a fresh machine:
+#   make demo   embedded broker + simulated meters + the agent (nothing else needed)
+#   make test   installs what the tests need (venv, mosquitto, influxdb) and runs them
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast check bench install system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/coffee-telemetry demo
+
+system-deps:
+	scripts/install-system-deps
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+check: $(STAMP)
+	PATH=$(BIN):$$PATH scripts/check
+
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis artifacts
