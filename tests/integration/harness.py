@@ -124,7 +124,9 @@ class AgentProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"agent did not stop on SIGTERM; log:\n{self.log_tail()}") from None
+            raise AssertionError(
+                f"agent did not stop on SIGTERM; log:\n{self.log_tail()}"
+            ) from None
 
     @property
     def alive(self) -> bool:
@@ -240,6 +242,8 @@ def outbox_last_id(data_dir: Path) -> int:
         return 0
 
 
-def points_by_seq(rows: Sequence[Mapping[str, object]], device: str) -> dict[int, Mapping[str, object]]:
+def points_by_seq(
+    rows: Sequence[Mapping[str, object]], device: str
+) -> dict[int, Mapping[str, object]]:
     """InfluxQL rows of one device keyed by their ``seq`` field."""
     return {int(str(r["seq"])): r for r in rows if r.get("device") == device}

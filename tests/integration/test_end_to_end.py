@@ -114,7 +114,9 @@ def make_rig(
 
 def standard_devices(tmp: Path) -> list[DeviceSpec]:
     return [
-        DeviceSpec("umid-1", "moisture.ticket", str(tmp / "dev" / "umid-1"), "recepcao", "cafe-verde"),
+        DeviceSpec(
+            "umid-1", "moisture.ticket", str(tmp / "dev" / "umid-1"), "recepcao", "cafe-verde"
+        ),
         DeviceSpec("umid-2", "moisture.ticket", str(tmp / "dev" / "umid-2"), "armazem"),
         DeviceSpec("umid-3", "moisture.tesma", str(tmp / "dev" / "umid-3"), "secador"),
     ]
@@ -405,4 +407,3 @@ async def test_garbage_and_hostile_lots(
     status = rig.collector.last_status("umid-1")
     assert isinstance(status, dict)
     assert status["state"] == "online"
-
