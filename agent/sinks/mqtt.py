@@ -13,7 +13,8 @@ Two tasks share one connection:
 
 * ``connection_loop`` connects (TLS and credentials from config), publishes the
   retained ``agent/status`` = ``online`` (its Last Will is ``offline``), keeps
-  the retained ``<device>/status`` documents current, and reconnects with a
+  the retained ``<device>/status`` documents current (at once on a state
+  change, and every ``status_refresh_s`` for the counters), and reconnects with a
   capped, jittered back-off after any failure: one log line per attempt.
 * ``deliver`` (driven by the dispatcher) publishes a batch and waits for all
   PUBACKs within ``publish_timeout_s``; if the connection is down it waits for
@@ -72,6 +73,7 @@ class MqttSink:
         keepalive_s: int = 30,
         batch_size: int = 100,
         publish_timeout_s: float = 10.0,
+        status_refresh_s: float = 60.0,
         name: str = "mqtt",
         backoff: Backoff | None = None,
     ) -> None:
@@ -92,6 +94,7 @@ class MqttSink:
         self._tls_insecure = tls_insecure
         self._keepalive_s = keepalive_s
         self._publish_timeout_s = publish_timeout_s
+        self._status_refresh_s = status_refresh_s
         self._backoff = backoff or Backoff(initial_s=1.0, maximum_s=60.0)
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -175,6 +178,8 @@ class MqttSink:
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Publish status changes until stopped or the connection breaks."""
         disconnected = asyncio.ensure_future(self._watch_disconnect(client))
+        loop = asyncio.get_running_loop()
+        refresh_at = loop.time() + self._status_refresh_s
         try:
             while not self._stopping.is_set():
                 changed = asyncio.ensure_future(self._health.changed())
@@ -183,6 +188,7 @@ class MqttSink:
                 try:
                     await asyncio.wait(
                         {changed, stop, broken, disconnected},
+                        timeout=max(0.0, refresh_at - loop.time()),
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
@@ -192,7 +198,12 @@ class MqttSink:
                     disconnected.result()  # raises the MqttError that ended it
                 if self._broken.is_set():
                     raise aiomqtt.MqttError("publish failed; reconnecting")
-                await self._publish_statuses(client, self._health.take_dirty())
+                dirty = self._health.take_dirty()
+                if loop.time() >= refresh_at:
+                    # Counters change without state changes: refresh them all.
+                    dirty = set(self._health.devices)
+                    refresh_at = loop.time() + self._status_refresh_s
+                await self._publish_statuses(client, dirty)
         finally:
             disconnected.cancel()
 
