@@ -28,6 +28,7 @@ from typing import TextIO
 
 from agent.app import run_agent
 from agent.config import Config, parse_config
+from agent.health import DeviceState, Health
 from agent.readings import Reading
 from simulators.moisture import TesmaMeterSim, TicketMeterSim
 from simulators.pty import PtyPort
@@ -122,6 +123,18 @@ def demo_config(opts: DemoOptions, links: dict[str, str], data_dir: Path) -> Con
     return parse_config(doc, source="demo")
 
 
+def _drying() -> Callable[[], float]:
+    """Moisture of coffee in a dryer: falling slowly from 13 % towards 11 %."""
+    value = 13.0
+
+    def step() -> float:
+        nonlocal value
+        value = value - 0.1 if value > 11.0 else 13.0
+        return round(value, 1)
+
+    return step
+
+
 def _printer(out: TextIO) -> Callable[[Reading], None]:
     def show(reading: Reading) -> None:
         fields = " ".join(f"{k}={v}" for k, v in sorted(reading.fields.items()))
@@ -153,7 +166,7 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
             cleanup.callback(port.close)
         links = {name: port.path for name, port in ports.items()}
         cfg = demo_config(opts, links, data_dir)
-        sims = [
+        sims: list[TicketMeterSim | TesmaMeterSim] = [
             TicketMeterSim(
                 ports["umid-recepcao"], interval_s=opts.interval_s, product="CAFE", lot="L-0001"
             ),
@@ -163,7 +176,14 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
                 product="CAFE",
                 lot="L-0002",
             ),
-            TesmaMeterSim(ports["umid-secador"], interval_s=1.0),
+            TesmaMeterSim(
+                ports["umid-secador"],
+                interval_s=1.0,
+                grain="CAFE",
+                moisture_pct=13.0,
+                moisture=_drying(),
+                frames_per_sample=10,
+            ),
         ]
         async with contextlib.AsyncExitStack() as stack:
             if opts.broker is None:
@@ -186,14 +206,24 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
             )
             out.flush()
             stop = asyncio.Event()
+            health = Health()
+            watch = health.watch()
             async with asyncio.TaskGroup() as tg:
+                agent = tg.create_task(
+                    run_agent(cfg, stop=stop, listeners=[_printer(out)], health=health),
+                    name="agent",
+                )
+                # Meters start printing once the agent holds their ports, as
+                # real ones would be switched on after the box is up.
+                while len(health.devices) < len(ports) or any(
+                    d.state is not DeviceState.ONLINE for d in health.devices.values()
+                ):
+                    await watch.changed()
+                    watch.take()
                 sim_tasks = [
                     tg.create_task(sim.run(), name=f"simulator[{name}]")
                     for name, sim in zip(ports, sims, strict=True)
                 ]
-                agent = tg.create_task(
-                    run_agent(cfg, stop=stop, listeners=[_printer(out)]), name="agent"
-                )
                 try:
                     if opts.duration_s is None:
                         await asyncio.Event().wait()

@@ -43,8 +43,15 @@ log = logging.getLogger(__name__)
 class StreamDriver(Protocol):
     """What the device loop needs from a receive-only stream driver."""
 
-    frames_ok: int
-    frames_discarded: int
+    @property
+    def frames_ok(self) -> int:
+        """Valid frames seen so far."""
+        ...
+
+    @property
+    def frames_discarded(self) -> int:
+        """Discarded events so far."""
+        ...
 
     def feed(self, data: bytes, now: float) -> None:
         """Push bytes that arrived at monotonic time ``now``."""

@@ -2,7 +2,8 @@
 
 This is the agent's in-memory view: counters since start and current states.
 Components update it; observers (the MQTT sink publishing retained status
-topics) wait on ``changed()`` instead of polling.
+topics, the demo's console) each take a ``watch()`` and wait on it instead of
+polling, so one observer never consumes another's notifications.
 """
 
 from __future__ import annotations
@@ -72,6 +73,28 @@ class SinkHealth:
     rejected: int = 0
 
 
+class HealthWatch:
+    """One observer's view of device state changes."""
+
+    def __init__(self) -> None:
+        self._dirty: set[str] = set()
+        self._event = asyncio.Event()
+
+    def _mark(self, device: str) -> None:
+        self._dirty.add(device)
+        self._event.set()
+
+    def take(self) -> set[str]:
+        """Devices whose state changed since the last call."""
+        dirty, self._dirty = self._dirty, set()
+        self._event.clear()
+        return dirty
+
+    async def changed(self) -> None:
+        """Wait until some device state changed (returns at once if pending)."""
+        await self._event.wait()
+
+
 class Health:
     """Registry of device and sink health with change notification."""
 
@@ -79,8 +102,13 @@ class Health:
         self.clock_ns = clock_ns
         self.devices: dict[str, DeviceHealth] = {}
         self.sinks: dict[str, SinkHealth] = {}
-        self._changed = asyncio.Event()
-        self._dirty: set[str] = set()
+        self._watches: list[HealthWatch] = []
+
+    def watch(self) -> HealthWatch:
+        """A new observer of state changes (it sees changes from now on)."""
+        watch = HealthWatch()
+        self._watches.append(watch)
+        return watch
 
     def add_device(self, device: str, *, driver: str, port: str, station: str = "") -> DeviceHealth:
         """Register a device (offline until its port opens)."""
@@ -112,18 +140,6 @@ class Health:
             entry.reconnects += 1
         self._mark(device)
 
-    def take_dirty(self) -> set[str]:
-        """Devices whose state changed since the last call."""
-        dirty, self._dirty = self._dirty, set()
-        return dirty
-
-    async def changed(self) -> None:
-        """Wait until some device state changes."""
-        if self._dirty:
-            return
-        await self._changed.wait()
-
     def _mark(self, device: str) -> None:
-        self._dirty.add(device)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        for watch in self._watches:
+            watch._mark(device)

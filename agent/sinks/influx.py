@@ -15,9 +15,13 @@ the spot. The rest go out as one request, lines joined by ``\n``, and the
 answer decides what happens:
 
 * 2xx: every line was written; nothing is returned for them.
-* 429, 5xx, 408, a timeout, a refused or dropped connection, any status we
-  do not understand: raise ``SinkUnavailable`` (with ``Retry-After`` when the
-  server gave one). The dispatcher keeps the whole batch and retries.
+* 429, 5xx, 408, a timeout, a refused or dropped connection, an answer that
+  cannot be parsed, any status we do not understand: raise
+  ``SinkUnavailable`` (with ``Retry-After`` when the server gave one). The
+  dispatcher keeps the whole batch and retries. (influxd quotes a rejected
+  line in its ``X-Influxdb-Error`` header, and aiohttp cannot parse a header
+  holding a NUL; ``encode_line`` never writes one, so a bad line cannot make
+  the answer about it unreadable.)
 * 401, 403: the credentials were refused. That is a configuration problem,
   not a bad record, so the data is kept: ``SinkUnavailable``, with a message
   saying to check the token or user. The same for 404: on 1.x it means

@@ -19,33 +19,49 @@ Escaping (InfluxDB line protocol reference, "Special characters"):
 element                         escaped with a backslash
 ==============================  =============================================
 measurement                     comma, space
-tag key, tag value, field key   comma, equals sign, space
+tag key, tag value              comma, equals sign, space
+field key                       comma, equals sign, space, double quote
 string field value              double quote, backslash
 ==============================  =============================================
 
-Everything else is literal. In names (measurement, tag keys and values, field
-keys) a backslash is only an escape when it precedes one of that element's
-special characters, and InfluxDB then drops *that* backslash; so ``a\,b``
-written as ``a\\,b`` reads back as ``a\,b``. Two things cannot be expressed
-in a name and are changed before escaping, by ``clean_name``:
+Everything else is written as it is. What cannot be expressed is changed
+first, by the ``clean_*`` functions, which return exactly the text InfluxDB
+stores (measured on influxd 1.6.7, and checked by the integration tests):
 
-* control characters (C0: ``\x00``-``\x1f``, including ``\n``, ``\r``,
-  ``\t``) become a space. A newline would end the line, so a lot code typed as
-  ``L 1,x=2\nfoo`` could otherwise smuggle a second point in; it is stored as
-  the tag value ``L 1,x=2 foo`` (written ``L\ 1\,x\=2\ foo``);
-* trailing backslashes are stripped: a name cannot end in a backslash, which
+* Control characters (C0, ``\x00``-``\x1f``) in names (measurement, tag keys
+  and values, field keys) become a space. A newline would end the line, so a
+  lot code typed as ``L 1,x=2\nfoo`` could otherwise smuggle a second point
+  in; it is stored as the tag value ``L 1,x=2 foo`` (written
+  ``L\ 1\,x\=2\ foo``).
+* Trailing backslashes are stripped from names: a name ending in a backslash
   would escape the separator after it (telegraf#3004).
+* Tags: a separator preceded by a backslash counts as escaped, and unescaping
+  drops only that one backslash, so any other backslash round-trips:
+  ``a\,b`` is written ``a\\,b`` and reads back as ``a\,b``.
+* Field keys are scanned differently: there a backslash pairs with whatever
+  character follows it. An odd run of backslashes right before a comma,
+  equals sign or space therefore cannot be written (the last backslash of the
+  run would pair with the escaping one, leaving the separator bare); the
+  encoder drops one backslash from such a run. A double quote after a
+  backslash would be unescaped, so field keys escape double quotes too.
+* Measurement names are unescaped twice by influxd 1.6 (``m\\ x`` is stored
+  as ``m x``), so no escaping makes a backslash in a measurement name
+  round-trip: such a name is refused, as is one starting with ``#`` (the line
+  would be a comment: influxd answers 204 and stores nothing).
 
 String field values are double-quoted. The official reference says line
 protocol "does not support the newline character in tag or field values".
 Measured on influxd 1.6.7: a raw newline inside a quoted string *is* accepted
 and stored, but an implementation that follows the reference may refuse it or
-end the line there. So ``clean_string`` turns LF and CR into the two
+end the line there. So ``clean_string`` writes LF and CR as the two
 characters ``\n`` and ``\r`` (on the wire ``\\n``, an escaped backslash and a
-letter): the stored text reads naturally and every line stays one line. The
-price: a source text that literally contains backslash-n reads back the same
-as one with a newline. The outbox and MQTT keep the original text; only the
-InfluxDB copy is changed.
+letter), and the other C0 controls except tab as ``\xNN``: the stored text
+reads naturally and every line stays one line. The other controls matter
+because influxd quotes a rejected line in its ``X-Influxdb-Error`` response
+header (cut at 1024 bytes), and aiohttp refuses a header holding a NUL: the
+answer would be unreadable and the batch stuck. The price: a source text that
+literally contains backslash-n reads back the same as one with a newline. The
+outbox and MQTT keep the original text; only the InfluxDB copy is changed.
 
 Numbers (measured on influxd 1.6.7): floats are written as ``repr(float)``,
 Python's shortest round-trip form; exponent forms such as ``1e-05``,
@@ -53,9 +69,8 @@ Python's shortest round-trip form; exponent forms such as ``1e-05``,
 back exactly. Integers get the ``i`` suffix and must fit in a signed 64-bit
 integer; booleans are ``true``/``false`` (checked before ``int``, since
 ``bool`` is an ``int`` in Python). NaN and infinities cannot be written.
-
-A line that starts with ``#`` is a comment: influxd 1.6 answers 204 and stores
-nothing. Measurement names therefore must not start with ``#``.
+Timestamps must lie in influxd's range, int64 without its two lowest values
+and its highest.
 
 Anything that cannot be written raises ``ValueError``; a sink turns that into
 a rejection of that one record.
@@ -70,11 +85,13 @@ from agent.readings import Reading
 from drivers.events import FieldValue
 
 __all__ = [
+    "clean_field_key",
     "clean_name",
     "clean_string",
     "encode_line",
+    "escape_field_key",
     "escape_measurement",
-    "escape_name",
+    "escape_tag",
     "format_field_value",
     "quote_string",
 ]
@@ -87,14 +104,23 @@ _TS_MIN = _INT_MIN + 2
 _TS_MAX = _INT_MAX - 1
 
 _CONTROL = re.compile(r"[\x00-\x1f]")
+#: An odd run of backslashes (captured without its last one) before a separator.
+_ODD_BACKSLASHES = re.compile(r"(?<!\\)((?:\\\\)*)\\(?=[,= ])")
 _MEASUREMENT_SPECIALS = re.compile(r"([, ])")
-_NAME_SPECIALS = re.compile(r"([,= ])")
+_TAG_SPECIALS = re.compile(r"([,= ])")
+_FIELD_KEY_SPECIALS = re.compile(r'([,= "])')
 _STRING_SPECIALS = re.compile(r'(["\\])')
-_STRING_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
+_STRING_CONTROLS = str.maketrans(
+    {
+        **{chr(code): f"\\x{code:02x}" for code in range(0x20) if chr(code) != "\t"},
+        "\n": "\\n",
+        "\r": "\\r",
+    }
+)
 
 
 def clean_name(text: str) -> str:
-    """Return the text InfluxDB will store for a measurement, tag key/value or field key.
+    """Return the text InfluxDB stores for a measurement, tag key or tag value.
 
     Control characters become spaces and trailing backslashes are dropped:
     neither can be expressed in line protocol (see the module docstring).
@@ -102,36 +128,55 @@ def clean_name(text: str) -> str:
     return _CONTROL.sub(" ", text).rstrip("\\")
 
 
-def clean_string(text: str) -> str:
-    r"""Return the text InfluxDB will store for a string field value.
+def clean_field_key(text: str) -> str:
+    """Return the text InfluxDB stores for a field key.
 
-    LF and CR become the two characters ``\n`` and ``\r``, so the line stays
-    one line; everything else is kept.
+    As ``clean_name``, and an odd run of backslashes before a comma, equals
+    sign or space loses one backslash.
     """
-    return text.translate(_STRING_BREAKS)
+    return _ODD_BACKSLASHES.sub(r"\1", clean_name(text))
+
+
+def clean_string(text: str) -> str:
+    r"""Return the text InfluxDB stores for a string field value.
+
+    LF and CR become the two characters ``\n`` and ``\r``, other control
+    characters except tab become ``\xNN``; everything else is kept.
+    """
+    return text.translate(_STRING_CONTROLS)
 
 
 def escape_measurement(name: str) -> str:
     """Clean and escape a measurement name (commas and spaces).
 
     Raises:
-        ValueError: The name is empty once cleaned, or starts with ``#``
-            (the line would be read as a comment and silently dropped).
+        ValueError: The name is empty once cleaned, holds a backslash, or
+            starts with ``#`` (the line would be a comment).
     """
     cleaned = clean_name(name)
     if not cleaned:
         raise ValueError(f"measurement name {name!r} is empty")
+    if "\\" in cleaned:
+        raise ValueError(f"measurement name {name!r} holds a backslash")
     if cleaned.startswith("#"):
         raise ValueError(f"measurement name {name!r} starts with '#' (a comment line)")
     return _MEASUREMENT_SPECIALS.sub(r"\\\1", cleaned)
 
 
-def escape_name(text: str) -> str:
-    """Clean and escape a tag key, tag value or field key (commas, equals signs, spaces).
+def escape_tag(text: str) -> str:
+    """Clean and escape a tag key or value (commas, equals signs, spaces).
 
     The result may be empty; callers decide whether that is allowed.
     """
-    return _NAME_SPECIALS.sub(r"\\\1", clean_name(text))
+    return _TAG_SPECIALS.sub(r"\\\1", clean_name(text))
+
+
+def escape_field_key(text: str) -> str:
+    """Clean and escape a field key (commas, equals signs, spaces, double quotes).
+
+    The result may be empty; callers decide whether that is allowed.
+    """
+    return _FIELD_KEY_SPECIALS.sub(r"\\\1", clean_field_key(text))
 
 
 def quote_string(text: str) -> str:
@@ -173,7 +218,7 @@ def _field_set(reading: Reading) -> str:
         fields["audit"] = reading.audit
     rendered: dict[str, str] = {}
     for key, value in fields.items():
-        escaped = escape_name(key)
+        escaped = escape_field_key(key)
         if not escaped:
             raise ValueError(f"field key {key!r} is empty once cleaned")
         if escaped in rendered:
@@ -185,10 +230,10 @@ def _field_set(reading: Reading) -> str:
 def _tag_set(reading: Reading) -> str:
     rendered: dict[str, str] = {}
     for key, value in reading.tags.items():
-        escaped_value = escape_name(value)
+        escaped_value = escape_tag(value)
         if not escaped_value:
             continue
-        escaped_key = escape_name(key)
+        escaped_key = escape_tag(key)
         if not escaped_key:
             raise ValueError(f"tag key {key!r} is empty once cleaned")
         if escaped_key in rendered:

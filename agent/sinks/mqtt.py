@@ -84,6 +84,7 @@ class MqttSink:
         self._base = f"{prefix}/{site}"
         self._health = health
         self._sink_health: SinkHealth = health.sinks.get(name) or health.add_sink(name)
+        self._watch = health.watch()
         self._client_id = client_id or f"coffee-telemetry-{site}"
         self._username = username
         self._password = password
@@ -148,6 +149,7 @@ class MqttSink:
                     self._client = client
                     self._broken.clear()
                     await client.publish(self.status_topic, b"online", qos=1, retain=True)
+                    self._watch.take()
                     await self._publish_statuses(client, set(self._health.devices))
                     log.info("Connected to MQTT broker %s:%d", self._host, self._port)
                     self._backoff.reset()
@@ -182,7 +184,7 @@ class MqttSink:
         refresh_at = loop.time() + self._status_refresh_s
         try:
             while not self._stopping.is_set():
-                changed = asyncio.ensure_future(self._health.changed())
+                changed = asyncio.ensure_future(self._watch.changed())
                 stop = asyncio.ensure_future(self._stopping.wait())
                 broken = asyncio.ensure_future(self._broken.wait())
                 try:
@@ -198,7 +200,7 @@ class MqttSink:
                     disconnected.result()  # raises the MqttError that ended it
                 if self._broken.is_set():
                     raise aiomqtt.MqttError("publish failed; reconnecting")
-                dirty = self._health.take_dirty()
+                dirty = self._watch.take()
                 if loop.time() >= refresh_at:
                     # Counters change without state changes: refresh them all.
                     dirty = set(self._health.devices)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.outbox import read_stats
 
@@ -146,14 +147,14 @@ class MqttCollector:
     prefix: str
     client_id: str = "collector"
     readings: dict[tuple[str, int], dict[str, object]] = field(default_factory=dict)
-    statuses: dict[str, list[bytes]] = field(default_factory=dict)
+    statuses: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
     duplicates: int = 0
     _client: paho.Client | None = None
 
     def start(self) -> None:
         """Connect with a persistent session and subscribe at QoS 1."""
         client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False
         )
         client.on_message = self._on_message
         client.on_connect = self._on_connect
@@ -175,7 +176,7 @@ class MqttCollector:
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         parts = msg.topic.split("/")
         if parts[-1] == "status":
-            self.statuses.setdefault(parts[-2], []).append(bytes(msg.payload))
+            self.statuses.setdefault(parts[-2], []).append((time.time_ns(), bytes(msg.payload)))
             return
         if parts[-1] not in ("reading", "event"):
             return
@@ -197,9 +198,9 @@ class MqttCollector:
         """Readings of one device, in sequence order."""
         return [doc for (dev, _), doc in sorted(self.readings.items()) if dev == device]
 
-    def last_status(self, device: str) -> dict[str, object] | str | None:
-        """The latest status message of a device (or the agent)."""
-        got = self.statuses.get(device)
+    def last_status(self, device: str, *, after_ns: int = 0) -> dict[str, object] | str | None:
+        """The latest status message of a device (or the agent), if received after ``after_ns``."""
+        got = [payload for at, payload in self.statuses.get(device, []) if at >= after_ns]
         if not got:
             return None
         try:

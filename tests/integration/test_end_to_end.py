@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -122,11 +123,15 @@ def standard_devices(tmp: Path) -> list[DeviceSpec]:
     ]
 
 
-async def wait_open(rig: Rig, device: str, timeout_s: float = 20.0) -> None:
-    """Wait until the agent reports the device online (its port is open)."""
+async def wait_open(rig: Rig, device: str, timeout_s: float = 20.0, *, after_ns: int = 0) -> None:
+    """Wait until the agent reports the device online (its port is open).
+
+    ``after_ns`` ignores statuses received earlier: after a restart the retained
+    status of the previous process still says online.
+    """
 
     def online() -> bool:
-        status = rig.collector.last_status(device)
+        status = rig.collector.last_status(device, after_ns=after_ns)
         return isinstance(status, dict) and status.get("state") == "online"
 
     await eventually(online, timeout_s=timeout_s, what=f"{device} online", context=rig.context)
@@ -137,7 +142,9 @@ async def emit_tickets(
 ) -> list[SentReading]:
     sent = []
     for i in range(n):
-        sent.append(await sim.emit(moisture_pct=round(start + (i % 40) / 10, 1), lot=lot))
+        got = await sim.emit(moisture_pct=round(start + (i % 40) / 10, 1), lot=lot)
+        assert got is not None, "the simulator could not write a whole ticket"
+        sent.append(got)
         await asyncio.sleep(0.02)
     return sent
 
@@ -318,9 +325,10 @@ async def test_agent_sigkill_mid_stream_loses_nothing(
     # Kill as soon as everything is accepted: deliveries are still in flight.
     await eventually(lambda: outbox_last_id(rig.data_dir) >= 50, timeout_s=20, what="accepted")
     rig.agent.kill()
+    restarted = time.time_ns()
     rig.agent.start()
-    await wait_open(rig, "umid-1")
-    await wait_open(rig, "umid-2")
+    await wait_open(rig, "umid-1", after_ns=restarted)
+    await wait_open(rig, "umid-2", after_ns=restarted)
     more1, more2 = await asyncio.gather(emit_tickets(s1, 10, start=13.0), emit_tickets(s2, 10))
     sent1 += more1
     sent2 += more2
@@ -359,8 +367,9 @@ async def test_unplug_and_replug(
 
     await eventually(offline, timeout_s=20, what="umid-1 offline", context=rig.context)
     await asyncio.sleep(3)  # stays unplugged across a few reopen attempts
+    replugged = time.time_ns()
     port.replug()
-    await wait_open(rig, "umid-1", timeout_s=90)
+    await wait_open(rig, "umid-1", timeout_s=90, after_ns=replugged)
     sent += await emit_tickets(sim, 5, start=12.0)
     await all_delivered(rig, {"umid-1": sent}, timeout_s=30)
     check_arrived(rig, "umid-1", sent, "recepcao")
@@ -394,6 +403,7 @@ async def test_garbage_and_hostile_lots(
     port.write(b"X" * 20_000)  # an over-long line with no terminator
     port.write(b"\x0c")
     hostile = await sim.emit(moisture_pct=11.5, lot='L"1,x=2;DROP')
+    assert hostile is not None
     sent.append(hostile)
     await all_delivered(rig, {"umid-1": sent}, timeout_s=30)
     got = rig.collector.of("umid-1")

@@ -96,14 +96,14 @@ async def test_publishes_payload_bytes_and_statuses(
         await asyncio.sleep(0.3)
         status = await collect(mosquitto.port, f"{mqtt_prefix}/s1/umid-1/status", 1)
         agent = await collect(mosquitto.port, f"{mqtt_prefix}/s1/agent/status", 1)
-    assert [bytes(m.payload) for m in got] == [r.payload for r in recs]  # type: ignore[arg-type]
+    assert [bytes(m.payload) for m in got] == [r.payload for r in recs]
     assert all(m.qos == 1 for m in got)
-    assert json.loads(bytes(status[0].payload))["state"] == "online"  # type: ignore[arg-type]
+    assert json.loads(bytes(status[0].payload))["state"] == "online"
     assert status[0].retain
-    assert bytes(agent[0].payload) == b"online"  # type: ignore[arg-type]
+    assert bytes(agent[0].payload) == b"online"
     # After a clean close the retained agent status says offline.
     final = await collect(mosquitto.port, f"{mqtt_prefix}/s1/agent/status", 1)
-    assert bytes(final[0].payload) == b"offline"  # type: ignore[arg-type]
+    assert bytes(final[0].payload) == b"offline"
 
 
 async def test_unreachable_broker_is_unavailable_not_lost() -> None:
@@ -165,7 +165,7 @@ async def test_reconnects_after_broker_restart_and_delivers_backlog(
         listener = asyncio.create_task(listen())
         got = await listener
         deliver.cancel()
-    seqs = sorted(decode_reading(bytes(m.payload)).seq for m in got)  # type: ignore[arg-type]
+    seqs = sorted(decode_reading(bytes(m.payload)).seq for m in got)
     assert seqs[-1] == 20
     assert set(range(11, 21)) <= set(seqs)
 
@@ -193,12 +193,12 @@ async def test_last_will_on_sigkill(mosquitto: MosquittoServer, mqtt_prefix: str
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "connected"
         online = await collect(mosquitto.port, f"{mqtt_prefix}/s1/agent/status", 1)
-        assert bytes(online[0].payload) == b"online"  # type: ignore[arg-type]
+        assert bytes(online[0].payload) == b"online"
         proc.kill()
         proc.wait()
         got = await collect(mosquitto.port, f"{mqtt_prefix}/s1/agent/status", 1, timeout_s=15)
         deadline = asyncio.get_running_loop().time() + 15
-        while bytes(got[0].payload) != b"offline":  # type: ignore[arg-type]
+        while bytes(got[0].payload) != b"offline":
             assert asyncio.get_running_loop().time() < deadline, "Last Will not delivered"
             await asyncio.sleep(0.5)
             got = await collect(mosquitto.port, f"{mqtt_prefix}/s1/agent/status", 1)
