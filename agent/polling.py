@@ -37,7 +37,7 @@ pymodbus at the boundary (3.11.4)
 ---------------------------------
 Everything pymodbus raises or hides is mapped in ``RtuMaster.request``:
 
-- calls take ``device_id=`` (``slave=`` before 3.10);
+- calls take ``device_id=`` (``slave=`` in older releases; 3.11.4 knows only ``device_id``);
 - a request cancelled from outside, our timeout scope included, comes back as
   ``ModbusIOException("Request cancelled outside pymodbus.")``: a timeout when our scope
   expired, and re-raised as ``CancelledError`` when the task itself is being cancelled,
@@ -577,7 +577,7 @@ async def open_rtu_master(
 # -- the scheduler --------------------------------------------------------------------
 
 _BLOCKS: Mapping[Block, ReadRequest] = {
-    # Unit 1 is a placeholder; ``_request`` puts the unit's address in.
+    # Unit 1 is a placeholder; ``_Unit.request`` puts the unit's address in.
     Block.STATUS_PV: ReadRequest(
         1, FunctionCode.READ_INPUT_REGISTERS, STATUS_PV_ADDRESS, STATUS_PV_COUNT
     ),
@@ -671,7 +671,10 @@ class BusPoller:
             try:
                 await self._run_open()
             except* PortError as group:
-                error = _first_port_error(group)
+                first = group.exceptions[0]
+                # Tasks raise PortError itself, never a group of them.
+                assert isinstance(first, PortError)
+                error = first
             if error is None:  # pragma: no cover - _run_open only ends by raising
                 continue
             delay = self._reopen.next_delay()
@@ -743,7 +746,7 @@ class BusPoller:
             await self._on_event(unit.spec.name, sample)
             # Keep the grid; if a long delay left it behind, start again from now.
             next_due = max(next_due + unit.spec.poll_interval_s, loop.time())
-        log.error(
+        log.warning(
             "Unit %s (address %d on %s) is not polled any more",
             unit.spec.name,
             unit.spec.address,
@@ -950,12 +953,3 @@ class BusPoller:
             return error(fault, f"exception {_exception_name(response.code)}", response.code)
         log.info("Unit %s (address %d) counter reset by operator", spec.name, spec.address)
         return None
-
-
-def _first_port_error(group: BaseExceptionGroup[PortError]) -> PortError:
-    for exc in group.exceptions:
-        if isinstance(exc, PortError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_port_error(exc)
-    raise AssertionError("empty exception group")  # pragma: no cover

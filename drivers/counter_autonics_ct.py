@@ -12,7 +12,7 @@ and the polling is ``agent.polling``'s. What the agent reads::
 
     01 04 0C 80 80 00 00 00 00 E2 40 00 01 00 00 79 86
              ^^^^^ status 0x8080: CNT mode, OUT1
-                         ^^^^^^^^^^^ PV words E240 0001 -> 0x0001E240 = 123456
+                               ^^^^^^^^^^^ PV words E240 0001 -> 0x0001E240 = 123456
 
 32-bit values put the low word at the lower address ("upper data has high number
 address"); the counter PV is signed (-99999..999999; the sign handling is INFERRED).
@@ -29,14 +29,18 @@ reported. A negative PV (an up/down counter below zero) adds nothing. The tracke
 state is a small frozen ``TotalState`` the agent persists, so totals survive restarts.
 Counts made between the last poll and a reset are lost; at a wrap that is at least one.
 
-Config example (``site.toml``)::
+Config example (``site.toml``; devices on the same ``port`` share one bus)::
 
-    [[buses]]
-    port = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1ABC-if00-port0"
-    serial = { baudrate = 9600, parity = "N", stopbits = 2 }
-    [[buses.units]]
+    [[devices]]
     id = "huller-1-bags"
     driver = "counter.autonics_ct"
+    port = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1ABC-if00-port0"
+    station = "beneficio"
+    [devices.serial]
+    baudrate = 9600
+    parity = "N"
+    stopbits = 2
+    [devices.modbus]
     address = 1
     poll_interval_s = 2.0
 """

@@ -35,7 +35,7 @@ out bytes that failed). Bit lists come back whole bytes long, the padding ``Fals
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Generic, TypeVar, assert_never
@@ -579,6 +579,8 @@ _UNKNOWN = -2  # a function of unknown length: only silence (idle) ends it
 def _request_length(buf: bytes | bytearray, pos: int) -> int | None:
     # Length of a request of a known function, None when the function is unknown.
     code = buf[pos + 1]
+    if code == 0 or code & 0x80:
+        return _NOT_A_FRAME
     if 1 <= code <= 6:
         return 8
     if code in (FunctionCode.WRITE_MULTIPLE_COILS, FunctionCode.WRITE_MULTIPLE_REGISTERS):
@@ -590,6 +592,8 @@ def _request_length(buf: bytes | bytearray, pos: int) -> int | None:
 
 def _response_length(buf: bytes | bytearray, pos: int) -> int | None:
     code = buf[pos + 1]
+    if code in (0, 0x80):
+        return _NOT_A_FRAME
     if code & 0x80:
         return 5
     if 1 <= code <= 4:
@@ -604,12 +608,23 @@ def _response_length(buf: bytes | bytearray, pos: int) -> int | None:
 _E = TypeVar("_E", Request, Response)
 
 
-class _FrameParser(Generic[_E]):
-    _lowest_unit = 0
+@dataclass(frozen=True, slots=True)
+class _Side(Generic[_E]):
+    # What differs between the two directions.
+    lowest_unit: int  # requests may be broadcast (unit 0), responses not
+    length: Callable[[bytearray, int], int | None]
+    decode: Callable[[bytes], _E | Discarded]
 
-    def __init__(self, *, max_frame: int = MAX_ADU) -> None:
+
+_REQUESTS: _Side[Request] = _Side(0, _request_length, decode_request)
+_RESPONSES: _Side[Response] = _Side(1, _response_length, decode_response)
+
+
+class _FrameParser(Generic[_E]):
+    def __init__(self, side: _Side[_E], *, max_frame: int) -> None:
         if not 8 <= max_frame <= MAX_ADU:
             raise DriverUsageError(f"max_frame must be 8..{MAX_ADU}: {max_frame!r}")
+        self._side: _Side[_E] = side
         self._max = max_frame
         self._buf = bytearray()
         self._junk = bytearray()
@@ -641,12 +656,6 @@ class _FrameParser(Generic[_E]):
         self._junk.clear()
         self._junk_len = 0
         self._junk_crc = False
-
-    def _length(self, buf: bytearray, pos: int) -> int | None:
-        raise NotImplementedError
-
-    def _decode(self, adu: bytes) -> _E | Discarded:
-        raise NotImplementedError
 
     def events(self) -> list[_E | Discarded]:
         """Return and forget the events completed so far."""
@@ -687,9 +696,9 @@ class _FrameParser(Generic[_E]):
     def _candidate(self, buf: bytearray, pos: int) -> int:
         if len(buf) - pos < 2:
             return _MORE
-        if not self._lowest_unit <= buf[pos] <= 247:
+        if not self._side.lowest_unit <= buf[pos] <= 247:
             return _NOT_A_FRAME
-        length = self._length(buf, pos)
+        length = self._side.length(buf, pos)
         if length is None:
             return _UNKNOWN
         if length != _MORE and length > self._max:
@@ -715,7 +724,7 @@ class _FrameParser(Generic[_E]):
 
     def _frame(self, adu: bytes) -> None:
         self._flush_junk()
-        event = self._decode(adu)
+        event = self._side.decode(adu)
         if isinstance(event, Discarded):
             self.frames_discarded += 1
         else:
@@ -738,15 +747,8 @@ class RequestParser(_FrameParser[Request]):
         DriverUsageError: ``max_frame`` not 8..256.
     """
 
-    _lowest_unit = 0
-
-    def _length(self, buf: bytearray, pos: int) -> int | None:
-        if buf[pos + 1] & 0x80 or buf[pos + 1] == 0:
-            return _NOT_A_FRAME
-        return _request_length(buf, pos)
-
-    def _decode(self, adu: bytes) -> Request | Discarded:
-        return decode_request(adu)
+    def __init__(self, *, max_frame: int = MAX_ADU) -> None:
+        super().__init__(_REQUESTS, max_frame=max_frame)
 
 
 class ResponseParser(_FrameParser[Response]):
@@ -764,12 +766,5 @@ class ResponseParser(_FrameParser[Response]):
         DriverUsageError: ``max_frame`` not 8..256.
     """
 
-    _lowest_unit = 1
-
-    def _length(self, buf: bytearray, pos: int) -> int | None:
-        if buf[pos + 1] in (0, 0x80):
-            return _NOT_A_FRAME
-        return _response_length(buf, pos)
-
-    def _decode(self, adu: bytes) -> Response | Discarded:
-        return decode_response(adu)
+    def __init__(self, *, max_frame: int = MAX_ADU) -> None:
+        super().__init__(_RESPONSES, max_frame=max_frame)

@@ -470,7 +470,6 @@ TRANSITIONS: Final[Mapping[tuple[State, Input], State]] = {
     **{(state, Input.CLOSE): State.CLOSED for state in State},
 }
 
-_WEIGHT_COMMANDS: Final = frozenset({"S", "SI", "SIR"})
 _PublishKey = tuple[tuple[str, FieldValue], ...]
 
 

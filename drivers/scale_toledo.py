@@ -46,14 +46,15 @@ range).
 Reporting
 ---------
 
-Every valid frame is decoded (``frames_ok``); a ``Measurement`` (``scale``) is
-published when the weight changes by more than one division, when any status changes
-(stability, quality, net, tare, unit, decimals), and otherwise every ``republish_s``
-(5 s). Fields: ``weight_kg`` (float, kg; lb x 0.45359237, g / 1000), ``tare_kg`` (long
-frames), ``stable`` and ``net`` (bool), ``quality``: ``overload`` or ``underload`` when
-out of range (sign decides; no weight then), else ``unstable`` in motion, else
-``suspect`` when the indicator has not been zeroed since power-up, else ``ok``. Tag
-``unit_raw``: ``kg``, ``lb`` or ``g``.
+These rules live in ``ScaleReporter``, which ``scale_ascii`` shares. Every valid frame
+is decoded (``frames_ok``); a ``Measurement`` (``scale``) is published when the weight
+changes by more than one division, when any status changes (stability, quality, net,
+tare, unit, decimals), and otherwise every ``republish_s`` (5 s). Fields: ``weight_kg``
+(float, kg; lb x 0.45359237, g / 1000), ``tare_kg`` (long frames), ``stable`` and
+``net`` (bool), ``quality``: ``overload`` or ``underload`` when out of range (sign
+decides; no weight then), else ``unstable`` in motion, else ``suspect`` when the
+indicator has not been zeroed since power-up, else ``ok``. Tag ``unit_raw``: ``kg``,
+``lb`` or ``g``.
 
 A ``weighment`` is one load weighed: ``Measurement("weighment")`` with ``weight_kg``,
 ``tare_kg`` (long frames), ``net``, ``stable``, tag ``trigger`` (``print`` or
@@ -81,6 +82,7 @@ Config example (``site.toml``)::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final, Literal, assert_never
@@ -92,6 +94,8 @@ from drivers.events import Discarded, FieldValue, Measurement
 __all__ = [
     "STX",
     "ChecksumMode",
+    "ScaleReading",
+    "ScaleReporter",
     "ToledoFrame",
     "ToledoParser",
     "ToledoUnit",
@@ -156,11 +160,7 @@ class ToledoFrame:
     @property
     def division(self) -> float:
         """The smallest weight step, in ``unit``."""
-        return self.increment * _step(self.decimals)
-
-
-def _step(decimals: int) -> float:
-    return 10.0**-decimals if decimals > 0 else float(10 ** (-decimals))
+        return self.increment * _scaled(1, self.decimals)
 
 
 def _scaled(count: int, decimals: int) -> float:
@@ -339,6 +339,144 @@ def encode_frame(
 _checksum = checksum  # encode_frame's ``checksum`` argument shadows the function
 
 
+@dataclass(frozen=True, slots=True)
+class ScaleReading:
+    """One decoded reading of a streaming scale, as ``ScaleReporter`` needs it.
+
+    Attributes:
+        count: The weight in units of the last digit shown, signed (``None`` out of
+            range). Compared with ``increment`` to tell a change from jitter.
+        increment: One division, in units of the last digit (count-by: 1, 2, 5).
+        status: What else identifies the reading (unit, decimals, net, tare...): a
+            change publishes at once and restarts a stable run.
+        motion: The scale reports motion.
+        out_of_range: Over or under range.
+        print_request: The operator asked for a print.
+        fields: The ``scale`` measurement's fields (``weight_kg``, ``stable``,
+            ``quality``...); a weighment keeps ``weight_kg``, ``tare_kg``, ``net`` and
+            ``stable``.
+        tags: Tags of both measurements (``unit_raw``).
+        raw: The frame or line.
+    """
+
+    count: int | None
+    increment: int
+    status: tuple[object, ...]
+    motion: bool
+    out_of_range: bool
+    print_request: bool
+    fields: Mapping[str, FieldValue]
+    tags: Mapping[str, str]
+    raw: bytes
+
+
+_WEIGHMENT_FIELDS: Final = ("weight_kg", "tare_kg", "net", "stable")
+
+
+class ScaleReporter:
+    """What a streaming scale publishes: rate-limited readings and weighments.
+
+    The rules of the module docstring ("Reporting"), shared with ``scale_ascii``: a
+    ``scale`` measurement on a change of more than one division, on any status or
+    quality change, else every ``republish_s``; a ``weighment`` when the print request
+    rises or after ``weighment_stable_s`` of rest following motion with more than
+    ``weighment_divisions`` divisions, one per load.
+
+    Raises:
+        DriverUsageError: A negative or non-finite time, or negative divisions.
+    """
+
+    def __init__(
+        self,
+        *,
+        republish_s: float = 5.0,
+        weighment_stable_s: float = 2.0,
+        weighment_divisions: int = 10,
+    ) -> None:
+        for name, value in (
+            ("republish_s", republish_s),
+            ("weighment_stable_s", weighment_stable_s),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise DriverUsageError(f"{name} must be >= 0: {value!r}")
+        if weighment_divisions < 0:
+            raise DriverUsageError(f"weighment_divisions must be >= 0: {weighment_divisions!r}")
+        self._republish_s = republish_s
+        self._stable_s = weighment_stable_s
+        self._divisions = weighment_divisions
+        self._published: tuple[tuple[object, ...], int | None, float] | None = None
+        self._load: Literal["unknown", "fresh", "weighed"] = "unknown"
+        self._run: tuple[tuple[object, ...], int, float] | None = None  # status, count, since
+        self._printing: bool | None = None  # print bit of the last reading; None: none yet
+
+    def report(self, reading: ScaleReading, now: float) -> list[Measurement]:
+        """Take one reading that arrived at ``now``; return what to publish."""
+        out: list[Measurement] = []
+        if self._publish(reading, now):
+            out.append(
+                Measurement(
+                    measurement="scale",
+                    fields=dict(reading.fields),
+                    tags=dict(reading.tags),
+                    raw=reading.raw,
+                )
+            )
+        trigger = self._weighment(reading, now)
+        if trigger is not None:
+            fields = {k: v for k, v in reading.fields.items() if k in _WEIGHMENT_FIELDS}
+            out.append(
+                Measurement(
+                    measurement="weighment",
+                    fields=fields,
+                    tags={**reading.tags, "trigger": trigger},
+                    raw=reading.raw,
+                )
+            )
+        return out
+
+    def _publish(self, reading: ScaleReading, now: float) -> bool:
+        count = reading.count
+        key = (reading.status, reading.fields.get("quality"), reading.fields.get("stable"))
+        if self._published is not None:
+            last_key, last_count, last_at = self._published
+            moved = (
+                count != last_count
+                if count is None or last_count is None
+                else abs(count - last_count) > reading.increment
+            )
+            if key == last_key and not moved and now - last_at < self._republish_s:
+                return False
+        self._published = (key, count, now)
+        return True
+
+    def _weighment(self, reading: ScaleReading, now: float) -> str | None:
+        count = reading.count
+        if reading.motion:
+            self._load = "fresh"
+        if not (reading.motion or reading.out_of_range) and count is not None:
+            run = self._run
+            if run is None or run[0] != reading.status or abs(count - run[1]) > reading.increment:
+                self._run = (reading.status, count, now)
+        else:
+            self._run = None
+        rising = reading.print_request and self._printing is False
+        self._printing = reading.print_request
+        trigger: str | None = None
+        if rising and self._load != "weighed" and not reading.out_of_range:
+            trigger = "print"
+        elif (
+            self._load == "fresh"
+            and self._run is not None
+            and now - self._run[2] >= self._stable_s
+            and count is not None
+            and abs(count) > self._divisions * reading.increment
+        ):
+            trigger = "stable"
+        if trigger is not None:
+            self._load = "weighed"
+        return trigger
+
+
 class _Framer(Enum):
     HUNT = auto()  # looking for STX
     BODY = auto()  # after STX, up to CR
@@ -375,30 +513,20 @@ class ToledoParser:
     ) -> None:
         if checksum not in ("auto", "on", "off"):
             raise DriverUsageError(f"checksum must be 'auto', 'on' or 'off': {checksum!r}")
-        for name, value in (
-            ("republish_s", republish_s),
-            ("weighment_stable_s", weighment_stable_s),
-            ("idle_gap_s", idle_gap_s),
-        ):
-            if not (math.isfinite(value) and value >= 0):
-                raise DriverUsageError(f"{name} must be >= 0: {value!r}")
-        if weighment_divisions < 0:
-            raise DriverUsageError(f"weighment_divisions must be >= 0: {weighment_divisions!r}")
+        if not (math.isfinite(idle_gap_s) and idle_gap_s >= 0):
+            raise DriverUsageError(f"idle_gap_s must be >= 0: {idle_gap_s!r}")
+        self._reporter = ScaleReporter(
+            republish_s=republish_s,
+            weighment_stable_s=weighment_stable_s,
+            weighment_divisions=weighment_divisions,
+        )
         self._mode: ChecksumMode = checksum
-        self._republish_s = republish_s
-        self._stable_s = weighment_stable_s
-        self._divisions = weighment_divisions
         self._idle_gap_s = idle_gap_s
         self._framer = _Framer.HUNT
         self._frame = bytearray()
         self._junk = bytearray()
         self._junk_len = 0
         self._last_at: float | None = None
-        # Reporting state.
-        self._published: tuple[tuple[object, ...], int | None, float] | None = None
-        self._load: Literal["unknown", "fresh", "weighed"] = "unknown"
-        self._run: tuple[tuple[object, ...], int, float] | None = None  # key, count, since
-        self._printing: bool | None = None  # print bit of the last frame; None: no frame yet
         self._events: list[Measurement | Discarded] = []
         self.frames_ok = 0
         self.frames_discarded = 0
@@ -533,78 +661,18 @@ class ToledoParser:
             quality = "unstable" if frame.motion else "suspect" if frame.not_zeroed else "ok"
         if frame.tare is not None:
             fields["tare_kg"] = round(frame.tare * factor, 9)
-        stable = not (frame.out_of_range or frame.motion)
-        fields.update(stable=stable, quality=quality, net=frame.net)
-        tags: dict[str, str] = {"unit_raw": frame.unit}
-        status = (frame.unit, frame.decimals, frame.increment, frame.net, tare)
-        self._publish((*status, quality), count, frame.increment, fields, tags, raw, now)
-        self._weighment(frame, status, count, stable, fields, tags, raw, now)
-
-    def _publish(
-        self,
-        key: tuple[object, ...],
-        count: int | None,
-        increment: int,
-        fields: dict[str, FieldValue],
-        tags: dict[str, str],
-        raw: bytes,
-        now: float,
-    ) -> None:
-        if self._published is not None:
-            last_key, last_count, last_at = self._published
-            moved = (
-                count != last_count
-                if count is None or last_count is None
-                else abs(count - last_count) > increment
-            )
-            if key == last_key and not moved and now - last_at < self._republish_s:
-                return
-        self._published = (key, count, now)
-        self._events.append(Measurement(measurement="scale", fields=fields, tags=tags, raw=raw))
-
-    def _weighment(
-        self,
-        frame: ToledoFrame,
-        status: tuple[object, ...],
-        count: int | None,
-        stable: bool,
-        fields: dict[str, FieldValue],
-        tags: dict[str, str],
-        raw: bytes,
-        now: float,
-    ) -> None:
-        if frame.motion:
-            self._load = "fresh"
-        if stable and count is not None:
-            run = self._run
-            if run is None or run[0] != status or abs(count - run[1]) > frame.increment:
-                self._run = (status, count, now)
-        else:
-            self._run = None
-        rising = frame.print_request and self._printing is False
-        self._printing = frame.print_request
-        trigger: str | None = None
-        if rising and self._load != "weighed" and not frame.out_of_range:
-            trigger = "print"
-        elif (
-            self._load == "fresh"
-            and self._run is not None
-            and now - self._run[2] >= self._stable_s
-            and count is not None
-            and abs(count) > self._divisions * frame.increment
-        ):
-            trigger = "stable"
-        if trigger is None:
-            return
-        self._load = "weighed"
-        weighment = {
-            k: v for k, v in fields.items() if k in ("weight_kg", "tare_kg", "net", "stable")
-        }
-        self._events.append(
-            Measurement(
-                measurement="weighment",
-                fields=weighment,
-                tags={**tags, "trigger": trigger},
-                raw=raw,
-            )
+        fields.update(
+            stable=not (frame.out_of_range or frame.motion), quality=quality, net=frame.net
         )
+        reading = ScaleReading(
+            count=count,
+            increment=frame.increment,
+            status=(frame.unit, frame.decimals, frame.increment, frame.net, tare),
+            motion=frame.motion,
+            out_of_range=frame.out_of_range,
+            print_request=frame.print_request,
+            fields=fields,
+            tags={"unit_raw": frame.unit},
+            raw=raw,
+        )
+        self._events += self._reporter.report(reading, now)

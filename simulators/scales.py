@@ -40,7 +40,7 @@ from drivers.scale_mtsics import (
     encode_error,
     encode_reply,
 )
-from drivers.scale_toledo import STX, ToledoUnit, encode_frame
+from drivers.scale_toledo import STX, ToledoFrame, ToledoUnit, decode_frame, encode_frame
 from simulators.pty import PtyPort
 
 __all__ = [
@@ -307,8 +307,8 @@ class MtSicsBalanceSim:
         task, self._stream = self._stream, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # wait() does not raise the task's CancelledError, so ours still gets through.
+            await asyncio.wait({task})
 
     def _zero(self, name: Literal["Z", "ZI"]) -> None:
         near_zero = abs(self.gross_kg - self.zero_offset_kg) <= 0.02 * self.capacity_kg
@@ -357,11 +357,11 @@ class StreamFaults:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SentFrame:
-    """A frame written whole; ``valid`` frames are what the parser must decode.
+    """A frame the indicator sent; the ``valid`` ones are what the parser must decode.
 
     Attributes:
         ts_ns: ``time.time_ns()`` after the write.
-        weight: Weight shown (display units, rounded as sent).
+        weight: Weight shown (display units, as the frame carries it).
         tare: Tare shown.
         motion: Motion bit.
         print_request: Print bit.
@@ -491,11 +491,12 @@ class ToledoStreamSim:
         if knobs.parity_noise:
             frame = bytearray(b | (0x80 if rng.random() < 0.5 else 0) for b in frame)
         valid = self.port.write(bytes(frame)) == len(frame) and valid
+        weight, tare = self._shown()
         self.sent.append(
             SentFrame(
                 ts_ns=time.time_ns(),
-                weight=round(self.weight, max(self.decimals, 0)),
-                tare=round(self.tare, max(self.decimals, 0)),
+                weight=weight,
+                tare=tare,
                 motion=self.motion,
                 print_request=self.print_request,
                 valid=valid,
@@ -561,12 +562,13 @@ class ToledoStreamSim:
         await self.hold(stable_s)
         if print_pulse:
             self.print_request = True
-            first = self.emit()
-            await asyncio.sleep(1 / self.rate_hz)
-            if first and recorded is None:
-                recorded = self._record("print")
-            await self.hold(1 / self.rate_hz)
+            seen = False  # the parser sees the rise at the first pulse frame that is valid
+            for _ in range(2):
+                seen = self.emit() or seen
+                await asyncio.sleep(1 / self.rate_hz)
             self.print_request = False
+            if seen and recorded is None:
+                recorded = self._record("print")
         if unload:
             self.motion = True
             async for i in self._frames(max(1, round(0.5 * self.rate_hz))):
@@ -577,12 +579,19 @@ class ToledoStreamSim:
             await self.hold(rest_s)
         return recorded
 
+    def _shown(self) -> tuple[float, float]:
+        # What the parser reads back from the frame: the encoder's rounding, not ours.
+        shown = decode_frame(self._frame())
+        assert isinstance(shown, ToledoFrame)
+        assert shown.weight is not None
+        return shown.weight, shown.tare or 0.0
+
     def _record(self, trigger: Literal["print", "stable"]) -> Weighment:
         factor = _UNIT_KG[self.unit]
-        places = max(self.decimals, 0)
+        weight, tare = self._shown()
         weighment = Weighment(
-            weight_kg=round(round(self.weight, places) * factor, 9),
-            tare_kg=round(round(self.tare, places) * factor, 9),
+            weight_kg=round(weight * factor, 9),
+            tare_kg=round(tare * factor, 9),
             trigger=trigger,
         )
         self.weighments.append(weighment)

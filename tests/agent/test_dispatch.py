@@ -78,7 +78,7 @@ async def test_unavailable_keeps_batch_and_retries(tmp_path: Path) -> None:
     async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
         await ob.accept(readings(Stamper(), 20))
         task = asyncio.create_task(deliver_loop(ob, sink, health=health, backoff=fast_backoff()))
-        await wait_until(lambda: len(sink.delivered) == 20)
+        await wait_until(lambda: ob.cursor("fake") == 20)
         task.cancel()
         assert sink.attempts == 4
         assert sink.delivered == list(range(1, 21))

@@ -47,6 +47,7 @@ from drivers.modbus_rtu import (
     Response,
     WriteCoilRequest,
     WriteCoilResponse,
+    with_crc,
 )
 from simulators.pty import PtyPort, open_pty_port
 from simulators.rtu import CounterUnitSim, Faults, serve_rtu_bus
@@ -117,6 +118,7 @@ def fast_unit(name: str, address: int, interval_s: float = 0.2, **kw: float) -> 
         name,
         address,
         poll_interval_s=interval_s,
+        slow_interval_s=kw.get("slow_interval_s", 60.0),
         offline_after=int(kw.get("offline_after", 2)),
         backoff_max_s=kw.get("backoff_max_s", 0.6),
     )
@@ -219,11 +221,12 @@ async def test_dead_unit_does_not_delay_the_other(pty: PtyPort) -> None:
 
 
 class NoInputs(CounterUnitSim):
-    """A unit without terminal inputs: FC02 gets exception 02."""
+    """A unit without terminal inputs (FC02) nor a lone display unit read: exception 02."""
 
     def handle(self, request: Request) -> Response:
-        if request.function is FC.READ_DISCRETE_INPUTS:
-            return ExceptionResponse(self.address, 2, ExceptionCode.ILLEGAL_DATA_ADDRESS)
+        lone_display = isinstance(request, ReadRequest) and request.address == 0x03ED
+        if request.function is FC.READ_DISCRETE_INPUTS or lone_display:
+            return ExceptionResponse(self.address, request.function, 2)
         return super().handle(request)
 
 
@@ -234,7 +237,11 @@ async def test_exceptions_back_off_or_disable(pty: PtyPort) -> None:
     wrong.faults = Faults(exception=ExceptionCode.ILLEGAL_DATA_ADDRESS)
     no_inputs = NoInputs(3, pv=9, rate_per_s=0)
     rec = Recorder()
-    units = [fast_unit("failing", 1), fast_unit("wrong", 2), fast_unit("no-inputs", 3)]
+    units = [
+        fast_unit("failing", 1),
+        fast_unit("wrong", 2),
+        fast_unit("no-inputs", 3, slow_interval_s=0.2),
+    ]
     poller = BusPoller(fast_bus(pty.path), units, on_event=rec)
     async with serve_rtu_bus(pty, [failing, wrong, no_inputs]), running(poller):
         await rec.wait_for(
@@ -249,12 +256,12 @@ async def test_exceptions_back_off_or_disable(pty: PtyPort) -> None:
     assert (config.fault, config.block, config.exception_code) == (Fault.CONFIG, Block.STATUS_PV, 2)
     assert wrong.requests == 1
     assert not rec.samples("wrong")
-    (inputs_error,) = rec.errors("no-inputs")
-    assert (inputs_error.fault, inputs_error.block) == (Fault.CONFIG, Block.INPUTS)
-    assert poller.stats["no-inputs"].disabled == {Block.INPUTS}
+    given_up = [(e.fault, e.block) for e in rec.errors("no-inputs")]
+    assert given_up == [(Fault.CONFIG, Block.INPUTS), (Fault.CONFIG, Block.DISPLAY_UNIT)]
+    assert poller.stats["no-inputs"].disabled == {Block.INPUTS, Block.DISPLAY_UNIT}
     samples = [s for _, s in rec.samples("no-inputs")]
-    assert all(s.inputs is None and s.pv == 9 for s in samples)
-    assert samples[0].display_code == 0  # the other slow block still read
+    assert all(s.inputs is None and s.pv == 9 and s.display_code == 0 for s in samples)
+    assert no_inputs.requests == 2 + len(samples)  # each block refused once, then not asked
 
 
 async def test_unplug_and_replug(pty: PtyPort) -> None:
@@ -329,6 +336,7 @@ class FakeClient:
         self.max_no_responses = 0
         self.calls: list[tuple[float, str, int]] = []
         self.trace_connect: Callable[[bool], None] = lambda up: None
+        self.trace_packet: Callable[[bool, bytes], bytes] = lambda sending, data: data
 
     async def connect(self) -> bool:
         self.connected = self.connects
@@ -378,6 +386,7 @@ class FakeClient:
         trace_connect: Callable[[bool], None],
     ) -> ModbusClient:
         self.trace_connect = trace_connect
+        self.trace_packet = trace_packet
         return self
 
 
@@ -398,6 +407,14 @@ async def hang_like_pymodbus(kind: str, address: int, unit: int) -> ModbusPDU:
         await asyncio.Event().wait()
     except asyncio.CancelledError as exc:
         raise modbus_error(ModbusIOException, "Request cancelled outside pymodbus.") from exc
+    raise AssertionError("unreachable")
+
+
+async def hang_converting_to_modbus_exception(kind: str, address: int, unit: int) -> ModbusPDU:
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError as exc:
+        raise modbus_error(ModbusException, "cancelled") from exc
     raise AssertionError("unreachable")
 
 
@@ -464,16 +481,56 @@ async def test_other_modbus_exceptions_are_bad_replies(exc: Exception) -> None:
 
 
 async def test_io_error_after_the_port_went_is_a_port_error() -> None:
-    fake = FakeClient(raising(modbus_error(ModbusIOException, "closing")))
+    fake = FakeClient(good)
+
+    async def lose_port(kind: str, address: int, unit: int) -> ModbusPDU:
+        fake.connected = False  # as pymodbus does when the transport drops mid-request
+        raise modbus_error(ModbusIOException, "closing")
+
+    fake.answer = lose_port
     async with open_rtu_master(BusSpec("/dev/fake"), client_factory=fake.factory) as master:
-        fake.connected = False
         with pytest.raises(PortError):
+            await master.request(STATUS_PV)
+        with pytest.raises(PortError):  # and it is not even tried again
             await master.request(STATUS_PV)
         fake.connected = True
         fake.trace_connect(False)
         assert master.lost.is_set()
         with pytest.raises(PortError):
             await master.request(STATUS_PV)
+    assert len(fake.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("heard", "fault", "detail"),
+    [
+        (b"", Fault.NO_RESPONSE, "no reply"),
+        # The reply to STATUS_PV with its last byte corrupted.
+        (bytes.fromhex("01 04 0C 80 80 00 00 00 00 E2 40 00 01 00 00 79 87"), Fault.BAD_CRC, "CRC"),
+        (with_crc(bytes.fromhex("07 84 02")), Fault.WRONG_UNIT, "unit 7"),
+        (bytes.fromhex("01 04 0C 80"), Fault.NO_RESPONSE, "no usable reply: 01 04 0c 80"),
+    ],
+)
+async def test_silence_is_told_apart_by_what_was_heard(
+    heard: bytes, fault: Fault, detail: str
+) -> None:
+    fake = FakeClient(good)
+
+    async def mumble(kind: str, address: int, unit: int) -> ModbusPDU:
+        fake.trace_packet(True, b"request")
+        # pymodbus shows the hook its receive buffer as it grows, chunk after chunk.
+        for end in range(2, len(heard) + 2, 3):
+            fake.trace_packet(False, heard[:end])
+        return await hang(kind, address, unit)
+
+    fake.answer = mumble
+    async with open_rtu_master(
+        BusSpec("/dev/fake", timeout_s=0.05), client_factory=fake.factory
+    ) as master:
+        with pytest.raises(ExchangeFailed) as info:
+            await master.request(STATUS_PV)
+    assert info.value.fault is fault
+    assert detail in info.value.detail
 
 
 @pytest.mark.parametrize("answer", [hang_like_pymodbus, hang])
@@ -484,7 +541,7 @@ async def test_timeout_is_no_response(answer: Answer) -> None:
     assert info.value.fault is Fault.NO_RESPONSE
 
 
-@pytest.mark.parametrize("answer", [hang_like_pymodbus, hang])
+@pytest.mark.parametrize("answer", [hang_like_pymodbus, hang_converting_to_modbus_exception, hang])
 async def test_cancellation_is_not_swallowed(answer: Answer) -> None:
     async with master_with(answer, timeout_s=30) as master:
         task = asyncio.create_task(master.request(STATUS_PV))
@@ -567,29 +624,59 @@ async def test_requests_keep_the_minimum_gap() -> None:
     assert first.inputs.ina
 
 
+def replying(pdu: ModbusPDU) -> Answer:
+    async def answer(kind: str, address: int, unit: int) -> ModbusPDU:
+        pdu.dev_id = unit
+        return pdu
+
+    return answer
+
+
 @pytest.mark.parametrize(
-    ("answer", "fault"),
+    ("answer", "fault", "detail"),
     [
         # 7 registers for 6, and a PV a six-digit display cannot show.
-        (ReadInputRegistersResponse(registers=[0x8000, 0, 0, 0, 0, 0, 0]), Fault.BAD_REPLY),
-        (ReadInputRegistersResponse(registers=[0x8000, 0, 0, 0x4240, 0x000F, 0]), Fault.BAD_REPLY),
+        (
+            replying(ReadInputRegistersResponse(registers=[0x8000, 0, 0, 0, 0, 0, 0])),
+            Fault.BAD_REPLY,
+            "wrong-count",
+        ),
+        (
+            replying(ReadInputRegistersResponse(registers=[0x8000, 0, 0, 0x4240, 0x000F, 0])),
+            Fault.BAD_REPLY,
+            "pv-out-of-range",
+        ),
+        (raising(modbus_error(ModbusException, "Unknown response 9")), Fault.BAD_REPLY, "9"),
+        (replying(PduException(4, 0x42)), Fault.DEVICE_FAILURE, "exception 66 reading"),
+        (replying(PduException(4, 6)), Fault.DEVICE_FAILURE, "06 SERVER_DEVICE_BUSY"),
     ],
 )
-async def test_unusable_replies_fail_the_poll(answer: ModbusPDU, fault: Fault) -> None:
-    async def reply(kind: str, address: int, unit: int) -> ModbusPDU:
-        answer.dev_id = unit
-        return answer
-
-    fake = FakeClient(reply)
+async def test_failed_polls(answer: Answer, fault: Fault, detail: str) -> None:
+    fake = FakeClient(answer)
     rec = Recorder()
     poller = BusPoller(
         BusSpec("/dev/fake"), [fast_unit("a", 1)], on_event=rec, client_factory=fake.factory
     )
     async with running(poller):
         await rec.wait_for(lambda: bool(rec.errors("a")))
-    assert rec.errors("a")[0].fault is fault
-    assert poller.stats["a"].bad_replies >= 1
+    error = rec.errors("a")[0]
+    assert error.fault is fault
+    assert detail in error.detail
     assert not rec.samples("a")
+
+
+async def test_reset_when_the_port_goes_mid_request() -> None:
+    fake = FakeClient(good)
+    rec = Recorder()
+    poller = BusPoller(
+        BusSpec("/dev/fake"), [fast_unit("a", 1)], on_event=rec, client_factory=fake.factory
+    )
+    async with running(poller):
+        await rec.wait_for(lambda: bool(rec.samples("a")))
+        fake.answer = raising(modbus_error(ConnectionException, "Not connected"))
+        refused = await poller.reset_counter("a")
+    assert refused is not None
+    assert (refused.fault, refused.block) == (Fault.PORT, Block.RESET)
 
 
 def test_real_client_factory_builds_a_pymodbus_client() -> None:
@@ -629,4 +716,5 @@ async def test_units_must_be_distinct() -> None:
     with pytest.raises(ValueError, match="two units at address"):
         BusPoller(BusSpec("/dev/x"), [UnitSpec("a", 1), UnitSpec("b", 1)], on_event=Recorder())
     assert BusSpec("/dev/x").name == "/dev/x"
+    assert BusSpec("/dev/x", name="rs485-a").name == "rs485-a"
     assert BusSpec("/dev/x").serial.stopbits == 2

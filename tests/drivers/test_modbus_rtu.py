@@ -289,6 +289,14 @@ def test_cut_frame_is_discarded_at_silence() -> None:
     assert feed_request_parser([H("01 04 03 E8")]) == [Discarded(H("01 04 03 E8"), "no-frame")]
 
 
+def test_framed_but_undecodable_reply_is_discarded() -> None:
+    odd = with_crc(H("01 04 03 00 01 02"))  # three bytes of registers
+    parser = ResponseParser()
+    parser.receive_data(odd)
+    assert parser.events() == [Discarded(odd, "bad-byte-count")]
+    assert (parser.frames_ok, parser.frames_discarded) == (0, 1)
+
+
 def test_reset_forgets_silently() -> None:
     parser = ResponseParser()
     parser.receive_data(H("FF 01 04 03"))
@@ -346,6 +354,7 @@ RESET = WriteCoilRequest(1, 0, COIL_ON)
         (RESET, ExceptionResponse(1, 5, 4), None),
         (RESET, ExceptionResponse(1, 4, 4), "wrong-function"),
         (RESET, OtherResponse(1, 6, b"\x00" * 4), "wrong-function"),
+        (STATUS_PV, OtherResponse(1, 4, b""), "wrong-function"),
     ],
 )
 def test_check_reply(

@@ -400,8 +400,11 @@ async def test_garbage_and_hostile_lots(
     port.write(b"Umidade: 11")  # a cut ticket
     port.write(b"\x0c")
     sent = await emit_tickets(sim, 10)
-    port.write(b"X" * 20_000)  # an over-long line with no terminator
+    for _ in range(20):  # an over-long line with no terminator, 20 kB
+        assert port.write(b"X" * 1000) == 1000
+        await asyncio.sleep(0.02)
     port.write(b"\x0c")
+    await asyncio.sleep(0.2)
     hostile = await sim.emit(moisture_pct=11.5, lot='L"1,x=2;DROP')
     assert hostile is not None
     sent.append(hostile)

@@ -17,6 +17,7 @@ from agent.errors import PortError
 from agent.ports import SerialPort, open_serial_port
 from drivers.counter_autonics_ct import CounterSample, Mode, decode_status_pv
 from drivers.modbus_rtu import (
+    COIL_OFF,
     COIL_ON,
     BitsResponse,
     ExceptionCode,
@@ -113,6 +114,9 @@ def test_front_panel_reset_and_fc05_reset() -> None:
     assert unit.resets == 2
     assert unit.handle(WriteCoilRequest(1, 0x0004, COIL_ON)) == WriteCoilResponse(1, 4, COIL_ON)
     assert unit.batch_pv == 0
+    unit.set_pv(5)
+    assert unit.handle(WriteCoilRequest(1, 0x0000, COIL_OFF)) == WriteCoilResponse(1, 0, COIL_OFF)
+    assert pv_of(unit) == 5  # writing "off" to a reset coil does nothing
 
 
 def test_coils_and_inputs() -> None:
@@ -151,6 +155,8 @@ def test_bad_construction() -> None:
         CounterUnitSim(0)
     with pytest.raises(ValueError, match="pv"):
         CounterUnitSim(1, mode=Mode.TIMER, pv=-1)
+    with pytest.raises(ValueError, match="batch_pv"):
+        CounterUnitSim(1, batch_pv=1_000_000)
     with pytest.raises(ValueError, match="run_cycle_s"):
         CounterUnitSim(1, run_cycle_s=(0.0, 0.0))
     with pytest.raises(ValueError, match="two units"):
