@@ -21,6 +21,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -83,6 +84,21 @@ class SiteConfig(_Model):
 
     id: Ident
     name: str = ""
+    timezone: str = "America/Sao_Paulo"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (e.g. 'America/Sao_Paulo')") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The site's time zone (what "today" means for daily totals)."""
+        return ZoneInfo(self.timezone)
 
 
 class AgentSection(_Model):
@@ -244,7 +260,129 @@ class TesmaDevice(_DeviceBase):
     tesma: TesmaOptionsConfig = TesmaOptionsConfig()
 
 
-DeviceConfig = Annotated[TicketDevice | TesmaDevice, Field(discriminator="driver")]
+class MtSicsOptionsConfig(_Model):
+    """``[devices.mtsics]``: how an MT-SICS balance is polled."""
+
+    mode: Literal["poll", "stream"] = "poll"
+    poll_s: float = Field(default=1.0, ge=0.1, le=60)
+    publish_unstable: bool = False
+    reply_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    stable_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    republish_s: float = Field(default=5.0, ge=0, le=3600)
+    line_ending: Literal["crlf", "cr", "lf"] = "crlf"
+
+
+class MtSicsDevice(_DeviceBase):
+    """A Mettler Toledo balance speaking MT-SICS (``driver = "scale.mtsics"``)."""
+
+    driver: Literal["scale.mtsics"]
+    mtsics: MtSicsOptionsConfig = MtSicsOptionsConfig()
+
+
+class ScaleStreamOptionsConfig(_Model):
+    """``[devices.toledo]`` / ``[devices.ascii]``: continuous weight streams."""
+
+    republish_s: float = Field(default=5.0, ge=0, le=3600)
+    weighment_stable_s: float = Field(default=2.0, gt=0, le=60)
+    weighment_divisions: int = Field(default=10, ge=1, le=100000)
+
+
+class ToledoOptionsConfig(ScaleStreamOptionsConfig):
+    """``[devices.toledo]``: Toledo continuous output."""
+
+    checksum: Literal["auto", "on", "off"] = "auto"
+
+
+class ToledoDevice(_DeviceBase):
+    """An indicator in Toledo continuous mode (``driver = "scale.toledo_continuous"``)."""
+
+    driver: Literal["scale.toledo_continuous"]
+    toledo: ToledoOptionsConfig = ToledoOptionsConfig()
+
+
+class AsciiScaleDevice(_DeviceBase):
+    """An A&D / generic ``ST,GS`` indicator (``driver = "scale.ascii"``)."""
+
+    driver: Literal["scale.ascii"]
+    ascii: ScaleStreamOptionsConfig = ScaleStreamOptionsConfig()
+
+
+DeviceConfig = Annotated[
+    TicketDevice | TesmaDevice | MtSicsDevice | ToledoDevice | AsciiScaleDevice,
+    Field(discriminator="driver"),
+]
+
+#: Driver names accepted in ``[[devices]]``.
+DRIVERS = (
+    "moisture.ticket",
+    "moisture.tesma",
+    "scale.mtsics",
+    "scale.toledo_continuous",
+    "scale.ascii",
+)
+
+
+class BusConfig(_Model):
+    """``[[buses]]``: one RS-485 adapter shared by Modbus RTU units."""
+
+    id: Ident
+    port: str = Field(min_length=1)
+    serial: SerialSettings = SerialSettings(stopbits=2)
+    min_gap_s: float = Field(default=0.02, ge=0, le=5)
+    timeout_s: float = Field(default=0.5, gt=0, le=10)
+    retries: int = Field(default=1, ge=0, le=5)
+
+
+class ServiceTaskConfig(_Model):
+    """``[[hullers.tasks]]``: a service done every ``interval_h`` running hours."""
+
+    id: Ident
+    name: str = Field(default="", max_length=80)
+    interval_h: float = Field(gt=0, le=100000)
+    warn_before_h: float = Field(default=10.0, ge=0)
+
+
+#: Where a huller's motor-running signal comes from.
+MotorInput = Literal[
+    "none",
+    "counter.INA",
+    "counter.INB",
+    "counter.INHIBIT",
+    "timer.INA",
+    "timer.INB",
+    "timer.INHIBIT",
+]
+
+#: What one count of the hour meter is worth, in hours.
+HOUR_METER_UNITS: dict[str, float] = {"s": 1 / 3600, "min": 1 / 60, "0.1h": 0.1, "h": 1.0}
+
+
+class HullerConfig(_Model):
+    """``[[hullers]]``: a bag counter, a run-hour timer and service tasks."""
+
+    id: Ident
+    name: str = Field(default="", max_length=80)
+    bus: Ident
+    bag_counter: int = Field(ge=1, le=247)
+    hour_meter: int | None = Field(default=None, ge=1, le=247)
+    hour_meter_unit: Literal["s", "min", "0.1h", "h"] = "s"
+    motor_input: MotorInput = "none"
+    motor_input_inverted: bool = False
+    bags_per_pulse: float = Field(default=1.0, gt=0, le=1000)
+    poll_interval_s: float = Field(default=2.0, ge=0.1, le=600)
+    station: Annotated[str, Field(pattern=r"^$|" + IDENT)] = ""
+    tasks: tuple[ServiceTaskConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HullerConfig:
+        if self.hour_meter is not None and self.hour_meter == self.bag_counter:
+            raise ValueError("hour_meter and bag_counter must be different Modbus addresses")
+        if self.motor_input.startswith("timer.") and self.hour_meter is None:
+            raise ValueError(f"motor_input = {self.motor_input!r} needs hour_meter")
+        ids = [t.id for t in self.tasks]
+        if len(ids) != len(set(ids)):
+            raise ValueError("task ids must be unique within a huller")
+        return self
 
 
 class Config(_Model):
@@ -256,6 +394,8 @@ class Config(_Model):
     mqtt: MqttConfig = MqttConfig()
     influx: InfluxConfig = InfluxConfig()
     devices: tuple[DeviceConfig, ...] = ()
+    buses: tuple[BusConfig, ...] = ()
+    hullers: tuple[HullerConfig, ...] = ()
 
     # Resolved secrets (never in the file).
     mqtt_password: SecretStr | None = None
@@ -278,7 +418,38 @@ class Config(_Model):
             seen_ids.add(dev.id)
             if dev.enabled:
                 seen_ports.add(dev.port)
+        bus_ids: set[str] = set()
+        for i, bus in enumerate(self.buses):
+            if bus.id in bus_ids:
+                raise ValueError(f"buses[{i}].id: duplicate bus id {bus.id!r}")
+            if bus.port in seen_ports:
+                raise ValueError(f"buses[{i}].port: port {bus.port!r} is used twice")
+            bus_ids.add(bus.id)
+            seen_ports.add(bus.port)
+        addresses: set[tuple[str, int]] = set()
+        for i, huller in enumerate(self.hullers):
+            if huller.id in seen_ids or huller.id in RESERVED_IDS:
+                raise ValueError(f"hullers[{i}].id: {huller.id!r} is already used")
+            seen_ids.add(huller.id)
+            if huller.bus not in bus_ids:
+                raise ValueError(f"hullers[{i}].bus: no [[buses]] entry with id {huller.bus!r}")
+            for key, addr in (
+                ("bag_counter", huller.bag_counter),
+                ("hour_meter", huller.hour_meter),
+            ):
+                if addr is None:
+                    continue
+                if (huller.bus, addr) in addresses:
+                    raise ValueError(
+                        f"hullers[{i}].{key}: address {addr} is already used on bus {huller.bus!r}"
+                    )
+                addresses.add((huller.bus, addr))
         return self
+
+    @property
+    def maintenance_path(self) -> Path:
+        """Where huller totals and service records live."""
+        return self.agent.data_dir / "maintenance.sqlite3"
 
     @property
     def outbox_path(self) -> Path:
@@ -291,7 +462,7 @@ def _loc(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("moisture.ticket", "moisture.tesma") or part.startswith("function-"):
+        elif part in DRIVERS or part.startswith("function-"):
             continue  # the discriminator pydantic inserts; not a key the user wrote
         else:
             out += ("." if out else "") + part
@@ -312,7 +483,7 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
             key = _loc(err["loc"])
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "union_tag_invalid":
-                msg = "unknown driver; expected 'moisture.ticket' or 'moisture.tesma'"
+                msg = "unknown driver; expected one of " + ", ".join(repr(d) for d in DRIVERS)
                 key = key or "devices"
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check spelling)"
