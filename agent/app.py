@@ -32,6 +32,7 @@ from agent.ports import PortOpener, open_serial_port
 from agent.readings import Stamper
 from agent.sinks.base import Sink
 from agent.sinks.influx import open_influx_v1, open_influx_v2
+from agent.sinks.lineprotocol import encode_line
 from agent.sinks.mqtt import MqttSink
 from drivers.events import FieldValue
 
@@ -170,6 +171,8 @@ async def run_agent(
                 sinks=[s.name for s in sinks],
                 max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
                 synchronous=cfg.outbox.synchronous,
+                sync_interval_s=cfg.outbox.sync_interval_s,
+                line_encoder=encode_line if cfg.influx.enabled else None,
             )
         )
         stamper = Stamper()

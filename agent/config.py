@@ -114,7 +114,8 @@ class OutboxConfig(_Model):
 
     path: Path | None = None
     max_mb: float = Field(default=512.0, gt=0)
-    synchronous: Literal["full", "normal"] = "full"
+    synchronous: Literal["full", "normal"] = "normal"
+    sync_interval_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class TlsConfig(_Model):

@@ -3,29 +3,45 @@
 Theory of operation
 -------------------
 A reading is *accepted* when the transaction that inserts it has committed to
-SQLite (WAL journal; ``synchronous=FULL`` by default so a power cut after the
-commit loses nothing, ``NORMAL`` trades the last commits on power loss for
-fewer fsyncs on SD cards). Until then the producer is still waiting in
-``accept`` and has promised nothing to anyone.
+SQLite in WAL mode. Until then the producer is still waiting in ``accept`` and
+has promised nothing to anyone. From then on it survives the agent's crash
+(``kill -9``): the commit is in the WAL file, which the next start reads.
 
-Commits are batched without adding latency (group commit): producers append to
-a pending list and a single writer task commits everything pending in one
-transaction; while it is inside a commit, the next producers queue up behind it.
-The database is touched only from one worker thread, so a slow fsync never
-blocks the event loop.
+Power loss is a question of fsync, and two modes trade it against the CPU and
+the wear of an SD card:
+
+* ``synchronous = "normal"`` (default): commits do not wait for fsync; a
+  background task fsyncs the WAL every ``sync_interval_s`` (1 s) when
+  something was committed, so a power cut loses at most that last second.
+  Commits are ~60 µs and run on the event loop thread itself: handing each one
+  to a worker thread costs more CPU than the commit.
+* ``synchronous = "full"``: every commit fsyncs before ``accept`` returns;
+  commits run on a worker thread so a slow fsync never blocks the event loop.
+
+Either way commits are batched without adding latency (group commit):
+producers append to a pending list and one writer task commits everything
+pending in one transaction; while it is inside a commit, the next producers
+queue up behind it. Large reads (a backlog drain) use a second, read-only
+connection on the worker thread.
 
 Every sink has a cursor: the highest record id it has delivered. Sinks read
 ``id > cursor`` in id order and move their cursor only after their server
-acknowledged (MQTT PUBACK, InfluxDB 204). A sink that is down simply stops
-moving its cursor; the others are not affected. Records every configured sink
-has delivered are deleted. Records a sink refuses for good (InfluxDB 4xx) are
-copied to ``dead_letters`` with the reason and the cursor moves past them.
+acknowledged (MQTT PUBACK, InfluxDB 204). A cursor moves in memory at once and
+is written to disk with the next commit, or within ``cursor_flush_s``: a crash
+in between only makes the sink send a few records again, which delivery is
+designed for (at least once, byte-identical). Records every sink has delivered
+are deleted then. Records a sink refuses for good (InfluxDB 4xx) are copied to
+``dead_letters`` with the reason, durably before the cursor moves past them.
 
 The disk quota bounds the bytes held in ``records``. When an accept would
 exceed it, the oldest records are dropped first; the drop is counted per sink
 (persistently), logged as a warning, and shown by ``coffee-telemetry outbox``
 and in the agent's own ``agent`` measurement. Memory stays bounded however long
 an outage lasts: only a small cache of recent records lives in RAM.
+
+Each record also stores its InfluxDB line, rendered once at acceptance by the
+``line_encoder`` given to ``open_outbox``: a backlog drain then reads lines
+and sends them, without decoding JSON or re-rendering anything.
 
 Per-device sequence numbers are persisted in the same transaction as the
 records they number, so ``(device, seq)`` stays unique across restarts.
@@ -35,14 +51,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -54,19 +72,24 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Bytes counted against the quota per record on top of its payload
+#: Bytes counted against the quota per record on top of its payload and line
 #: (row header, index entry): an estimate that keeps the quota honest.
 RECORD_OVERHEAD = 48
 
 #: Recent records kept in RAM so a sink that keeps up never reads the disk.
 RECENT_CACHE = 4096
 
+#: Renders a reading as an InfluxDB line (``agent.sinks.lineprotocol.encode_line``).
+LineEncoder = Callable[[Reading], str]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    kind TEXT NOT NULL DEFAULT 'reading',
+    payload BLOB NOT NULL,
+    line TEXT
 );
 CREATE TABLE IF NOT EXISTS cursors (
     sink TEXT PRIMARY KEY,
@@ -94,6 +117,8 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 """
+
+_SIZE = "LENGTH(payload) + COALESCE(LENGTH(line), 0)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +183,37 @@ class DeadLetter:
 
 
 @dataclass(slots=True)
+class _Row:
+    device: str
+    seq: int
+    kind: str
+    payload: bytes
+    line: str | None
+    reading: Reading
+
+
+@dataclass(slots=True)
 class _Pending:
-    rows: list[tuple[str, int, bytes]]
-    readings: Sequence[Reading]
+    rows: list[_Row]
     future: asyncio.Future[list[int]]
+
+
+@dataclass(slots=True)
+class _Committed:
+    """What one write transaction did, reported back to the event loop."""
+
+    ids: list[list[int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    dropped_upto: int | None = None
+
+
+@dataclass(slots=True)
+class _CursorDelta:
+    """Cursor moves not yet on disk, per sink."""
+
+    upto: int
+    delivered: int = 0
+    at_ns: int = 0
 
 
 class Outbox:
@@ -170,18 +222,26 @@ class Outbox:
     def __init__(
         self,
         conn: sqlite3.Connection,
+        reader: sqlite3.Connection,
         executor: ThreadPoolExecutor,
         *,
         path: Path,
         sinks: Sequence[str],
         max_bytes: int,
+        inline: bool,
+        line_encoder: LineEncoder | None,
+        cursor_flush_s: float,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._conn = conn
+        self._reader = reader
         self._executor = executor
         self._path = path
         self._sinks = tuple(sinks)
         self._max_bytes = max_bytes
+        self._inline = inline
+        self._line_encoder = line_encoder
+        self._cursor_flush_s = cursor_flush_s
         self._clock_ns = clock_ns
         self._pending: list[_Pending] = []
         self._kick = asyncio.Event()
@@ -190,31 +250,44 @@ class Outbox:
         self._acked = asyncio.Event()
         self._recent: collections.deque[Record] = collections.deque(maxlen=RECENT_CACHE)
         self._cursors: dict[str, int] = {}
+        self._unsaved: dict[str, _CursorDelta] = {}
         self._first_id = 0
         self._last_id = 0
         self._bytes = 0
         self._dropped_total = 0
+        self._commits = 0
 
-    # -- thread-side helpers -------------------------------------------------
+    # -- running database work ----------------------------------------------
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
+    async def _write(self, fn: Callable[[], T]) -> T:
+        """Run a write on the write connection (inline or on the worker)."""
         try:
-            return await loop.run_in_executor(self._executor, fn)
+            if self._inline:
+                return fn()
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self._path}: {exc}") from exc
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the read-only connection, on the worker thread."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, fn, self._reader
+            )
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self._path}: {exc}") from exc
 
     def _load(self) -> None:
         conn = self._conn
         row = conn.execute(
-            "SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0),"
-            " COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM records"
+            f"SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0), COALESCE(SUM({_SIZE}), 0),"
+            " COUNT(*) FROM records"
         ).fetchone()
-        first, last, payload_bytes, count = (int(x) for x in row)
+        first, last, held, count = (int(x) for x in row)
         seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
         self._last_id = max(last, int(seq_row[0]) if seq_row else 0)
         self._first_id = first if count else self._last_id + 1
-        self._bytes = payload_bytes + count * RECORD_OVERHEAD
+        self._bytes = held + count * RECORD_OVERHEAD
         with conn:
             for sink in self._sinks:
                 # A sink configured for the first time starts with what is
@@ -229,42 +302,80 @@ class Outbox:
         dropped = conn.execute("SELECT value FROM meta WHERE key = 'dropped_total'").fetchone()
         self._dropped_total = int(dropped[0]) if dropped else 0
 
-    def _insert(self, batch: list[_Pending]) -> tuple[list[list[int]], int, list[str]]:
+    # -- the write transaction -------------------------------------------------
+
+    def _commit(
+        self,
+        batch: list[_Pending],
+        rejected: list[tuple[str, Rejection]],
+        unsaved: dict[str, _CursorDelta],
+        floor: int,
+    ) -> _Committed:
+        """One transaction: new records, dead letters, cursor moves, pruning.
+
+        Runs on the write connection's thread; it only reads the bookkeeping
+        the event loop owns and reports changes back in ``_Committed``.
+        """
         conn = self._conn
-        ids: list[list[int]] = []
-        warnings: list[str] = []
-        dropped = 0
+        done = _Committed()
+        now = self._clock_ns()
         with conn:
             for item in batch:
                 got: list[int] = []
-                for device, seq, payload in item.rows:
+                for row in item.rows:
                     cur = conn.execute(
-                        "INSERT INTO records (device, seq, payload) VALUES (?, ?, ?)",
-                        (device, seq, payload),
+                        "INSERT INTO records (device, seq, kind, payload, line)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (row.device, row.seq, row.kind, row.payload, row.line),
                     )
                     assert cur.lastrowid is not None
                     got.append(cur.lastrowid)
-                    self._bytes += len(payload) + RECORD_OVERHEAD
+                    self._bytes += _size(row.payload, row.line)
                     conn.execute(
                         "INSERT INTO sequences (device, seq) VALUES (?, ?)"
                         " ON CONFLICT (device) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                        (device, seq),
+                        (row.device, row.seq),
                     )
-                ids.append(got)
+                done.ids.append(got)
+            for sink, rej in rejected:
+                conn.execute(
+                    "INSERT INTO dead_letters (sink, record_id, status, reason, payload, at_ns)"
+                    " SELECT ?, id, ?, ?, payload, ? FROM records WHERE id = ?",
+                    (sink, rej.status, rej.reason[:500], now, rej.record_id),
+                )
+                conn.execute(
+                    "UPDATE cursors SET dead_total = dead_total + 1 WHERE sink = ?", (sink,)
+                )
+            for sink, delta in unsaved.items():
+                conn.execute(
+                    "UPDATE cursors SET delivered_id = MAX(delivered_id, ?),"
+                    " delivered_total = delivered_total + ?,"
+                    " delivered_at_ns = MAX(COALESCE(delivered_at_ns, 0), ?) WHERE sink = ?",
+                    (delta.upto, delta.delivered, delta.at_ns, sink),
+                )
+            if unsaved and floor >= self._first_id:
+                # Every sink has delivered up to floor: those records can go.
+                freed, count = conn.execute(
+                    f"SELECT COALESCE(SUM({_SIZE}), 0), COUNT(*) FROM records WHERE id <= ?",
+                    (floor,),
+                ).fetchone()
+                conn.execute("DELETE FROM records WHERE id <= ?", (floor,))
+                self._bytes -= int(freed) + int(count) * RECORD_OVERHEAD
+                self._first_id = floor + 1
             if self._bytes > self._max_bytes:
-                dropped, warning = self._enforce_quota()
-                warnings.append(warning)
-        return ids, dropped, warnings
+                self._enforce_quota(done)
+        self._commits += 1
+        return done
 
-    def _enforce_quota(self) -> tuple[int, str]:
+    def _enforce_quota(self, done: _Committed) -> None:
         """Drop the oldest records until the quota holds (inside a transaction)."""
         conn = self._conn
         target = int(self._max_bytes * 0.9)  # free a margin, not one record per accept
         freed = 0
         upto = self._first_id - 1
         count = 0
-        newest = self._last_id_in_db()
-        for rid, size in conn.execute("SELECT id, LENGTH(payload) FROM records ORDER BY id"):
+        newest = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0])
+        for rid, size in conn.execute(f"SELECT id, {_SIZE} FROM records ORDER BY id"):
             # Never drop the newest record: it is the one being accepted.
             if self._bytes - freed <= target or rid >= newest:
                 break
@@ -272,7 +383,8 @@ class Outbox:
             upto = int(rid)
             count += 1
         if count == 0:
-            return 0, "Outbox quota reached but nothing could be dropped"
+            done.warnings.append("Outbox quota reached but nothing could be dropped")
+            return
         conn.execute("DELETE FROM records WHERE id <= ?", (upto,))
         per_sink: dict[str, int] = {}
         for sink, cursor in self._cursors.items():
@@ -280,11 +392,10 @@ class Outbox:
             per_sink[sink] = lost
             if lost:
                 conn.execute(
-                    "UPDATE cursors SET dropped_total = dropped_total + ?, delivered_id = ?"
-                    " WHERE sink = ?",
+                    "UPDATE cursors SET dropped_total = dropped_total + ?,"
+                    " delivered_id = MAX(delivered_id, ?) WHERE sink = ?",
                     (lost, upto, sink),
                 )
-                self._cursors[sink] = upto
         self._dropped_total += count
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('dropped_total', ?)"
@@ -294,17 +405,55 @@ class Outbox:
         self._bytes -= freed
         first = self._first_id
         self._first_id = upto + 1
+        done.dropped_upto = upto
         detail = ", ".join(f"{s}={n}" for s, n in sorted(per_sink.items()))
-        return count, (
+        done.warnings.append(
             f"Outbox over its quota of {self._max_bytes} bytes: dropped {count} oldest"
             f" records (ids {first}..{upto}); undelivered per sink: {detail}"
         )
 
-    def _last_id_in_db(self) -> int:
-        row = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()
-        return int(row[0])
+    async def _commit_now(
+        self, batch: list[_Pending], rejected: list[tuple[str, Rejection]]
+    ) -> _Committed:
+        """Commit ``batch`` with every pending cursor move (event loop side)."""
+        unsaved, self._unsaved = self._unsaved, {}
+        floor = min(self._cursors.values()) if self._cursors else 0
+        try:
+            done = await self._write(
+                functools.partial(self._commit, batch, rejected, unsaved, floor)
+            )
+        except OutboxError:
+            for sink, delta in unsaved.items():  # try these again with the next commit
+                again = self._unsaved.setdefault(sink, _CursorDelta(upto=delta.upto))
+                again.upto = max(again.upto, delta.upto)
+                again.delivered += delta.delivered
+                again.at_ns = max(again.at_ns, delta.at_ns)
+            raise
+        if done.dropped_upto is not None:
+            for sink in self._cursors:
+                self._cursors[sink] = max(self._cursors[sink], done.dropped_upto)
+            self._recent.clear()
+        for warning in done.warnings:
+            log.warning("%s", warning)
+        return done
 
     # -- producers -----------------------------------------------------------
+
+    def _row(self, reading: Reading) -> _Row:
+        line: str | None = None
+        if self._line_encoder is not None:
+            try:
+                line = self._line_encoder(reading)
+            except ValueError:
+                line = None  # the InfluxDB sink renders it again and rejects it, counted
+        return _Row(
+            device=reading.device,
+            seq=reading.seq,
+            kind=reading.kind,
+            payload=encode_reading(reading),
+            line=line,
+            reading=reading,
+        )
 
     async def accept(self, readings: Sequence[Reading]) -> list[int]:
         """Commit readings durably; return their record ids once committed.
@@ -314,47 +463,80 @@ class Outbox:
         """
         if self._closing:
             raise OutboxError("outbox is closing")
-        rows = [(r.device, r.seq, encode_reading(r)) for r in readings]
+        rows = [self._row(r) for r in readings]
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(rows=rows, readings=readings, future=future))
+        self._pending.append(_Pending(rows=rows, future=future))
         self._kick.set()
         return await asyncio.shield(future)
 
     async def writer_loop(self) -> None:
-        """Commit whatever is pending, batch after batch, until closed."""
+        """Commit what is pending (records and cursor moves) until closed."""
+        loop = asyncio.get_running_loop()
+        last_commit = loop.time()
         while True:
-            await self._kick.wait()
+            if not self._pending and not self._closing:
+                # Idle: wake for new records, or to write cursor moves that
+                # found no commit to ride along with within cursor_flush_s.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._cursor_flush_s):
+                        await self._kick.wait()
             self._kick.clear()
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    ids, dropped, warnings = await self._run(functools.partial(self._insert, batch))
-                except OutboxError as exc:
-                    log.error("Outbox write failed, %d producers told: %s", len(batch), exc)
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
-                    continue
-                for warning in warnings:
-                    log.warning("%s", warning)
-                if dropped:
-                    self._recent.clear()
-                for item, got in zip(batch, ids, strict=True):
-                    for rid, (row, reading) in zip(
-                        got, zip(item.rows, item.readings, strict=True), strict=True
-                    ):
-                        self._recent.append(Record(id=rid, payload=row[2], reading=reading))
-                    if got:
-                        self._last_id = max(self._last_id, got[-1])
+            flush_cursors = bool(self._unsaved) and (
+                loop.time() - last_commit >= self._cursor_flush_s or self._closing
+            )
+            if not self._pending and not flush_cursors:
+                if self._closing:
+                    return
+                continue
+            batch, self._pending = self._pending, []
+            try:
+                done = await self._commit_now(batch, [])
+            except OutboxError as exc:
+                log.error("Outbox write failed, %d producers told: %s", len(batch), exc)
+                for item in batch:
                     if not item.future.done():
-                        item.future.set_result(got)
+                        item.future.set_exception(exc)
+                continue
+            last_commit = loop.time()
+            for item, got in zip(batch, done.ids, strict=True):
+                for rid, row in zip(got, item.rows, strict=True):
+                    self._recent.append(
+                        Record(
+                            id=rid,
+                            payload=row.payload,
+                            reading=row.reading,
+                            line=row.line,
+                            device=row.device,
+                            kind=row.kind,
+                        )
+                    )
+                if got:
+                    self._last_id = max(self._last_id, got[-1])
+                if not item.future.done():
+                    item.future.set_result(got)
+            while self._recent and self._recent[0].id < self._first_id:
+                self._recent.popleft()
+            if batch:
                 self._notify()
-            if self._closing and not self._pending:
-                return
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    async def sync_loop(self, interval_s: float) -> None:
+        """Fsync the WAL every ``interval_s`` when something was committed."""
+        wal = Path(f"{self._path}-wal")
+        synced = self._commits
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._commits == synced:
+                continue
+            synced = self._commits
+            try:
+                await loop.run_in_executor(self._executor, _fsync, wal)
+            except OSError as exc:
+                log.warning("Could not fsync %s: %s", wal, exc)
 
     # -- sinks ---------------------------------------------------------------
 
@@ -398,68 +580,41 @@ class Outbox:
         """Return up to ``limit`` records after ``sink``'s cursor, in id order."""
         after = max(self._cursors[sink], self._first_id - 1)
         recent = self._recent
-        if recent and recent[0].id <= after + 1 and recent[-1].id > after:
+        if recent and recent[0].id <= after + 1 <= recent[-1].id:
             start = after + 1 - recent[0].id
-            if start >= 0 and recent[start].id == after + 1:
-                return list(_islice(recent, start, start + limit))
+            stop = min(len(recent), start + limit)
+            return [recent[i] for i in range(start, stop)]
 
-        def read() -> list[tuple[int, bytes]]:
+        def read(conn: sqlite3.Connection) -> list[Record]:
             return [
-                (int(rid), bytes(payload))
-                for rid, payload in self._conn.execute(
-                    "SELECT id, payload FROM records WHERE id > ? ORDER BY id LIMIT ?",
+                Record(id=int(rid), payload=bytes(payload), line=line, device=dev, kind=kind)
+                for rid, payload, line, dev, kind in conn.execute(
+                    "SELECT id, payload, line, device, kind FROM records WHERE id > ?"
+                    " ORDER BY id LIMIT ?",
                     (after, limit),
                 )
             ]
 
-        rows = await self._run(read)
-        return [Record(id=rid, payload=p, reading=decode_reading(p)) for rid, p in rows]
+        return await self._read(read)
 
     async def ack(self, sink: str, upto_id: int, *, rejected: Sequence[Rejection] = ()) -> None:
         """Move ``sink``'s cursor to ``upto_id``; dead-letter ``rejected`` records.
 
-        Records every sink has delivered are deleted in the same transaction.
+        The cursor moves at once in memory and reaches the disk with the next
+        commit (dead letters are written before this returns).
         """
         previous = self._cursors[sink]
         if upto_id <= previous and not rejected:
             return
-        now = self._clock_ns()
         delivered = max(0, upto_id - max(previous, self._first_id - 1)) - len(rejected)
-        new_floor = min([upto_id] + [c for s, c in self._cursors.items() if s != sink])
-
-        def write() -> None:
-            conn = self._conn
-            freed = 0
-            with conn:
-                for rej in rejected:
-                    conn.execute(
-                        "INSERT INTO dead_letters (sink, record_id, status, reason, payload, at_ns)"
-                        " SELECT ?, id, ?, ?, payload, ? FROM records WHERE id = ?",
-                        (sink, rej.status, rej.reason[:500], now, rej.record_id),
-                    )
-                conn.execute(
-                    "UPDATE cursors SET delivered_id = MAX(delivered_id, ?),"
-                    " delivered_total = delivered_total + ?, delivered_at_ns = ?,"
-                    " dead_total = dead_total + ? WHERE sink = ?",
-                    (upto_id, max(0, delivered), now, len(rejected), sink),
-                )
-                if new_floor >= self._first_id:
-                    row = conn.execute(
-                        "SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM records"
-                        " WHERE id <= ?",
-                        (new_floor,),
-                    ).fetchone()
-                    freed = int(row[0]) + int(row[1]) * RECORD_OVERHEAD
-                    conn.execute("DELETE FROM records WHERE id <= ?", (new_floor,))
-            # Bookkeeping shared with _insert changes only on the worker thread.
-            self._cursors[sink] = max(self._cursors[sink], upto_id)
-            if new_floor >= self._first_id:
-                self._bytes -= freed
-                self._first_id = new_floor + 1
-
-        await self._run(write)
-        while self._recent and self._recent[0].id < self._first_id:
-            self._recent.popleft()
+        delta = self._unsaved.setdefault(sink, _CursorDelta(upto=upto_id))
+        delta.upto = max(delta.upto, upto_id)
+        delta.delivered += max(0, delivered)
+        delta.at_ns = self._clock_ns()
+        self._cursors[sink] = max(previous, upto_id)
+        if rejected:
+            # Dead letters are written now, with the cursor move after them.
+            await self._commit_now([], [(sink, rej) for rej in rejected])
         acked, self._acked = self._acked, asyncio.Event()
         acked.set()
 
@@ -472,39 +627,52 @@ class Outbox:
     async def sequences(self) -> dict[str, int]:
         """The last sequence number committed per device."""
 
-        def read() -> dict[str, int]:
-            return {
-                str(d): int(s) for d, s in self._conn.execute("SELECT device, seq FROM sequences")
-            }
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return {str(d): int(s) for d, s in conn.execute("SELECT device, seq FROM sequences")}
 
-        return await self._run(read)
+        return await self._read(read)
+
+    async def flush(self) -> None:
+        """Write pending cursor moves now."""
+        if self._unsaved:
+            await self._commit_now([], [])
 
     async def stats(self) -> OutboxStats:
-        """A consistent snapshot of backlog, quota use and drops."""
-        return await self._run(lambda: _stats(self._conn, self._path, self._max_bytes, self._sinks))
+        """A consistent snapshot of backlog, quota use and drops (cursors flushed first)."""
+        await self.flush()
+        return await self._read(lambda conn: _stats(conn, self._path, self._max_bytes, self._sinks))
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters, newest first."""
-        return await self._run(lambda: _dead_letters(self._conn, limit))
+        return await self._read(lambda conn: _dead_letters(conn, limit))
 
     async def close(self) -> None:
-        """Finish pending commits; later ``accept`` calls fail."""
+        """Finish pending commits and cursor moves; later ``accept`` calls fail."""
         self._closing = True
         self._kick.set()
         self._notify()
 
 
-def _islice(items: collections.deque[Record], start: int, stop: int) -> Iterable[Record]:
-    stop = min(stop, len(items))
-    for i in range(start, stop):
-        yield items[i]
+def _size(payload: bytes, line: str | None) -> int:
+    return len(payload) + (len(line) if line is not None else 0) + RECORD_OVERHEAD
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _stats(
     conn: sqlite3.Connection, path: Path, max_bytes: int, sinks: Sequence[str] | None
 ) -> OutboxStats:
-    last_held, payload_bytes, count = conn.execute(
-        "SELECT COALESCE(MAX(id), 0), COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM records"
+    last_held, held, count = conn.execute(
+        f"SELECT COALESCE(MAX(id), 0), COALESCE(SUM({_SIZE}), 0), COUNT(*) FROM records"
     ).fetchone()
     seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
     last_id = max(int(last_held), int(seq_row[0]) if seq_row else 0)
@@ -513,7 +681,7 @@ def _stats(
     for sink, cursor, delivered_total, delivered_at, dropped_total, dead_total in conn.execute(
         "SELECT sink, delivered_id, delivered_total, delivered_at_ns, dropped_total, dead_total"
         " FROM cursors ORDER BY sink"
-    ):
+    ).fetchall():
         if sinks is not None and sink not in sinks:
             continue
         backlog_row = conn.execute(
@@ -540,7 +708,7 @@ def _stats(
     return OutboxStats(
         path=str(path),
         records=int(count),
-        bytes_held=int(payload_bytes) + int(count) * RECORD_OVERHEAD,
+        bytes_held=int(held) + int(count) * RECORD_OVERHEAD,
         max_bytes=max_bytes,
         last_id=last_id,
         dropped_total=int(dropped[0]) if dropped else 0,
@@ -567,16 +735,28 @@ def _dead_letters(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
     ]
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an outbox written by an older version up to this schema."""
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(records)")}
+    if "kind" not in columns:
+        conn.execute("ALTER TABLE records ADD COLUMN kind TEXT NOT NULL DEFAULT 'reading'")
+    if "line" not in columns:
+        conn.execute("ALTER TABLE records ADD COLUMN line TEXT")
+
+
+def _connect(path: Path, synchronous: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
+    _migrate(conn)
     # isolation_level=None is autocommit; "with conn" below needs implicit BEGIN.
     conn.isolation_level = "DEFERRED"
-    return conn
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    reader.execute("PRAGMA busy_timeout=5000")
+    return conn, reader
 
 
 @asynccontextmanager
@@ -585,7 +765,10 @@ async def open_outbox(
     *,
     sinks: Sequence[str],
     max_bytes: int = 512 * 1024 * 1024,
-    synchronous: Literal["full", "normal"] = "full",
+    synchronous: Literal["full", "normal"] = "normal",
+    sync_interval_s: float = 1.0,
+    cursor_flush_s: float = 0.25,
+    line_encoder: LineEncoder | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
 ) -> AsyncIterator[Outbox]:
     """Open (creating if needed) the outbox at ``path`` and run its writer.
@@ -596,23 +779,53 @@ async def open_outbox(
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
     loop = asyncio.get_running_loop()
     try:
-        conn = await loop.run_in_executor(executor, _connect, path, synchronous)
+        conn, reader = await loop.run_in_executor(executor, _connect, path, synchronous)
     except (sqlite3.Error, OSError) as exc:
         executor.shutdown(wait=True)
         raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
-    outbox = Outbox(conn, executor, path=path, sinks=sinks, max_bytes=max_bytes, clock_ns=clock_ns)
+    outbox = Outbox(
+        conn,
+        reader,
+        executor,
+        path=path,
+        sinks=sinks,
+        max_bytes=max_bytes,
+        inline=synchronous == "normal",
+        line_encoder=line_encoder,
+        cursor_flush_s=cursor_flush_s,
+        clock_ns=clock_ns,
+    )
     try:
-        await outbox._run(outbox._load)
+        await outbox._write(outbox._load)
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(outbox.writer_loop(), name="outbox-writer")
+            syncer = (
+                tg.create_task(outbox.sync_loop(sync_interval_s), name="outbox-fsync")
+                if synchronous == "normal"
+                else None
+            )
             try:
                 yield outbox
             finally:
                 await outbox.close()
                 await writer
+                if syncer is not None:
+                    syncer.cancel()
     finally:
-        await loop.run_in_executor(executor, conn.close)
+        await loop.run_in_executor(executor, _close, conn, reader, Path(f"{path}-wal"))
         executor.shutdown(wait=True)
+
+
+def _close(conn: sqlite3.Connection, reader: sqlite3.Connection, wal: Path) -> None:
+    reader.close()
+    conn.close()  # the last connection checkpoints and removes the WAL
+    _fsync(wal)
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise OutboxError(f"no outbox at {path}")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
 def read_stats(path: Path, *, max_bytes: int = 0) -> OutboxStats:
@@ -621,10 +834,8 @@ def read_stats(path: Path, *, max_bytes: int = 0) -> OutboxStats:
     Raises:
         OutboxError: No outbox at ``path`` or it cannot be read.
     """
-    if not path.exists():
-        raise OutboxError(f"no outbox at {path}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = _read_only(path)
         try:
             return _stats(conn, path, max_bytes, None)
         finally:
@@ -635,10 +846,8 @@ def read_stats(path: Path, *, max_bytes: int = 0) -> OutboxStats:
 
 def read_dead_letters(path: Path, *, limit: int = 100) -> list[DeadLetter]:
     """Read the newest dead letters from another process."""
-    if not path.exists():
-        raise OutboxError(f"no outbox at {path}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = _read_only(path)
         try:
             return _dead_letters(conn, limit)
         finally:

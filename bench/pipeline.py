@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.outbox import open_outbox, read_stats  # noqa: E402
 from agent.readings import Stamper  # noqa: E402
+from agent.sinks.lineprotocol import encode_line  # noqa: E402
 from simulators.moisture import TicketMeterSim  # noqa: E402
 from simulators.pty import PtyPort  # noqa: E402
 from tests.integration.harness import AgentProcess, DeviceSpec, write_site_config  # noqa: E402
@@ -107,6 +108,7 @@ async def wait_for(cond: object, timeout_s: float) -> bool:
 async def steady_and_outage(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     broker = MosquittoServer(tmp / "mosquitto")
     broker.start()
+    (tmp / "influxd").mkdir()
     influx = InfluxServer(tmp / "influxd")
     influx.start()
     influx.create_database("bench")
@@ -206,12 +208,16 @@ async def steady_and_outage(args: argparse.Namespace, tmp: Path) -> dict[str, ob
 
 async def bulk_drain(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     """Fill an outbox with ``--bulk`` readings, then time a fresh agent draining it."""
+    (tmp / "influxd-bulk").mkdir()
     influx = InfluxServer(tmp / "influxd-bulk")
     influx.start()
     influx.create_database("bulk")
     data_dir = tmp / "bulk-data"
     stamper = Stamper()
-    async with open_outbox(data_dir / "outbox.sqlite3", sinks=["influx"]) as outbox:
+    # As the agent does with an InfluxDB sink configured: lines rendered at acceptance.
+    async with open_outbox(
+        data_dir / "outbox.sqlite3", sinks=["influx"], line_encoder=encode_line
+    ) as outbox:
         chunk = 5000
         for start in range(0, args.bulk, chunk):
             await outbox.accept(

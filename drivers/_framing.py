@@ -145,8 +145,8 @@ _GS_PARAMS = {
 _GS_V = 0x56
 _INIT = 0x40  # the '@' of ESC @
 _CUT_WITH_FEED = (0x41, 0x42)  # GS V 'A'|'B' n: a feed count follows the mode
-_KEPT_CONTROLS = frozenset({TAB, LF, FF, CR})
-_CONTROL = re.compile(b"[\x00-\x1f]")
+#: Control bytes the text state must act on: every C0 byte but the kept ones.
+_SPECIAL = re.compile(b"[\x00-\x08\x0b\x0e-\x1f]")
 
 
 class EscPosStripper:
@@ -181,6 +181,8 @@ class EscPosStripper:
 
     def feed(self, data: bytes) -> bytes:
         """Strip one chunk; returns the text bytes it held."""
+        if self._state is _Esc.TEXT and not self._skip and _SPECIAL.search(data) is None:
+            return bytes(data)  # plain text and line ends: nothing to strip
         out = bytearray()
         pos = 0
         end = len(data)
@@ -192,16 +194,14 @@ class EscPosStripper:
                 continue
             match self._state:
                 case _Esc.TEXT:
-                    found = _CONTROL.search(data, pos)
+                    found = _SPECIAL.search(data, pos)
                     if found is None:
                         out += data[pos:]
                         break
                     out += data[pos : found.start()]
                     byte = data[found.start()]
                     pos = found.end()
-                    if byte in _KEPT_CONTROLS:
-                        out.append(byte)
-                    elif byte == ESC:
+                    if byte == ESC:
                         self._state = _Esc.ESC
                     elif byte == GS:
                         self._state = _Esc.GS

@@ -18,22 +18,53 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.readings import Reading
+from agent.readings import Reading, decode_reading
 
 
-@dataclass(frozen=True, slots=True)
 class Record:
     """One outbox record as handed to a sink.
 
     Attributes:
         id: Outbox id; strictly increasing in acceptance order.
         payload: The stored canonical JSON (``encode_reading``); send it as is.
-        reading: The same record decoded.
+        line: The InfluxDB line for this record, rendered once when it was
+            accepted (``None`` when it could not be rendered, or for outboxes
+            that do not render lines).
+        device: The reading's device id.
+        kind: The reading's kind (``reading`` or ``event``).
     """
 
-    id: int
-    payload: bytes
-    reading: Reading
+    __slots__ = ("_reading", "device", "id", "kind", "line", "payload")
+
+    def __init__(
+        self,
+        *,
+        id: int,
+        payload: bytes,
+        reading: Reading | None = None,
+        line: str | None = None,
+        device: str | None = None,
+        kind: str | None = None,
+    ) -> None:
+        self.id = id
+        self.payload = payload
+        self.line = line
+        self._reading = reading
+        if device is None or kind is None:
+            decoded = self.reading
+            device, kind = decoded.device, decoded.kind
+        self.device = device
+        self.kind = kind
+
+    @property
+    def reading(self) -> Reading:
+        """The record decoded (lazily: a backlog drain only needs ``line``)."""
+        if self._reading is None:
+            self._reading = decode_reading(self.payload)
+        return self._reading
+
+    def __repr__(self) -> str:
+        return f"Record(id={self.id}, device={self.device!r}, kind={self.kind!r})"
 
 
 @dataclass(frozen=True, slots=True)

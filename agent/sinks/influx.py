@@ -72,17 +72,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
-from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-from influxdb_client.domain.write_precision import WritePrecision
-from influxdb_client.rest import ApiException
 from yarl import URL
 
 from agent.errors import SinkUnavailable
 from agent.sinks.base import Record, Rejection
 from agent.sinks.lineprotocol import encode_line
+
+if TYPE_CHECKING:
+    # influxdb-client costs ~25 MB of RSS to import: only the v2 sink loads it.
+    from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
 __all__ = ["InfluxV1Sink", "InfluxV2Sink", "open_influx_v1", "open_influx_v2"]
 
@@ -91,9 +92,6 @@ logger = logging.getLogger(__name__)
 #: Longest server error text kept in a rejection or an error message.
 MAX_REASON_CHARS = 200
 
-#: WritePrecision's members are plain strings, though the client annotates its
-#: ``write_precision`` parameter with the class.
-_NS = cast(WritePrecision, WritePrecision.NS)
 
 
 class _Verdict(enum.Enum):
@@ -203,7 +201,8 @@ class _BatchWriter:
         for record in records:
             try:
                 # UnicodeEncodeError (a lone surrogate) is a ValueError too.
-                data = encode_line(record.reading).encode("utf-8")
+                line = record.line if record.line is not None else encode_line(record.reading)
+                data = line.encode("utf-8")
             except ValueError as exc:
                 reason = _shorten(f"cannot encode as line protocol: {exc}")
                 logger.warning("Rejected record %d for %s: %s", record.id, self._name, reason)
@@ -498,13 +497,17 @@ class InfluxV2Sink:
         return await self._writer.deliver(records)
 
     async def _write(self, body: bytes) -> _Answer:
+        from influxdb_client.domain.write_precision import WritePrecision
+        from influxdb_client.rest import ApiException
+
         try:
             async with asyncio.timeout(self._timeout_s):
                 await self._write_api.write(
                     bucket=self._bucket,
                     org=self._org,
                     record=body,
-                    write_precision=_NS,
+                    # The members are plain strings; the client annotates the class.
+                    write_precision=cast(WritePrecision, WritePrecision.NS),
                 )
         except ApiException as exc:
             # The client raises ApiException for any non-2xx answer. Status 0
@@ -560,6 +563,8 @@ async def open_influx_v2(
     # scope around each write is the limit that normally fires first. Leaving
     # the client's context closes its aiohttp session; an unclosed one warns
     # (ResourceWarning).
+    from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
     async with InfluxDBClientAsync(
         url=url, token=token, org=org, timeout=int(timeout_s * 1000) + 1000
     ) as client:

@@ -78,6 +78,7 @@ a rejection of that one record.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -110,6 +111,10 @@ _MEASUREMENT_SPECIALS = re.compile(r"([, ])")
 _TAG_SPECIALS = re.compile(r"([,= ])")
 _FIELD_KEY_SPECIALS = re.compile(r'([,= "])')
 _STRING_SPECIALS = re.compile(r'(["\\])')
+_STRING_NEEDS_WORK = re.compile(r'["\\\x00-\x1f]')
+#: Names (measurements, keys, tag values) repeat from reading to reading:
+#: their escaped forms are cached, bounded.
+_NAME_CACHE = 4096
 _STRING_CONTROLS = str.maketrans(
     {
         **{chr(code): f"\\x{code:02x}" for code in range(0x20) if chr(code) != "\t"},
@@ -146,6 +151,7 @@ def clean_string(text: str) -> str:
     return text.translate(_STRING_CONTROLS)
 
 
+@functools.lru_cache(maxsize=_NAME_CACHE)
 def escape_measurement(name: str) -> str:
     """Clean and escape a measurement name (commas and spaces).
 
@@ -163,6 +169,7 @@ def escape_measurement(name: str) -> str:
     return _MEASUREMENT_SPECIALS.sub(r"\\\1", cleaned)
 
 
+@functools.lru_cache(maxsize=_NAME_CACHE)
 def escape_tag(text: str) -> str:
     """Clean and escape a tag key or value (commas, equals signs, spaces).
 
@@ -171,6 +178,7 @@ def escape_tag(text: str) -> str:
     return _TAG_SPECIALS.sub(r"\\\1", clean_name(text))
 
 
+@functools.lru_cache(maxsize=_NAME_CACHE)
 def escape_field_key(text: str) -> str:
     """Clean and escape a field key (commas, equals signs, spaces, double quotes).
 
@@ -181,7 +189,10 @@ def escape_field_key(text: str) -> str:
 
 def quote_string(text: str) -> str:
     """Clean, escape and double-quote a string field value."""
-    return '"' + _STRING_SPECIALS.sub(r"\\\1", clean_string(text)) + '"'
+    if not _STRING_NEEDS_WORK.search(text):
+        return f'"{text}"'
+    escaped = clean_string(text).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def format_field_value(value: FieldValue) -> str:

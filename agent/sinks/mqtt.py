@@ -109,8 +109,7 @@ class MqttSink:
 
     def topic_for(self, record: Record) -> str:
         """The topic a record is published on."""
-        reading = record.reading
-        return f"{self._base}/{reading.device}/{reading.kind}"
+        return f"{self._base}/{record.device}/{record.kind}"
 
     def device_status_topic(self, device: str) -> str:
         """The retained status topic of ``device``."""
