@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -280,6 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"outbox error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     return code
 

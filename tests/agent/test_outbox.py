@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
@@ -192,3 +193,25 @@ async def test_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
 def test_read_stats_of_missing_outbox(tmp_path: Path) -> None:
     with pytest.raises(OutboxError, match="no outbox"):
         read_stats(tmp_path / "nope.db")
+
+
+async def test_outbox_cli_shows_backlog_and_dead_letters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    path = tmp_path / "o.db"
+    async with open_outbox(path, sinks=["mqtt", "influx"]) as ob:
+        await ob.accept(make(Stamper(), 6))
+        await ob.ack("mqtt", 6)
+        await ob.ack("influx", 2, rejected=[Rejection(record_id=2, reason="bad field", status=400)])
+    assert main(["outbox", "--path", str(path), "--dead-letters", "5"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
+    assert lines["influx"][1] == "4"  # backlog
+    assert lines["mqtt"][1] == "0"
+    assert "status=400 bad field" in out
+    assert main(["outbox", "--path", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {s["sink"]: s["backlog"] for s in doc["sinks"]} == {"influx": 4, "mqtt": 0}
+    assert main(["outbox", "--path", str(tmp_path / "missing.db")]) == 1
