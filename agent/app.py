@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 from agent.config import Config
-from agent.devices import DeviceRunner, ReadingListener
+from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
 from agent.health import DeviceState, Health
 from agent.outbox import Outbox, open_outbox
@@ -199,7 +199,7 @@ async def run_agent(
             ]
             readers = [
                 tg.create_task(
-                    DeviceRunner(
+                    make_device_runner(
                         dev,
                         site=cfg.site.id,
                         stamper=stamper,

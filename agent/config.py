@@ -277,6 +277,8 @@ class MtSicsDevice(_DeviceBase):
     """A Mettler Toledo balance speaking MT-SICS (``driver = "scale.mtsics"``)."""
 
     driver: Literal["scale.mtsics"]
+    #: Mettler's factory setting is Xon/Xoff flow control (protocols §2.1).
+    serial: SerialSettings = SerialSettings(xonxoff=True)
     mtsics: MtSicsOptionsConfig = MtSicsOptionsConfig()
 
 

@@ -2,32 +2,54 @@
 
 Theory of operation
 -------------------
-A device loop owns one port and one driver. It opens the port by its stable
-path; on any ``PortError`` (unplugged adapter, missing path, port locked by
-another process) it closes what it had, marks the device offline, waits a
-jittered back-off (1 s doubling to 60 s) and opens the same path again. A new
-driver is made on every open: a half-received frame from before an unplug
-must not be glued to bytes after it.
+A device loop owns one port. It opens the port by its stable path; on any
+``PortError`` (unplugged adapter, missing path, port locked by another
+process) it closes what it had, marks the device offline, waits a jittered
+back-off (1 s doubling to 60 s) and opens the same path again. That outer
+loop, and turning measurements into readings, is ``PortRunner``; what happens
+while the port is open depends on the device:
 
-Bytes read are pushed into the sans-I/O driver with the arrival time; when the
-driver wants to be woken without new bytes (a ticket ends after an idle gap),
-the read is bounded by its deadline and ``tick`` is called. Each measurement
-is stamped with the wall-clock time its last bytes arrived (not when an idle
-gap ended), enriched with site/device/station/product/lot tags, and committed
-to the outbox before more bytes are read: once ``accept`` returns the reading
-is safe, and the serial buffers provide the back-pressure in between.
+- Stream devices (moisture meters, Toledo and ASCII scale indicators) only
+  talk: ``DeviceRunner`` pushes the bytes it reads into a sans-I/O
+  ``StreamDriver`` with the arrival time. When the driver wants to be woken
+  without new bytes (a ticket ends after an idle gap, a frame waits to see if
+  a checksum follows), the read is bounded by its deadline and ``tick`` is
+  called.
+- MT-SICS balances answer only when asked: ``agent.scales.MtSicsRunner``
+  writes requests as well as reading replies.
+
+``make_device_runner`` picks the loop for a device. A new driver is made on
+every open: a half-received frame from before an unplug must not be glued to
+bytes after it.
+
+Each measurement is stamped with the wall-clock time its last bytes arrived
+(not when an idle gap ended), enriched with site/device/station/product/lot
+tags, and committed to the outbox before more bytes are read: once ``accept``
+returns the reading is safe, and the serial buffers provide the back-pressure
+in between. Measurements that are discrete happenings (``EVENT_MEASUREMENTS``:
+a weighment) become readings of kind ``event``, published on
+``<device>/event``, and carry the lot the station is working on when one is
+set (``lot_for_station``).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, assert_never
+from typing import Generic, Protocol, TypeVar, assert_never
 
 from agent.backoff import Backoff
-from agent.config import DeviceConfig, TesmaDevice, TicketDevice
+from agent.config import (
+    AsciiScaleDevice,
+    DeviceConfig,
+    MtSicsDevice,
+    TesmaDevice,
+    TicketDevice,
+    ToledoDevice,
+)
 from agent.errors import PortError
 from agent.health import DeviceHealth, DeviceState, Health
 from agent.lots import LotError, validate_lot
@@ -36,8 +58,28 @@ from agent.readings import Reading, Stamper
 from drivers.events import Discarded, FieldValue, Measurement
 from drivers.moisture_tesma import TesmaParser
 from drivers.moisture_ticket import FieldPattern, TicketOptions, TicketParser
+from drivers.scale_ascii import AsciiScaleParser
+from drivers.scale_toledo import ToledoParser
 
 log = logging.getLogger(__name__)
+
+#: Measurements that are discrete happenings rather than samples: their readings
+#: have kind ``event`` and carry the station's current lot.
+EVENT_MEASUREMENTS = frozenset({"weighment"})
+
+#: Devices that only talk: read by ``DeviceRunner`` through a ``StreamDriver``.
+StreamDevice = TicketDevice | TesmaDevice | ToledoDevice | AsciiScaleDevice
+
+#: Called with each accepted reading (live fan-out: console, rules, history).
+ReadingListener = Callable[[Reading], None]
+
+#: The lot a station is working on now, if any (``lot_for_station(station)``).
+LotLookup = Callable[[str], str | None]
+
+#: Commits readings to the outbox; once it returns they are safe.
+Accept = Callable[[Sequence[Reading]], Awaitable[object]]
+
+DeviceT = TypeVar("DeviceT", bound=DeviceConfig)
 
 
 class StreamDriver(Protocol):
@@ -53,7 +95,7 @@ class StreamDriver(Protocol):
         """Discarded events so far."""
         ...
 
-    def feed(self, data: bytes, now: float) -> None:
+    def receive_data(self, data: bytes, now: float) -> None:
         """Push bytes that arrived at monotonic time ``now``."""
         ...
 
@@ -70,32 +112,8 @@ class StreamDriver(Protocol):
         ...
 
 
-class _TicketDriver:
-    def __init__(self, options: TicketOptions) -> None:
-        self._parser = TicketParser(options)
-
-    @property
-    def frames_ok(self) -> int:
-        return self._parser.frames_ok
-
-    @property
-    def frames_discarded(self) -> int:
-        return self._parser.frames_discarded
-
-    def feed(self, data: bytes, now: float) -> None:
-        self._parser.receive_data(data, now)
-
-    def tick(self, now: float) -> None:
-        self._parser.tick(now)
-
-    def next_deadline(self) -> float | None:
-        return self._parser.next_deadline()
-
-    def events(self) -> list[Measurement | Discarded]:
-        return self._parser.events()
-
-
 class _TesmaDriver:
+    # The Tesma parser needs no clock: it debounces by repetition, not by time.
     def __init__(self, debounce: int) -> None:
         self._parser = TesmaParser(debounce=debounce)
 
@@ -107,7 +125,7 @@ class _TesmaDriver:
     def frames_discarded(self) -> int:
         return self._parser.frames_discarded
 
-    def feed(self, data: bytes, now: float) -> None:
+    def receive_data(self, data: bytes, now: float) -> None:
         self._parser.receive_data(data)
 
     def tick(self, now: float) -> None:
@@ -141,35 +159,70 @@ def ticket_options(dev: TicketDevice) -> TicketOptions:
     )
 
 
-def make_driver(dev: DeviceConfig) -> StreamDriver:
-    """A fresh driver for a device (one per port open)."""
+def make_driver(dev: StreamDevice) -> StreamDriver:
+    """A fresh driver for a stream device (one per port open)."""
     match dev:
         case TicketDevice():
-            return _TicketDriver(ticket_options(dev))
+            return TicketParser(ticket_options(dev))
         case TesmaDevice():
             return _TesmaDriver(dev.tesma.debounce)
+        case ToledoDevice(toledo=toledo):
+            return ToledoParser(
+                checksum=toledo.checksum,
+                republish_s=toledo.republish_s,
+                weighment_stable_s=toledo.weighment_stable_s,
+                weighment_divisions=toledo.weighment_divisions,
+            )
+        case AsciiScaleDevice(ascii=stream):
+            return AsciiScaleParser(
+                republish_s=stream.republish_s,
+                weighment_stable_s=stream.weighment_stable_s,
+                weighment_divisions=stream.weighment_divisions,
+            )
         case _:
             assert_never(dev)
 
 
-#: Called with each accepted reading (live fan-out: console, rules, history).
-ReadingListener = Callable[[Reading], None]
+class Runner(Protocol):
+    """A device loop, as the agent runs it: one task per device."""
+
+    async def run_loop(self) -> None:
+        """Run until cancelled."""
+        ...
 
 
-class DeviceRunner:
-    """Reads one device forever; see the module docstring."""
+class PortRunner(abc.ABC, Generic[DeviceT]):
+    """The part every device loop shares: reopening the port, stamping, committing.
+
+    Subclasses talk to the device in ``_connection_loop``.
+
+    Args:
+        dev: The device's config.
+        site: Site id, a tag of every reading.
+        stamper: Fixes each reading's time and sequence number.
+        accept: Commits readings (the outbox); once it returns they are safe.
+        health: Where the device's state and counters live.
+        open_port: Opens the port (fakes in tests).
+        backoff: Delays between reopen attempts (1 s doubling to 60 s).
+        listeners: Called with every accepted reading.
+        lot_for_station: The lot a station works on now; events of the device's
+            station are tagged with it.
+        clock_ns: Wall clock for timestamps.
+        monotonic: The drivers' clock: arrival times and deadlines.
+    """
 
     def __init__(
         self,
-        dev: DeviceConfig,
+        dev: DeviceT,
         *,
         site: str,
         stamper: Stamper,
-        accept: Callable[[Sequence[Reading]], Awaitable[object]],
+        accept: Accept,
         health: Health,
         open_port: PortOpener = open_serial_port,
         backoff: Backoff | None = None,
         listeners: Sequence[ReadingListener] = (),
+        lot_for_station: LotLookup | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -184,13 +237,14 @@ class DeviceRunner:
         self._open_port = open_port
         self._backoff = backoff or Backoff(initial_s=1.0, maximum_s=60.0)
         self._listeners = list(listeners)
+        self._lot_for_station = lot_for_station
         self._clock_ns = clock_ns
         self._monotonic = monotonic
         self._last_bytes_ns = 0
         self._seen_ok = 0
 
     async def run_loop(self) -> None:
-        """Open, read, and reopen after failures, until cancelled."""
+        """Open, talk, and reopen after failures, until cancelled."""
         dev = self._dev
         while True:
             try:
@@ -200,7 +254,8 @@ class DeviceRunner:
                     log.info("Opened %s for device %s (%s)", dev.port, dev.id, dev.driver)
                     self._backoff.reset()
                     self._health.set_device_state(dev.id, DeviceState.ONLINE)
-                    await self._read_loop(port, make_driver(dev))
+                    self._seen_ok = 0
+                    await self._connection_loop(port)
             except PortError as exc:
                 self._entry.errors["port"] += 1
                 self._health.set_device_state(dev.id, DeviceState.OFFLINE, error=str(exc))
@@ -215,67 +270,65 @@ class DeviceRunner:
                 )
                 await asyncio.sleep(delay)
 
-    async def _read_loop(self, port: SerialPort, driver: StreamDriver) -> None:
-        loop = asyncio.get_running_loop()
-        self._seen_ok = 0
-        while True:
-            deadline = driver.next_deadline()
-            if deadline is None:
-                data = await port.read()
-            else:
-                # The driver's clock is monotonic; so is the loop's by default.
-                delay = max(0.0, deadline - self._monotonic())
-                try:
-                    async with asyncio.timeout_at(loop.time() + delay):
-                        data = await port.read()
-                except TimeoutError:
-                    driver.tick(self._monotonic())
-                    await self._handle(driver)
-                    continue
-            self._last_bytes_ns = self._clock_ns()
-            driver.feed(data, self._monotonic())
-            await self._handle(driver)
+    @abc.abstractmethod
+    async def _connection_loop(self, port: SerialPort) -> None:
+        """Talk to the device over ``port`` until it fails (``PortError``) or is cancelled."""
 
-    async def _handle(self, driver: StreamDriver) -> None:
+    async def _read(self, port: SerialPort, deadline: float | None) -> bytes | None:
+        """Bytes from ``port``, or ``None`` when the monotonic ``deadline`` passes first."""
+        if deadline is None:
+            data = await port.read()
+        else:
+            # Deadlines are on the drivers' clock; waiting the difference needs no other.
+            try:
+                async with asyncio.timeout(max(0.0, deadline - self._monotonic())):
+                    data = await port.read()
+            except TimeoutError:
+                return None
+        self._last_bytes_ns = self._clock_ns()
+        return data
+
+    def _frames_seen(self, frames_ok: int) -> None:
+        """Note the driver's valid-frame count: any valid frame proves the device alive."""
+        if frames_ok != self._seen_ok:
+            # Even a frame a debounce or duplicate filter kept from becoming a reading.
+            self._entry.last_frame_ns = self._last_bytes_ns
+            self._seen_ok = frames_ok
+
+    def _discarded(self, event: Discarded) -> None:
+        self._entry.frames_discarded += 1
+        self._entry.errors[event.reason] += 1
+        log.debug(
+            "Device %s discarded %d bytes (%s): %r",
+            self._dev.id,
+            len(event.data),
+            event.reason,
+            event.data[:64],
+        )
+
+    async def _commit(self, readings: Sequence[Reading]) -> None:
+        """Hand readings to the outbox, then to the listeners."""
+        if not readings:
+            return
+        await self._accept(readings)
         entry = self._entry
-        if driver.frames_ok != self._seen_ok:
-            # Any valid frame proves the device alive, even one a debounce
-            # or duplicate filter kept from becoming a reading.
-            entry.last_frame_ns = self._last_bytes_ns
-            self._seen_ok = driver.frames_ok
-        readings: list[Reading] = []
-        for event in driver.events():
-            match event:
-                case Measurement():
-                    entry.frames_ok += 1
-                    readings.append(self._stamp(event))
-                case Discarded(data=data, reason=reason):
-                    entry.frames_discarded += 1
-                    entry.errors[reason] += 1
-                    log.debug(
-                        "Device %s discarded %d bytes (%s): %r",
-                        self._dev.id,
-                        len(data),
-                        reason,
-                        data[:64],
-                    )
-                case _:
-                    assert_never(event)
-        if readings:
-            await self._accept(readings)
-            entry.readings += len(readings)
-            entry.last_reading_ns = readings[-1].ts_ns
-            for reading in readings:
-                for listener in self._listeners:
-                    listener(reading)
+        entry.readings += len(readings)
+        entry.last_reading_ns = readings[-1].ts_ns
+        for reading in readings:
+            for listener in self._listeners:
+                listener(reading)
 
     def _stamp(self, m: Measurement) -> Reading:
+        """A reading of ``m``, stamped when its bytes arrived and enriched with tags."""
         dev = self._dev
+        self._entry.frames_ok += 1
+        event = m.measurement in EVENT_MEASUREMENTS
         fields: dict[str, FieldValue] = dict(m.fields)
         tags = {"site": self._site, "device": dev.id, "station": dev.station}
-        product = m.tags.get("product") or dev.product or ""
-        tags["product"] = product
+        tags["product"] = m.tags.get("product") or dev.product or ""
         lot = m.tags.get("lot", "")
+        if not lot and event and dev.station and self._lot_for_station is not None:
+            lot = self._lot_for_station(dev.station) or ""
         if lot:
             try:
                 tags["lot"] = validate_lot(lot)
@@ -283,7 +336,7 @@ class DeviceRunner:
                 # Keep the reading (nothing is lost) but not the bad tag.
                 self._entry.errors["bad-lot"] += 1
                 fields["lot_rejected"] = lot[:64]
-                log.warning("Device %s printed an invalid lot code %r: %s", dev.id, lot[:64], exc)
+                log.warning("Device %s has an invalid lot code %r: %s", dev.id, lot[:64], exc)
         for key, value in m.tags.items():
             if key not in ("product", "lot"):
                 tags.setdefault(key, value)
@@ -292,7 +345,88 @@ class DeviceRunner:
             measurement=m.measurement,
             fields=fields,
             tags=tags,
-            kind="reading",
+            kind="event" if event else "reading",
             audit=m.audit,
             ts_ns=self._last_bytes_ns or None,
         )
+
+
+class DeviceRunner(PortRunner[StreamDevice]):
+    """Reads one stream device forever; see the module docstring."""
+
+    async def _connection_loop(self, port: SerialPort) -> None:
+        driver = make_driver(self._dev)
+        while True:
+            data = await self._read(port, driver.next_deadline())
+            if data is None:
+                driver.tick(self._monotonic())
+            else:
+                driver.receive_data(data, self._monotonic())
+            await self._handle(driver)
+
+    async def _handle(self, driver: StreamDriver) -> None:
+        self._frames_seen(driver.frames_ok)
+        readings: list[Reading] = []
+        for event in driver.events():
+            match event:
+                case Measurement():
+                    readings.append(self._stamp(event))
+                case Discarded():
+                    self._discarded(event)
+                case _:
+                    assert_never(event)
+        await self._commit(readings)
+
+
+def make_device_runner(
+    dev: DeviceConfig,
+    *,
+    site: str,
+    stamper: Stamper,
+    accept: Accept,
+    health: Health,
+    open_port: PortOpener = open_serial_port,
+    backoff: Backoff | None = None,
+    listeners: Sequence[ReadingListener] = (),
+    lot_for_station: LotLookup | None = None,
+    clock_ns: Callable[[], int] = time.time_ns,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Runner:
+    """The loop for ``dev``: ``DeviceRunner`` for stream devices, ``MtSicsRunner`` for balances.
+
+    Arguments are those of ``PortRunner``.
+    """
+    # agent.scales builds on this module, so it is imported when first needed.
+    from agent.scales import MtSicsRunner
+
+    match dev:
+        case MtSicsDevice():
+            return MtSicsRunner(
+                dev,
+                site=site,
+                stamper=stamper,
+                accept=accept,
+                health=health,
+                open_port=open_port,
+                backoff=backoff,
+                listeners=listeners,
+                lot_for_station=lot_for_station,
+                clock_ns=clock_ns,
+                monotonic=monotonic,
+            )
+        case TicketDevice() | TesmaDevice() | ToledoDevice() | AsciiScaleDevice():
+            return DeviceRunner(
+                dev,
+                site=site,
+                stamper=stamper,
+                accept=accept,
+                health=health,
+                open_port=open_port,
+                backoff=backoff,
+                listeners=listeners,
+                lot_for_station=lot_for_station,
+                clock_ns=clock_ns,
+                monotonic=monotonic,
+            )
+        case _:
+            assert_never(dev)

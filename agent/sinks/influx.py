@@ -93,7 +93,6 @@ logger = logging.getLogger(__name__)
 MAX_REASON_CHARS = 200
 
 
-
 class _Verdict(enum.Enum):
     DELIVERED = enum.auto()  #: 2xx
     UNAVAILABLE = enum.auto()  #: keep everything, retry later
