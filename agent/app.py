@@ -27,6 +27,8 @@ from agent.config import Config
 from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
 from agent.health import DeviceState, Health
+from agent.hullers import HullerService
+from agent.maintenance import open_maintenance_store
 from agent.outbox import Outbox, open_outbox
 from agent.ports import PortOpener, open_serial_port
 from agent.readings import Stamper
@@ -179,10 +181,24 @@ async def run_agent(
         stamper.restore(await outbox.sequences())
         for dev in devices:
             health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
+        hullers: HullerService | None = None
+        if cfg.hullers:
+            store = await stack.enter_async_context(
+                open_maintenance_store(cfg.maintenance_path, synchronous=cfg.outbox.synchronous)
+            )
+            hullers = HullerService(
+                cfg=cfg,
+                store=store,
+                stamper=stamper,
+                accept=outbox.accept,
+                health=health,
+                listeners=listeners,
+            )
         log.info(
-            "Agent for site %s: %d devices, sinks %s, outbox %s",
+            "Agent for site %s: %d devices, %d hullers, sinks %s, outbox %s",
             cfg.site.id,
             len(devices),
+            len(cfg.hullers),
             ", ".join(s.name for s in sinks) or "none",
             cfg.outbox_path,
         )
@@ -212,6 +228,8 @@ async def run_agent(
                 )
                 for dev in devices
             ]
+            if hullers is not None:
+                readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
             status = tg.create_task(
                 _status_loop(cfg, outbox, health, stamper, started), name="agent-status"
             )

@@ -3,6 +3,8 @@
     coffee-telemetry run -c site.toml          the agent (systemd runs this)
     coffee-telemetry check-config site.toml    validate, print a summary, exit 0/2
     coffee-telemetry outbox -c site.toml       backlog per sink, drops, dead letters
+    coffee-telemetry maintenance status -c site.toml
+    coffee-telemetry maintenance done -c site.toml HULLER TASK [--note T] [--at TIME]
     coffee-telemetry simulate                  virtual meters on ptys, prints their paths
     coffee-telemetry demo                      broker + simulators + agent, zero setup
 
@@ -152,6 +154,18 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """Huller service tasks: status table, or record a service as done."""
+    from agent.maintenance import print_status, record_done
+
+    cfg = _load(args.config)
+    if args.action == "status":
+        return print_status(cfg, sys.stdout, as_json=args.json)
+    return record_done(
+        cfg, args.huller, args.task, note=args.note, at=args.at, by=args.by, out=sys.stdout
+    )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run virtual meters on ptys until Ctrl-C."""
     from simulators.moisture import Faults, TesmaMeterSim, TicketMeterSim
@@ -248,6 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--dead-letters", type=int, default=0, metavar="N", help="also list N dead letters"
     )
     outbox.set_defaults(func=cmd_outbox)
+
+    maintenance = sub.add_parser("maintenance", help="huller running hours and service tasks")
+    actions = maintenance.add_subparsers(dest="action", required=True)
+    status = actions.add_parser("status", help="hours since each service against its interval")
+    status.add_argument("-c", "--config", required=True, help="site TOML file")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_maintenance)
+    done = actions.add_parser("done", help="record a service task as done")
+    done.add_argument("-c", "--config", required=True, help="site TOML file")
+    done.add_argument("huller", help="huller id, as in the config")
+    done.add_argument("task", help="task id, as in the config")
+    done.add_argument("--note", help="what was done (up to 500 characters)")
+    done.add_argument("--at", help="when, ISO 8601 (default: now; naive = site time zone)")
+    done.add_argument("--by", help="who did it (default: your login name)")
+    done.set_defaults(func=cmd_maintenance)
 
     simulate = sub.add_parser("simulate", help="virtual moisture meters on pseudo-terminals")
     simulate.add_argument("--dir", default="/tmp/coffee-sim", help="where the stable links go")

@@ -5,6 +5,7 @@
     ├── DriverUsageError     a caller asked a driver to encode what the protocol cannot express
     ├── PortError            serial port missing, busy or gone (wraps OSError)
     ├── OutboxError          the local outbox cannot be opened or written
+    ├── MaintenanceError     the maintenance store cannot be opened or written (agent.maintenance)
     └── SinkError
         ├── SinkUnavailable  retry the whole batch later
         └── SinkRejected     drop these items, carry on

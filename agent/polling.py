@@ -536,6 +536,10 @@ class RtuMaster:
             raise ExchangeFailed(Fault.BAD_REPLY, str(exc)) from exc
         except (serial.SerialException, OSError) as exc:
             raise self._port_error(f"serial: {exc}") from exc
+        if _cancelling():
+            # asyncio.wait_for inside pymodbus can return a reply and drop a
+            # cancellation that arrived with it (CPython gh-86296): honour it.
+            raise asyncio.CancelledError
         return _to_response(request, pdu)
 
     def _call(self, request: ReadRequest | WriteCoilRequest) -> Awaitable[ModbusPDU]:

@@ -29,19 +29,22 @@ reported. A negative PV (an up/down counter below zero) adds nothing. The tracke
 state is a small frozen ``TotalState`` the agent persists, so totals survive restarts.
 Counts made between the last poll and a reset are lost; at a wrap that is at least one.
 
-Config example (``site.toml``; devices on the same ``port`` share one bus)::
+Config example (``site.toml``): a bus per RS-485 adapter, and a huller naming the
+addresses of its bag counter and run-hour timer on that bus::
 
-    [[devices]]
-    id = "huller-1-bags"
-    driver = "counter.autonics_ct"
+    [[buses]]
+    id = "rs485-beneficio"
     port = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1ABC-if00-port0"
-    station = "beneficio"
-    [devices.serial]
+    [buses.serial]
     baudrate = 9600
     parity = "N"
     stopbits = 2
-    [devices.modbus]
-    address = 1
+
+    [[hullers]]
+    id = "descascador-1"
+    bus = "rs485-beneficio"
+    bag_counter = 1
+    hour_meter = 2
     poll_interval_s = 2.0
 """
 
