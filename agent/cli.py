@@ -82,6 +82,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for dev in cfg.devices:
         state = "" if dev.enabled else " (disabled)"
         print(f"  device    {dev.id} {dev.driver} {dev.port}{state}")
+    for bus in cfg.buses:
+        print(f"  bus       {bus.id} modbus-rtu {bus.port}")
+    for huller in cfg.hullers:
+        tasks = ", ".join(f"{t.id} every {t.interval_h:g} h" for t in huller.tasks) or "no tasks"
+        print(
+            f"  huller    {huller.id} on {huller.bus} (bags: unit {huller.bag_counter},"
+            f" hours: unit {huller.hour_meter or '-'}); {tasks}"
+        )
     return EXIT_OK
 
 
@@ -168,8 +176,11 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run virtual meters on ptys until Ctrl-C."""
+    from agent.demo import demo_huller_units, weigh_samples_loop
     from simulators.moisture import Faults, TesmaMeterSim, TicketMeterSim
     from simulators.pty import PtyPort
+    from simulators.rtu import RtuBusSim
+    from simulators.scales import MtSicsBalanceSim, ToledoStreamSim
 
     _setup_logging(args.log_level or "info")
     link_dir = Path(args.dir)
@@ -198,6 +209,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 tesma = TesmaMeterSim(port, interval_s=1.0)
                 tasks.append(tg.create_task(tesma.run(), name=f"sim[tesma-{i + 1}]"))
                 print(f"moisture.tesma   {port.path} -> {port.tty_path}", flush=True)
+            if args.scales:
+                port = PtyPort(link=link_dir / "toledo-1")
+                port.open()
+                ports.append(port)
+                tasks.append(tg.create_task(ToledoStreamSim(port).run(), name="sim[toledo-1]"))
+                print(f"scale.toledo_continuous {port.path} -> {port.tty_path}", flush=True)
+                port = PtyPort(link=link_dir / "mtsics-1")
+                port.open()
+                ports.append(port)
+                balance = MtSicsBalanceSim(port, capacity_kg=5.0)
+                tasks.append(tg.create_task(balance.run(), name="sim[mtsics-1]"))
+                tasks.append(tg.create_task(weigh_samples_loop(balance), name="sim[samples]"))
+                print(f"scale.mtsics     {port.path} -> {port.tty_path}", flush=True)
+            if args.huller:
+                port = PtyPort(link=link_dir / "rs485-1")
+                port.open()
+                ports.append(port)
+                bus = RtuBusSim(port, demo_huller_units())
+                tasks.append(tg.create_task(bus.serve_loop(), name="sim[rs485-1]"))
+                print(
+                    f"modbus rtu bus   {port.path} -> {port.tty_path}"
+                    " (unit 1 bag counter, unit 2 hour meter)",
+                    flush=True,
+                )
             print("Simulating; Ctrl-C to stop.", flush=True)
             await stop.wait()
             for task in tasks:
@@ -278,11 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     done.add_argument("--by", help="who did it (default: your login name)")
     done.set_defaults(func=cmd_maintenance)
 
-    simulate = sub.add_parser("simulate", help="virtual moisture meters on pseudo-terminals")
+    simulate = sub.add_parser("simulate", help="virtual meters, scales and a huller on ptys")
     simulate.add_argument("--dir", default="/tmp/coffee-sim", help="where the stable links go")
     simulate.add_argument("--ticket", type=int, default=2, help="ticket-printing meters")
     simulate.add_argument("--tesma", type=int, default=1, help="continuous meters")
     simulate.add_argument("--interval", type=float, default=5.0, help="seconds between tickets")
+    simulate.add_argument(
+        "--no-scales", dest="scales", action="store_false", help="no Toledo/MT-SICS scales"
+    )
+    simulate.add_argument(
+        "--no-huller", dest="huller", action="store_false", help="no RS-485 huller bus"
+    )
     simulate.add_argument("--garbage", type=float, default=0.0, help="garbage probability")
     simulate.add_argument("--copies", type=int, default=1, help="copies of each ticket")
     simulate.set_defaults(func=cmd_simulate)

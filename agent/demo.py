@@ -4,8 +4,10 @@ It starts, on 127.0.0.1 only:
 
 * an embedded MQTT broker (amqtt, settings as in ``broker_config/amqtt.yaml``)
   unless ``--broker HOST:PORT`` points at an existing one;
-* simulated moisture meters on pseudo-terminals (two ticket printers and one
-  continuous meter), each behind a stable symlink like a udev name;
+* simulated equipment on pseudo-terminals, each behind a stable symlink like a
+  udev name: two ticket-printing moisture meters and a continuous one, a truck
+  scale (Toledo continuous), a lab balance (MT-SICS), and an RS-485 bus with a
+  huller's bag counter and hour meter (Autonics CT, Modbus RTU);
 * the agent, with its outbox in a data directory, publishing to the broker
   (and to InfluxDB only when ``--influx-url`` is given);
 
@@ -17,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import random
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +34,11 @@ from agent.app import run_agent
 from agent.config import Config, parse_config
 from agent.health import DeviceState, Health
 from agent.readings import Reading
+from drivers.counter_autonics_ct import Mode
 from simulators.moisture import TesmaMeterSim, TicketMeterSim
 from simulators.pty import PtyPort
+from simulators.rtu import CounterUnitSim, RtuBusSim
+from simulators.scales import MtSicsBalanceSim, ToledoStreamSim
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,11 @@ class DemoOptions:
     prefix: str = "coffee"
 
 
+#: Simulated equipment: (port name, driver) for devices; the RS-485 bus apart.
+STREAM_DEVICES = ("umid-recepcao", "umid-armazem", "umid-secador", "balanca-recepcao")
+POLLED_PORTS = ("balanca-lab", "rs485-beneficio")
+
+
 def demo_config(opts: DemoOptions, links: dict[str, str], data_dir: Path) -> Config:
     """The agent configuration the demo runs with."""
     host, port = "127.0.0.1", opts.port
@@ -118,9 +130,92 @@ def demo_config(opts: DemoOptions, links: dict[str, str], data_dir: Path) -> Con
                 "port": links["umid-secador"],
                 "station": "secador",
             },
+            {
+                "id": "balanca-recepcao",
+                "driver": "scale.toledo_continuous",
+                "port": links["balanca-recepcao"],
+                "station": "recepcao",
+            },
+            {
+                "id": "balanca-lab",
+                "driver": "scale.mtsics",
+                "port": links["balanca-lab"],
+                "station": "laboratorio",
+                "serial": {"xonxoff": False},
+            },
+        ],
+        "buses": [{"id": "rs485-beneficio", "port": links["rs485-beneficio"]}],
+        "hullers": [
+            {
+                "id": "descascador-1",
+                "name": "Descascador 1",
+                "bus": "rs485-beneficio",
+                "bag_counter": 1,
+                "hour_meter": 2,
+                "hour_meter_unit": "s",
+                "station": "beneficio",
+                "tasks": [
+                    {"id": "facas", "name": "Troca das facas", "interval_h": 300},
+                    {
+                        "id": "lubrificacao",
+                        "name": "Lubrificação dos rolamentos",
+                        "interval_h": 100,
+                    },
+                ],
+            }
         ],
     }
+    (data_dir / "site.toml").write_text(to_toml(doc), encoding="utf-8")
     return parse_config(doc, source="demo")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def to_toml(doc: Mapping[str, object], prefix: str = "") -> str:
+    """Render the demo's config (scalars, tables, arrays of tables) as TOML."""
+    lines: list[str] = []
+    nested: list[str] = []
+    for key, value in doc.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, Mapping):
+            nested.append(f"\n[{name}]\n" + to_toml(value, name))
+        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+            for item in value:
+                nested.append(f"\n[[{name}]]\n" + to_toml(item, name))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + ("\n" if lines else "") + "".join(nested)
+
+
+def demo_huller_units() -> list[CounterUnitSim]:
+    """The huller's two Autonics CT units: bags (runs 2 min, stops 30 s) and run seconds."""
+    return [
+        CounterUnitSim(1, mode=Mode.COUNTER, pv=1200, rate_per_s=0.1, run_cycle_s=(120.0, 30.0)),
+        # 95 h on the hour meter: the 100 h lubrication is due soon.
+        CounterUnitSim(2, mode=Mode.TIMER, pv=95 * 3600, run_cycle_s=(120.0, 30.0)),
+    ]
+
+
+async def weigh_samples_loop(balance: MtSicsBalanceSim, *, seed: int | None = None) -> None:
+    """Samples of green coffee put on the lab balance, one every few seconds."""
+    rng = random.Random(seed)
+    while True:
+        balance.load(round(rng.uniform(0.25, 1.2), 2))
+        await asyncio.sleep(1.0)
+        balance.settle()
+        await asyncio.sleep(rng.uniform(3.0, 6.0))
+        balance.unload()
+        await asyncio.sleep(0.5)
+        balance.settle()
+        await asyncio.sleep(rng.uniform(2.0, 4.0))
 
 
 def _drying() -> Callable[[], float]:
@@ -157,34 +252,34 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
             data_dir = opts.data_dir
         dev_dir = data_dir / "dev"
         dev_dir.mkdir(parents=True, exist_ok=True)
-        ports = {
-            name: PtyPort(link=dev_dir / name)
-            for name in ("umid-recepcao", "umid-armazem", "umid-secador")
-        }
+        ports = {name: PtyPort(link=dev_dir / name) for name in STREAM_DEVICES + POLLED_PORTS}
         for port in ports.values():
             port.open()
             cleanup.callback(port.close)
         links = {name: port.path for name, port in ports.items()}
         cfg = demo_config(opts, links, data_dir)
-        sims: list[TicketMeterSim | TesmaMeterSim] = [
-            TicketMeterSim(
+        # Meters and the truck scale talk on their own once switched on.
+        talkers: dict[str, Callable[[], Coroutine[object, object, None]]] = {
+            "umid-recepcao": TicketMeterSim(
                 ports["umid-recepcao"], interval_s=opts.interval_s, product="CAFE", lot="L-0001"
-            ),
-            TicketMeterSim(
+            ).run,
+            "umid-armazem": TicketMeterSim(
                 ports["umid-armazem"],
                 interval_s=opts.interval_s * 1.5,
                 product="CAFE",
                 lot="L-0002",
-            ),
-            TesmaMeterSim(
+            ).run,
+            "umid-secador": TesmaMeterSim(
                 ports["umid-secador"],
                 interval_s=1.0,
                 grain="CAFE",
                 moisture_pct=13.0,
                 moisture=_drying(),
                 frames_per_sample=10,
-            ),
-        ]
+            ).run,
+            "balanca-recepcao": ToledoStreamSim(ports["balanca-recepcao"], rate_hz=5.0).run,
+        }
+        balance = MtSicsBalanceSim(ports["balanca-lab"], capacity_kg=5.0)
         async with contextlib.AsyncExitStack() as stack:
             if opts.broker is None:
                 await stack.enter_async_context(open_embedded_broker(opts.port))
@@ -198,10 +293,21 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
                 f"  outbox        {cfg.outbox_path}\n"
             )
             for dev in cfg.devices:
-                out.write(f"  device        {dev.id:<15} {dev.driver:<16} {dev.port}\n")
+                out.write(f"  device        {dev.id:<17} {dev.driver:<24} {dev.port}\n")
+            for bus in cfg.buses:
+                out.write(f"  bus           {bus.id:<17} {'modbus rtu':<24} {bus.port}\n")
+            for huller in cfg.hullers:
+                out.write(
+                    f"  huller        {huller.id:<17} units {huller.bag_counter} (bags),"
+                    f" {huller.hour_meter} (hours) on {huller.bus}\n"
+                )
             out.write(
                 "Watch it with any MQTT client, e.g.:\n"
                 f"  mosquitto_sub -h {host} -p {port_text} -t '{opts.prefix}/#' -v\n"
+                "Huller service tasks:\n"
+                f"  coffee-telemetry maintenance status -c {data_dir / 'site.toml'}\n"
+                f"  coffee-telemetry maintenance done -c {data_dir / 'site.toml'}"
+                " descascador-1 lubrificacao\n"
                 "Readings as they are accepted (Ctrl-C to stop):\n"
             )
             out.flush()
@@ -209,20 +315,31 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
             health = Health()
             watch = health.watch()
             async with asyncio.TaskGroup() as tg:
+                # Polled equipment only answers: it can be up before the agent.
+                sim_tasks = [
+                    tg.create_task(balance.run(), name="simulator[balanca-lab]"),
+                    tg.create_task(weigh_samples_loop(balance), name="simulator[lab-samples]"),
+                    tg.create_task(
+                        RtuBusSim(ports["rs485-beneficio"], demo_huller_units()).serve_loop(),
+                        name="simulator[rs485-beneficio]",
+                    ),
+                ]
                 agent = tg.create_task(
                     run_agent(cfg, stop=stop, listeners=[_printer(out)], health=health),
                     name="agent",
                 )
                 # Meters start printing once the agent holds their ports, as
                 # real ones would be switched on after the box is up.
-                while len(health.devices) < len(ports) or any(
-                    d.state is not DeviceState.ONLINE for d in health.devices.values()
+                while any(
+                    name not in health.devices
+                    or health.devices[name].state is not DeviceState.ONLINE
+                    for name in talkers
                 ):
                     await watch.changed()
                     watch.take()
-                sim_tasks = [
-                    tg.create_task(sim.run(), name=f"simulator[{name}]")
-                    for name, sim in zip(ports, sims, strict=True)
+                sim_tasks += [
+                    tg.create_task(run(), name=f"simulator[{name}]")
+                    for name, run in talkers.items()
                 ]
                 try:
                     if opts.duration_s is None:

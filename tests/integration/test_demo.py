@@ -66,7 +66,7 @@ def test_demo_serves_readings_over_mqtt(tmp_path: Path) -> None:
         client.subscribe("coffee/#", qos=1)
         client.loop_start()
         deadline = time.monotonic() + 25
-        while time.monotonic() < deadline and len(got) < 3:
+        while time.monotonic() < deadline and len(got) < 5:
             time.sleep(0.2)
         out, _ = proc.communicate(timeout=40)
     finally:
@@ -78,12 +78,29 @@ def test_demo_serves_readings_over_mqtt(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "embedded amqtt" in out
     assert f"mosquitto_sub -h 127.0.0.1 -p {port}" in out
-    assert set(got) == {"umid-recepcao", "umid-armazem", "umid-secador"}, out
+    expected = {"umid-recepcao", "umid-armazem", "umid-secador", "balanca-recepcao"}
+    assert expected | {"descascador-1"} <= set(got), out
     first = got["umid-recepcao"][0]
     assert first["measurement"] == "moisture"
     assert isinstance(first["fields"], dict)
     assert 0 < float(first["fields"]["moisture_pct"]) < 60
     assert json.loads(statuses["umid-recepcao"])["state"] in ("online", "offline")
+    huller = got["descascador-1"][-1]
+    assert huller["measurement"] == "huller"
+    assert isinstance(huller["fields"], dict)
+    assert huller["fields"]["hours_total"] >= 95.0
+    # The demo leaves a site file the maintenance commands can use.
+    site = tmp_path / "site.toml"
+    check = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "maintenance", "status", "-c", str(site), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    status = json.loads(check.stdout)
+    assert status["hullers"][0]["id"] == "descascador-1"
     # Every reading accepted is printed on the console too.
     assert "umid-recepcao" in out
     assert "moisture_pct=" in out
