@@ -460,6 +460,9 @@ class Config(_Model):
         return self.outbox.path or self.agent.data_dir / "outbox.sqlite3"
 
 
+_KEYED_MESSAGE = re.compile(r"^([a-z_]+\[\d+\](?:\.[a-z_]+)*): ")
+
+
 def _loc(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:
@@ -495,8 +498,9 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
                     f"{err['input']!r} is not allowed here: use lowercase letters, digits,"
                     " '-' and '_' (it becomes part of MQTT topics and tags)"
                 )
-            if msg.startswith("devices[") and ": " in msg:
-                key, msg = msg.split(": ", 1)
+            keyed = _KEYED_MESSAGE.match(msg)
+            if keyed:  # a cross-field check names its own key
+                key, msg = keyed.group(1), msg[keyed.end() :]
             found.append((key, msg))
         raise ConfigError(found, source=source) from None
     problems: list[tuple[str, str]] = []

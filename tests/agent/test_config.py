@@ -154,3 +154,56 @@ def test_console_script_refuses_invalid_config(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "devices[0].port" in proc.stderr
     assert "Field required" in proc.stderr
+
+
+def huller(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"id": "descascador-1", "bus": "rs485", "bag_counter": 1}
+    base.update(kw)
+    return base
+
+
+BUS = {"id": "rs485", "port": "/dev/ttyUSB9"}
+
+
+def test_huller_config_defaults() -> None:
+    cfg = parse_config(
+        {
+            "site": {"id": "s"},
+            "buses": [BUS],
+            "hullers": [huller(hour_meter=2, tasks=[{"id": "facas", "interval_h": 300}])],
+        }
+    )
+    assert cfg.buses[0].serial.stopbits == 2  # Autonics CT factory setting 8N2
+    assert cfg.hullers[0].tasks[0].warn_before_h == 10.0
+    assert cfg.maintenance_path.name == "maintenance.sqlite3"
+
+
+def test_huller_config_errors() -> None:
+    assert (
+        "no [[buses]] entry"
+        in problems({"site": {"id": "s"}, "hullers": [huller()]})["hullers[0].bus"]
+    )
+    found = problems(
+        {
+            "site": {"id": "s"},
+            "buses": [BUS],
+            "hullers": [huller(), huller(id="descascador-2", bag_counter=1)],
+        }
+    )
+    assert "already used on bus" in found["hullers[1].bag_counter"]
+    found = problems(
+        {"site": {"id": "s"}, "buses": [BUS], "hullers": [huller(motor_input="timer.INA")]}
+    )
+    assert "needs hour_meter" in found["hullers[0]"]
+    found = problems(
+        {
+            "site": {"id": "s"},
+            "buses": [BUS],
+            "hullers": [huller(tasks=[{"id": "a", "interval_h": 1}, {"id": "a", "interval_h": 2}])],
+        }
+    )
+    assert "unique" in found["hullers[0]"]
+    found = problems({"site": {"id": "s"}, "buses": [BUS], "hullers": [huller(bag_counter=300)]})
+    assert "hullers[0].bag_counter" in found
+    found = problems({"site": {"id": "s"}, "devices": [dev(port="/dev/ttyUSB9")], "buses": [BUS]})
+    assert "used twice" in found["buses[0].port"]
