@@ -76,8 +76,9 @@ T = TypeVar("T")
 #: (row header, index entry): an estimate that keeps the quota honest.
 RECORD_OVERHEAD = 48
 
-#: Recent records kept in RAM so a sink that keeps up never reads the disk.
-RECENT_CACHE = 4096
+#: Recent records kept in RAM so a sink that keeps up never reads the disk
+#: (a sink more than this far behind reads from disk, in batches).
+RECENT_CACHE = 1024
 
 #: Renders a reading as an InfluxDB line (``agent.sinks.lineprotocol.encode_line``).
 LineEncoder = Callable[[Reading], str]
@@ -524,19 +525,33 @@ class Outbox:
         changed.set()
 
     async def sync_loop(self, interval_s: float) -> None:
-        """Fsync the WAL every ``interval_s`` when something was committed."""
+        """Every ``interval_s``, when something was committed: fsync the WAL and checkpoint.
+
+        In ``normal`` mode the write connection never checkpoints by itself
+        (a checkpoint fsyncs twice and would stall the event loop); this loop
+        does it on the worker thread, through a connection of its own.
+        """
         wal = Path(f"{self._path}-wal")
-        synced = self._commits
+        synced = 0  # commits made before this task first ran count too
         loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(interval_s)
-            if self._commits == synced:
-                continue
-            synced = self._commits
-            try:
-                await loop.run_in_executor(self._executor, _fsync, wal)
-            except OSError as exc:
-                log.warning("Could not fsync %s: %s", wal, exc)
+        checkpointer: sqlite3.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                if self._commits == synced:
+                    continue
+                synced = self._commits
+                try:
+                    if checkpointer is None:
+                        checkpointer = await loop.run_in_executor(
+                            self._executor, _checkpoint_connection, self._path
+                        )
+                    await loop.run_in_executor(self._executor, _sync, wal, checkpointer)
+                except (OSError, sqlite3.Error) as exc:
+                    log.warning("Could not sync the outbox %s: %s", self._path, exc)
+        finally:
+            if checkpointer is not None:
+                checkpointer.close()
 
     # -- sinks ---------------------------------------------------------------
 
@@ -657,6 +672,18 @@ def _size(payload: bytes, line: str | None) -> int:
     return len(payload) + (len(line) if line is not None else 0) + RECORD_OVERHEAD
 
 
+def _checkpoint_connection(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=1000")
+    return conn
+
+
+def _sync(wal: Path, checkpointer: sqlite3.Connection) -> None:
+    _fsync(wal)  # what is committed is now on disk
+    # Copy it into the database file so the WAL does not grow without bound.
+    checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 def _fsync(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -750,6 +777,8 @@ def _connect(path: Path, synchronous: str) -> tuple[sqlite3.Connection, sqlite3.
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     conn.execute("PRAGMA busy_timeout=5000")
+    if synchronous == "normal":
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # sync_loop checkpoints off the loop
     conn.executescript(SCHEMA)
     _migrate(conn)
     # isolation_level=None is autocommit; "with conn" below needs implicit BEGIN.

@@ -215,3 +215,19 @@ async def test_outbox_cli_shows_backlog_and_dead_letters(
     doc = json.loads(capsys.readouterr().out)
     assert {s["sink"]: s["backlog"] for s in doc["sinks"]} == {"influx": 4, "mqtt": 0}
     assert main(["outbox", "--path", str(tmp_path / "missing.db")]) == 1
+
+
+async def test_normal_mode_checkpoints_off_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    async with open_outbox(path, sinks=["a"], synchronous="normal", sync_interval_s=0.05) as ob:
+        await ob.accept(make(Stamper(), 50))
+        # The write connection never checkpoints; until sync_loop runs, the rows
+        # live only in the WAL.
+        await asyncio.sleep(0.5)  # ten sync intervals
+        # immutable=1 reads the database file alone, ignoring the WAL.
+        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            rows = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        finally:
+            conn.close()
+    assert rows == 50
