@@ -28,6 +28,8 @@ from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
 from agent.health import DeviceState, Health
 from agent.hullers import HullerService
+from agent.lots import LotStore
+from agent.lotservice import LotService
 from agent.maintenance import open_maintenance_store
 from agent.outbox import Outbox, open_outbox
 from agent.ports import PortOpener, open_serial_port
@@ -181,6 +183,20 @@ async def run_agent(
         stamper.restore(await outbox.sequences())
         for dev in devices:
             health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
+        lot_store = await asyncio.to_thread(LotStore.open, cfg.agent.data_dir / "lots.sqlite3")
+        stack.callback(lot_store.close)
+        lots = LotService(
+            store=lot_store,
+            stations={d.station for d in devices if d.station},
+            site=cfg.site.id,
+            stamper=stamper,
+            accept=outbox.accept,
+            publish_state=mqtt.set_state if mqtt is not None else None,
+        )
+        await lots.refresh()
+        lots.publish_all()
+        if mqtt is not None:
+            mqtt.set_command_handler(lots.handle_command)
         hullers: HullerService | None = None
         if cfg.hullers:
             store = await stack.enter_async_context(
@@ -223,6 +239,7 @@ async def run_agent(
                         health=health,
                         open_port=open_port,
                         listeners=listeners,
+                        lot_for_station=lots.lot_for,
                     ).run_loop(),
                     name=f"device[{dev.id}]",
                 )
@@ -230,6 +247,7 @@ async def run_agent(
             ]
             if hullers is not None:
                 readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
+            readers.append(tg.create_task(lots.run_loop(), name="lots"))
             status = tg.create_task(
                 _status_loop(cfg, outbox, health, stamper, started), name="agent-status"
             )

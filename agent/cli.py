@@ -5,6 +5,7 @@
     coffee-telemetry outbox -c site.toml       backlog per sink, drops, dead letters
     coffee-telemetry maintenance status -c site.toml
     coffee-telemetry maintenance done -c site.toml HULLER TASK [--note T] [--at TIME]
+    coffee-telemetry lot set -c site.toml STATION LOT | lot clear | lot show
     coffee-telemetry simulate                  virtual meters on ptys, prints their paths
     coffee-telemetry demo                      broker + simulators + agent, zero setup
 
@@ -174,6 +175,47 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_lot(args: argparse.Namespace) -> int:
+    """Set, clear or show the lot each station works on."""
+    import getpass
+
+    from agent.lots import LotError, LotStore
+
+    cfg = _load(args.config)
+    stations = sorted({d.station for d in cfg.devices if d.station})
+    if args.action != "show" and args.station not in stations:
+        print(
+            f"error: unknown station {args.station!r}; stations: {', '.join(stations) or 'none'}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    store = LotStore.open(cfg.agent.data_dir / "lots.sqlite3")
+    try:
+        by = args.by if getattr(args, "by", None) else getpass.getuser()
+        now = time.time_ns()
+        try:
+            if args.action == "set":
+                active = store.set(args.station, args.lot, by=by, source="cli", at_ns=now)
+                print(f"{args.station}: lot {active.lot} (set by {active.set_by})")
+            elif args.action == "clear":
+                had = store.clear(args.station, by=by, source="cli", at_ns=now)
+                print(f"{args.station}: {'lot cleared' if had else 'had no lot'}")
+            else:
+                active_lots = store.active()
+                for station in stations:
+                    lot = active_lots.get(station)
+                    text = "-" if lot is None else f"{lot.lot} (by {lot.set_by}, {lot.source})"
+                    print(f"{station:<16} {text}")
+        except LotError as exc:
+            print(f"error: {exc}; nothing was written", file=sys.stderr)
+            return EXIT_CONFIG
+    finally:
+        store.close()
+    if args.action != "show":
+        print("The agent applies it to the next readings within a second.")
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run virtual meters on ptys until Ctrl-C."""
     from agent.demo import demo_huller_units, weigh_samples_loop
@@ -312,6 +354,23 @@ def build_parser() -> argparse.ArgumentParser:
     done.add_argument("--at", help="when, ISO 8601 (default: now; naive = site time zone)")
     done.add_argument("--by", help="who did it (default: your login name)")
     done.set_defaults(func=cmd_maintenance)
+
+    lot = sub.add_parser("lot", help="the lot each station works on")
+    lot_actions = lot.add_subparsers(dest="action", required=True)
+    lot_set = lot_actions.add_parser("set", help="set a station's active lot")
+    lot_set.add_argument("-c", "--config", required=True, help="site TOML file")
+    lot_set.add_argument("station")
+    lot_set.add_argument("lot", help="lot code: letters, digits and - _ . / (up to 32)")
+    lot_set.add_argument("--by", help="who (default: your login name)")
+    lot_set.set_defaults(func=cmd_lot)
+    lot_clear = lot_actions.add_parser("clear", help="end a station's active lot")
+    lot_clear.add_argument("-c", "--config", required=True, help="site TOML file")
+    lot_clear.add_argument("station")
+    lot_clear.add_argument("--by", help="who (default: your login name)")
+    lot_clear.set_defaults(func=cmd_lot)
+    lot_show = lot_actions.add_parser("show", help="active lot per station")
+    lot_show.add_argument("-c", "--config", required=True, help="site TOML file")
+    lot_show.set_defaults(func=cmd_lot)
 
     simulate = sub.add_parser("simulate", help="virtual meters, scales and a huller on ptys")
     simulate.add_argument("--dir", default="/tmp/coffee-sim", help="where the stable links go")

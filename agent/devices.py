@@ -73,6 +73,9 @@ StreamDevice = TicketDevice | TesmaDevice | ToledoDevice | AsciiScaleDevice
 #: Called with each accepted reading (live fan-out: console, rules, history).
 ReadingListener = Callable[[Reading], None]
 
+#: Measurements that take the station's active lot when the device gives none.
+STATION_LOT_MEASUREMENTS = frozenset({"moisture", "weighment"})
+
 #: The lot a station is working on now, if any (``lot_for_station(station)``).
 LotLookup = Callable[[str], str | None]
 
@@ -327,7 +330,12 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
         tags = {"site": self._site, "device": dev.id, "station": dev.station}
         tags["product"] = m.tags.get("product") or dev.product or ""
         lot = m.tags.get("lot", "")
-        if not lot and event and dev.station and self._lot_for_station is not None:
+        if (
+            not lot
+            and m.measurement in STATION_LOT_MEASUREMENTS
+            and dev.station
+            and self._lot_for_station is not None
+        ):
             lot = self._lot_for_station(dev.station) or ""
         if lot:
             try:

@@ -26,6 +26,9 @@ Topics, under ``<prefix>/<site>/``::
     <device>/event     JSON event (ticket printed, counter reset), QoS 1
     <device>/status    retained JSON {"state": "online"|"offline", ...}
     agent/status       retained "online" / "offline" (Last Will)
+    lots/<station>     retained JSON: the station's active lot
+    cmd/...            commands the agent subscribes to (lot assignment);
+                       replies on cmd/.../reply
 
 A device's retained status says what the agent last knew; when ``agent/status``
 is ``offline`` the agent is gone and no device status can be trusted.
@@ -37,16 +40,20 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
 
 from agent.backoff import Backoff
 from agent.errors import SinkUnavailable
 from agent.health import Health, SinkHealth
+from agent.lotservice import Outgoing
 from agent.sinks.base import Record, Rejection
 
 log = logging.getLogger(__name__)
+
+#: Handles a command: (topic after ``<prefix>/<site>/cmd/``, payload) -> replies.
+CommandHandler = Callable[[str, bytes], Awaitable[list[Outgoing]]]
 
 
 class MqttSink:
@@ -76,6 +83,7 @@ class MqttSink:
         status_refresh_s: float = 60.0,
         name: str = "mqtt",
         backoff: Backoff | None = None,
+        on_command: CommandHandler | None = None,
     ) -> None:
         self.name = name
         self.batch_size = batch_size
@@ -101,6 +109,20 @@ class MqttSink:
         self._connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._broken = asyncio.Event()
+        self._on_command = on_command
+        self._states: dict[str, bytes] = {}
+        self._dirty_states: set[str] = set()
+        self._states_changed = asyncio.Event()
+
+    def set_command_handler(self, handler: CommandHandler) -> None:
+        """Subscribe to ``<prefix>/<site>/cmd/#`` (from the next connection) and route there."""
+        self._on_command = handler
+
+    def set_state(self, message: Outgoing) -> None:
+        """Keep a retained state topic current (published now, and after reconnects)."""
+        self._states[message.topic] = message.payload
+        self._dirty_states.add(message.topic)
+        self._states_changed.set()
 
     @property
     def status_topic(self) -> str:
@@ -150,6 +172,10 @@ class MqttSink:
                     await client.publish(self.status_topic, b"online", qos=1, retain=True)
                     self._watch.take()
                     await self._publish_statuses(client, set(self._health.devices))
+                    self._dirty_states = set(self._states)
+                    await self._publish_states(client)
+                    if self._on_command is not None:
+                        await client.subscribe(f"{self._base}/cmd/#", qos=1)
                     log.info("Connected to MQTT broker %s:%d", self._host, self._port)
                     self._backoff.reset()
                     self._sink_health.connected = True
@@ -186,14 +212,15 @@ class MqttSink:
                 changed = asyncio.ensure_future(self._watch.changed())
                 stop = asyncio.ensure_future(self._stopping.wait())
                 broken = asyncio.ensure_future(self._broken.wait())
+                states = asyncio.ensure_future(self._states_changed.wait())
                 try:
                     await asyncio.wait(
-                        {changed, stop, broken, disconnected},
+                        {changed, stop, broken, states, disconnected},
                         timeout=max(0.0, refresh_at - loop.time()),
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
-                    for fut in (changed, stop, broken):
+                    for fut in (changed, stop, broken, states):
                         fut.cancel()
                 if disconnected.done():
                     disconnected.result()  # raises the MqttError that ended it
@@ -205,13 +232,35 @@ class MqttSink:
                     dirty = set(self._health.devices)
                     refresh_at = loop.time() + self._status_refresh_s
                 await self._publish_statuses(client, dirty)
+                await self._publish_states(client)
         finally:
             disconnected.cancel()
 
     async def _watch_disconnect(self, client: aiomqtt.Client) -> None:
         # The message iterator raises MqttError when the connection is lost.
-        async for _message in client.messages:
-            pass
+        async for message in client.messages:
+            await self._command(client, message)
+
+    async def _command(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """Hand a command to its handler and publish the replies (never raises on input)."""
+        topic = str(message.topic)
+        prefix = f"{self._base}/cmd/"
+        if self._on_command is None or not topic.startswith(prefix) or topic.endswith("/reply"):
+            return
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        replies = await self._on_command(topic.removeprefix(prefix), bytes(payload))
+        for reply in replies:
+            await client.publish(
+                f"{self._base}/{reply.topic}", reply.payload, qos=1, retain=reply.retain
+            )
+
+    async def _publish_states(self, client: aiomqtt.Client) -> None:
+        self._states_changed.clear()
+        dirty, self._dirty_states = self._dirty_states, set()
+        for topic in sorted(dirty):
+            await client.publish(f"{self._base}/{topic}", self._states[topic], qos=1, retain=True)
 
     async def _publish_statuses(self, client: aiomqtt.Client, devices: set[str]) -> None:
         for device in sorted(devices):

@@ -178,6 +178,11 @@ class MqttCollector:
         if parts[-1] == "status":
             self.statuses.setdefault(parts[-2], []).append((time.time_ns(), bytes(msg.payload)))
             return
+        if parts[-1] == "reply" or (len(parts) >= 2 and parts[-2] == "lots"):
+            # Command replies under "reply"; retained lot states under the station.
+            slot = "reply" if parts[-1] == "reply" else parts[-1]
+            self.statuses.setdefault(slot, []).append((time.time_ns(), bytes(msg.payload)))
+            return
         if parts[-1] not in ("reading", "event"):
             return
         doc = json.loads(msg.payload)
