@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import statistics
@@ -105,12 +106,16 @@ async def wait_for(cond: object, timeout_s: float) -> bool:
     return bool(cond())
 
 
-async def steady_and_outage(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
+async def steady_and_outage(
+    args: argparse.Namespace, tmp: Path, cleanup: contextlib.ExitStack
+) -> dict[str, object]:
     broker = MosquittoServer(tmp / "mosquitto")
     broker.start()
+    cleanup.callback(broker.stop)
     (tmp / "influxd").mkdir()
     influx = InfluxServer(tmp / "influxd")
     influx.start()
+    cleanup.callback(influx.stop)
     influx.create_database("bench")
     ports = {f"m{i}": PtyPort(link=tmp / "dev" / f"m{i}") for i in range(args.meters)}
     (tmp / "dev").mkdir(exist_ok=True)
@@ -131,6 +136,7 @@ async def steady_and_outage(args: argparse.Namespace, tmp: Path) -> dict[str, ob
     config.write_text(text)
     agent = AgentProcess(config, tmp / "agent.log")
     agent.start()
+    cleanup.callback(agent.stop)
     assert agent.proc is not None
     proc = psutil.Process(agent.proc.pid)
     sub = Subscriber(broker.port, "bench")
@@ -206,11 +212,14 @@ async def steady_and_outage(args: argparse.Namespace, tmp: Path) -> dict[str, ob
     return {"steady": steady, "peak_rss_mb": round(peak_rss, 1), "outage": outage}
 
 
-async def bulk_drain(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
+async def bulk_drain(
+    args: argparse.Namespace, tmp: Path, cleanup: contextlib.ExitStack
+) -> dict[str, object]:
     """Fill an outbox with ``--bulk`` readings, then time a fresh agent draining it."""
     (tmp / "influxd-bulk").mkdir()
     influx = InfluxServer(tmp / "influxd-bulk")
     influx.start()
+    cleanup.callback(influx.stop)
     influx.create_database("bulk")
     data_dir = tmp / "bulk-data"
     stamper = Stamper()
@@ -245,6 +254,7 @@ async def bulk_drain(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     agent = AgentProcess(config, tmp / "bulk-agent.log")
     t0 = time.monotonic()
     agent.start()
+    cleanup.callback(agent.stop)
     assert agent.proc is not None
     proc = psutil.Process(agent.proc.pid)
     await wait_for(lambda: influx_count(influx, "bulk") >= args.bulk, 600)
@@ -280,9 +290,11 @@ async def main() -> None:
             },
             "params": vars(args),
         }
-        result.update(await steady_and_outage(args, tmp))
-        if args.bulk:
-            result["bulk_drain"] = await bulk_drain(args, tmp)
+        # Services are stopped however the run ends (stop() is idempotent).
+        with contextlib.ExitStack() as cleanup:
+            result.update(await steady_and_outage(args, tmp, cleanup))
+            if args.bulk:
+                result["bulk_drain"] = await bulk_drain(args, tmp, cleanup)
     print(json.dumps(result, indent=2))
 
 
