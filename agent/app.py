@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
+from agent.alerts import AlertService, CommandHandler, route_commands
 from agent.config import Config
 from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
@@ -38,6 +39,7 @@ from agent.sinks.base import Sink
 from agent.sinks.influx import open_influx_v1, open_influx_v2
 from agent.sinks.lineprotocol import encode_line
 from agent.sinks.mqtt import MqttSink
+from agent.sinks.webhook import open_webhook
 from drivers.events import FieldValue
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,18 @@ async def _open_sinks(
                 )
             )
             sinks.append(v2)
+    if cfg.alerts.enabled:
+        for hook in cfg.alerts.webhooks:
+            headers = dict(hook.headers)
+            for header, secret in cfg.webhook_secret_headers.get(hook.name, {}).items():
+                headers[header] = secret.get_secret_value()
+            sinks.append(
+                await stack.enter_async_context(
+                    open_webhook(
+                        url=hook.url, headers=headers, timeout_s=hook.timeout_s, name=hook.name
+                    )
+                )
+            )
     for sink in sinks:
         if sink.name not in health.sinks:
             health.add_sink(sink.name)
@@ -195,8 +209,22 @@ async def run_agent(
         )
         await lots.refresh()
         lots.publish_all()
+        alerts: AlertService | None = None
+        handlers: dict[str, CommandHandler] = {"lot": lots.handle_command}
+        if cfg.alerts.enabled:
+            alerts = AlertService(
+                cfg=cfg.alerts,
+                site=cfg.site.id,
+                state_path=cfg.agent.data_dir / "alerts.json",
+                stamper=stamper,
+                outbox=outbox,
+                health=health,
+                publish_state=mqtt.set_state if mqtt is not None else None,
+            )
+            listeners = [*listeners, alerts.on_reading]
+            handlers["ack"] = alerts.handle_command
         if mqtt is not None:
-            mqtt.set_command_handler(lots.handle_command)
+            mqtt.set_command_handler(route_commands(handlers))
         hullers: HullerService | None = None
         if cfg.hullers:
             store = await stack.enter_async_context(
@@ -248,6 +276,8 @@ async def run_agent(
             if hullers is not None:
                 readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
             readers.append(tg.create_task(lots.run_loop(), name="lots"))
+            if alerts is not None:
+                readers.append(tg.create_task(alerts.run_loop(), name="alerts"))
             status = tg.create_task(
                 _status_loop(cfg, outbox, health, stamper, started), name="agent-status"
             )

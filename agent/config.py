@@ -388,6 +388,98 @@ class HullerConfig(_Model):
         return self
 
 
+class WetLotConfig(_Model):
+    """``[alerts.wet_lot]``: a lot too wet to store."""
+
+    enabled: bool = True
+    default_threshold_pct: float = Field(default=12.5, gt=0, le=60)
+    thresholds_pct: dict[str, float] = Field(default_factory=dict)
+    hysteresis_pct: float = Field(default=0.5, ge=0, le=10)
+    k: int = Field(default=2, ge=1, le=100)
+    n: int = Field(default=3, ge=1, le=100)
+    pending_s: float = Field(default=0.0, ge=0)
+    repeat_s: float | None = Field(default=1800.0, gt=0)
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> WetLotConfig:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) cannot be larger than n ({self.n})")
+        return self
+
+
+class DeviceSilentConfig(_Model):
+    """``[alerts.device_silent]``: no valid frame for too long."""
+
+    enabled: bool = True
+    silent_s_by_driver: dict[str, float] = Field(default_factory=dict)
+    silent_s_by_device: dict[str, float] = Field(default_factory=dict)
+    repeat_s: float | None = Field(default=3600.0, gt=0)
+
+
+class HullerFaultConfig(_Model):
+    """``[alerts.huller_fault]``: units offline or erroring, jams, wiring faults."""
+
+    enabled: bool = True
+    offline_s: float = Field(default=30.0, gt=0)
+    jam_s: float = Field(default=600.0, gt=0)
+    repeat_s: float | None = Field(default=1800.0, gt=0)
+
+
+class ServiceAlertConfig(_Model):
+    """``[alerts.service]``: service tasks due or overdue."""
+
+    enabled: bool = True
+    overdue_repeat_s: float | None = Field(default=86400.0, gt=0)
+
+
+class SinkBacklogConfig(_Model):
+    """``[alerts.sink_backlog]``: a sink that has not delivered for too long."""
+
+    enabled: bool = True
+    undelivered_s: float = Field(default=600.0, gt=0)
+    repeat_s: float | None = Field(default=3600.0, gt=0)
+
+
+class WebhookConfig(_Model):
+    """``[[alerts.webhooks]]``: where alert notifications are POSTed."""
+
+    name: Ident
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class AlertsConfig(_Model):
+    """``[alerts]``: rules evaluated on the edge box, shown locally, sent onward."""
+
+    enabled: bool = True
+    lang: Literal["pt-BR", "en"] = "pt-BR"
+    wet_lot: WetLotConfig = WetLotConfig()
+    device_silent: DeviceSilentConfig = DeviceSilentConfig()
+    huller_fault: HullerFaultConfig = HullerFaultConfig()
+    service: ServiceAlertConfig = ServiceAlertConfig()
+    sink_backlog: SinkBacklogConfig = SinkBacklogConfig()
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_webhooks(self) -> AlertsConfig:
+        names = [w.name for w in self.webhooks]
+        if len(names) != len(set(names)):
+            raise ValueError("webhook names must be unique")
+        reserved = {"mqtt", "influx"} & set(names)
+        if reserved:
+            raise ValueError(f"webhook name {sorted(reserved)[0]!r} is reserved for a sink")
+        return self
+
+
 class Config(_Model):
     """The whole site file."""
 
@@ -399,11 +491,14 @@ class Config(_Model):
     devices: tuple[DeviceConfig, ...] = ()
     buses: tuple[BusConfig, ...] = ()
     hullers: tuple[HullerConfig, ...] = ()
+    alerts: AlertsConfig = AlertsConfig()
 
     # Resolved secrets (never in the file).
     mqtt_password: SecretStr | None = None
     influx_password: SecretStr | None = None
     influx_token: SecretStr | None = None
+    #: Webhook headers whose values came from the environment, by webhook name.
+    webhook_secret_headers: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -513,6 +608,21 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
     influx_token = _read_secret(
         "influx.token", cfg.influx.token_env, cfg.influx.token_file, problems
     )
+    webhook_secret_headers: dict[str, dict[str, SecretStr]] = {}
+    for i, hook in enumerate(cfg.alerts.webhooks):
+        resolved: dict[str, SecretStr] = {}
+        for header, env in hook.headers_env.items():
+            value = os.environ.get(env)
+            if value is None:
+                problems.append(
+                    (
+                        f"alerts.webhooks[{i}].headers_env.{header}",
+                        f"environment variable {env} is not set",
+                    )
+                )
+            else:
+                resolved[header] = SecretStr(value)
+        webhook_secret_headers[hook.name] = resolved
     if problems:
         raise ConfigError(problems, source=source)
     return cfg.model_copy(
@@ -520,6 +630,7 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
             "mqtt_password": mqtt_password,
             "influx_password": influx_password,
             "influx_token": influx_token,
+            "webhook_secret_headers": webhook_secret_headers,
         }
     )
 

@@ -560,7 +560,7 @@ class HullerService:
             fields=fields,
             tags=tags,
             kind="event",
-            ts_ns=ts_ns,
+            ts_ns=min(ts_ns, self._clock_ns()),  # a future --at must not pull the stamper along
         )
         return dataclasses.replace(reading, ts_ns=ts_ns)
 

@@ -148,6 +148,7 @@ class MqttCollector:
     client_id: str = "collector"
     readings: dict[tuple[str, int], dict[str, object]] = field(default_factory=dict)
     statuses: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+    alert_states: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     duplicates: int = 0
     _client: paho.Client | None = None
 
@@ -178,6 +179,10 @@ class MqttCollector:
         if parts[-1] == "status":
             self.statuses.setdefault(parts[-2], []).append((time.time_ns(), bytes(msg.payload)))
             return
+        if len(parts) >= 5 and parts[2] == "alerts" and parts[3] != "event":
+            # Retained alert states: <prefix>/<site>/alerts/<rule>/<subject...>
+            self.alert_states.setdefault("/".join(parts[4:]), []).append(json.loads(msg.payload))
+            return
         if parts[-1] == "reply" or (len(parts) >= 2 and parts[-2] == "lots"):
             # Command replies under "reply"; retained lot states under the station.
             slot = "reply" if parts[-1] == "reply" else parts[-1]
@@ -198,6 +203,10 @@ class MqttCollector:
             self._client.loop_stop()
             self._client.disconnect()
             self._client = None
+
+    def count(self, measurement: str = "moisture") -> int:
+        """Readings of one measurement received so far (alerts and events excluded)."""
+        return sum(1 for doc in self.readings.values() if doc.get("measurement") == measurement)
 
     def of(self, device: str) -> list[dict[str, object]]:
         """Readings of one device, in sequence order."""

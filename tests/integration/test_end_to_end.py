@@ -152,9 +152,9 @@ async def emit_tickets(
 async def all_delivered(rig: Rig, expected: dict[str, list[SentReading]], timeout_s: float) -> None:
     total = sum(len(v) for v in expected.values())
     await eventually(
-        lambda: len(rig.collector.readings) >= total,
+        lambda: rig.collector.count() >= total,
         timeout_s=timeout_s,
-        what=f"{total} readings on MQTT (have {len(rig.collector.readings)})",
+        what=f"{total} readings on MQTT (have {rig.collector.count()})",
         context=rig.context,
     )
     await eventually(
@@ -259,7 +259,7 @@ async def test_broker_outage_loses_nothing(
     await wait_open(rig, "umid-1")
     sim = TicketMeterSim(rig.ports["umid-1"])
     sent = await emit_tickets(sim, 10, lot=next_lot())
-    await eventually(lambda: len(rig.collector.readings) == 10, timeout_s=20, what="first 10")
+    await eventually(lambda: rig.collector.count() == 10, timeout_s=20, what="first 10")
     broker.stop()
     # 30 s without a broker while the meter keeps printing.
     for _ in range(6):
@@ -358,7 +358,7 @@ async def test_unplug_and_replug(
     port = rig.ports["umid-1"]
     sim = TicketMeterSim(port)
     sent = await emit_tickets(sim, 5)
-    await eventually(lambda: len(rig.collector.readings) == 5, timeout_s=20, what="first 5")
+    await eventually(lambda: rig.collector.count() == 5, timeout_s=20, what="first 5")
     port.unplug()
 
     def offline() -> bool:

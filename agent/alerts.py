@@ -1,0 +1,343 @@
+"""Alerts in the running agent: feed the rule engine, publish and persist what it says.
+
+Theory of operation
+-------------------
+The rules (``agent.rules``) are pure; this module is their I/O. Every reading
+the agent accepts is handed to ``on_reading`` (a live fan-out listener, called
+after the outbox commit) and evaluated at once, synchronously: a wet lot is
+known in the same event-loop turn as the reading that made it wet. A tick loop
+feeds device and sink health once a second (silent devices, huller faults,
+undelivered backlogs), and ``handle_command`` acknowledges alerts from
+``<prefix>/<site>/cmd/ack/<rule>/<subject>``.
+
+What the engine returns goes to a bounded pending list that ``run_loop``
+drains: each alert event becomes
+
+* the retained ``<prefix>/<site>/alerts/<rule>/<subject>`` state (resolved
+  alerts are kept as ``resolved``, not deleted), and
+* an ``alert`` event in the outbox (device ``alerts``), which InfluxDB stores
+  and the webhook sinks POST when the event says ``notify``.
+
+The engine's state is written to ``alerts.json`` in the data directory right
+after each batch of events reached the outbox (and every minute, for lot means
+that change silently). A crash between the outbox commit and the state write
+can only repeat a notification, never lose one; a restart in the firing state
+neither forgets the alert nor notifies it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+from agent.config import AlertsConfig
+from agent.health import Health
+from agent.lots import LotError, check_by
+from agent.lotservice import MAX_COMMAND_BYTES, Outgoing
+from agent.outbox import Outbox
+from agent.readings import Reading, Stamper
+from agent.rules import (
+    Alert,
+    DeviceSilentRule,
+    DeviceSnapshot,
+    Engine,
+    HullerFaultRule,
+    Rule,
+    ServiceRule,
+    Severity,
+    SinkBacklogRule,
+    SinkSnapshot,
+    Tick,
+    WetLotRule,
+    alert_payload,
+    alert_point,
+)
+
+log = logging.getLogger(__name__)
+
+#: Device id of alert events in the outbox (MQTT ``<prefix>/<site>/alerts/event``).
+ALERTS_DEVICE = "alerts"
+
+#: Alert events waiting for the outbox; past this the oldest non-notifying ones go.
+MAX_PENDING = 10_000
+
+
+def build_rules(cfg: AlertsConfig) -> list[Rule]:
+    """The rule objects for a site's ``[alerts]`` section."""
+    rules: list[Rule] = []
+    wet = cfg.wet_lot
+    if wet.enabled:
+        rules.append(
+            WetLotRule(
+                default_threshold_pct=wet.default_threshold_pct,
+                thresholds_pct=dict(wet.thresholds_pct),
+                hysteresis_pct=wet.hysteresis_pct,
+                k=wet.k,
+                n=wet.n,
+                pending_s=wet.pending_s,
+                repeat_s=wet.repeat_s,
+            )
+        )
+    silent = cfg.device_silent
+    if silent.enabled:
+        by_driver: dict[str, float | None] = dict(DeviceSilentRule().silent_s_by_driver)
+        by_driver.update(silent.silent_s_by_driver)
+        rules.append(
+            DeviceSilentRule(
+                silent_s_by_driver=by_driver,
+                silent_s_by_device=dict(silent.silent_s_by_device),
+                repeat_s=silent.repeat_s,
+            )
+        )
+    fault = cfg.huller_fault
+    if fault.enabled:
+        rules.append(
+            HullerFaultRule(offline_s=fault.offline_s, jam_s=fault.jam_s, repeat_s=fault.repeat_s)
+        )
+    if cfg.service.enabled:
+        rules.append(ServiceRule())
+        rules.append(
+            ServiceRule(
+                name="service_overdue",
+                level="overdue",
+                severity=Severity.CRITICAL,
+                repeat_s=cfg.service.overdue_repeat_s,
+            )
+        )
+    backlog = cfg.sink_backlog
+    if backlog.enabled:
+        rules.append(
+            SinkBacklogRule(undelivered_s=backlog.undelivered_s, repeat_s=backlog.repeat_s)
+        )
+    return rules
+
+
+class AlertService:
+    """Feeds the engine and publishes its alerts (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        cfg: AlertsConfig,
+        site: str,
+        state_path: Path,
+        stamper: Stamper,
+        outbox: Outbox,
+        health: Health,
+        publish_state: Callable[[Outgoing], None] | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+        tick_s: float = 1.0,
+        save_s: float = 60.0,
+    ) -> None:
+        self._site = site
+        self._path = state_path
+        self._stamper = stamper
+        self._outbox = outbox
+        self._health = health
+        self._publish_state = publish_state
+        self._clock_ns = clock_ns
+        self._tick_s = tick_s
+        self._save_s = save_s
+        self._rules = build_rules(cfg)
+        self._lang = cfg.lang
+        self._engine = self._restore()
+        self._pending: list[Alert] = []
+        self._wake = asyncio.Event()
+        self._started_ns = clock_ns()
+        self._dirty = False
+
+    def _restore(self) -> Engine:
+        try:
+            text = self._path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Engine(self._rules, lang=self._lang)
+        except OSError as exc:
+            log.warning("Could not read alert state %s (%s); starting afresh", self._path, exc)
+            return Engine(self._rules, lang=self._lang)
+        try:
+            return Engine.restore(self._rules, text, lang=self._lang)
+        except ValueError as exc:
+            log.warning("Alert state %s unreadable (%s); starting afresh", self._path, exc)
+            return Engine(self._rules, lang=self._lang)
+
+    @property
+    def engine(self) -> Engine:
+        """The rule engine (read-only use: current alerts for pages and commands)."""
+        return self._engine
+
+    def publish_all(self) -> None:
+        """Push the retained state of every open alert (at start, after a restore)."""
+        for alert in self._engine.alerts(self._clock_ns()):
+            self._retain(alert)
+
+    def on_reading(self, reading: Reading) -> None:
+        """Evaluate one accepted reading (a ``ReadingListener``)."""
+        if reading.device == ALERTS_DEVICE:
+            return
+        self._add(self._engine.on_reading(reading, self._clock_ns()))
+        self._dirty = True
+
+    def _add(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        self._pending.extend(alerts)
+        if len(self._pending) > MAX_PENDING:
+            # Keep every notification; shed the oldest silent updates first.
+            excess = len(self._pending) - MAX_PENDING
+            kept = [a for a in self._pending if a.notify]
+            silent = [a for a in self._pending if not a.notify][excess:]
+            self._pending = sorted(kept + silent, key=lambda a: a.at_ns)
+            log.warning("Alert queue over %d events: dropped %d updates", MAX_PENDING, excess)
+        self._wake.set()
+
+    def tick(self) -> None:
+        """Feed device and sink health to the engine."""
+        now = self._clock_ns()
+        devices = {
+            name: DeviceSnapshot.from_health(entry) for name, entry in self._health.devices.items()
+        }
+        sinks = {
+            name: SinkSnapshot(
+                backlog=self._outbox.backlog(name),
+                last_delivery_ns=sink.last_delivery_ns,
+                since_ns=self._started_ns,
+            )
+            for name, sink in self._health.sinks.items()
+            if name in self._outbox.sinks
+        }
+        self._add(self._engine.on_tick(Tick(devices=devices, sinks=sinks), now))
+
+    async def run_loop(self) -> None:
+        """Publish pending alerts, tick once a second, save the state."""
+        self.publish_all()
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        next_save = loop.time() + self._save_s
+        while True:
+            if loop.time() >= next_tick:
+                self.tick()
+                next_tick = loop.time() + self._tick_s
+            if self._pending:
+                await self._flush()
+            if loop.time() >= next_save:
+                if self._dirty:
+                    await self._save()
+                next_save = loop.time() + self._save_s
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(max(0.0, next_tick - loop.time())):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        readings = []
+        for alert in batch:
+            self._retain(alert)
+            point = alert_point(alert, site=self._site)
+            readings.append(
+                self._stamper.stamp(
+                    device=ALERTS_DEVICE,
+                    measurement=point.measurement,
+                    fields=point.fields,
+                    tags={**point.tags, "device": ALERTS_DEVICE},
+                    kind="event",
+                    ts_ns=point.ts_ns,
+                )
+            )
+            if alert.notify:
+                log.warning(
+                    "Alert %s/%s %s: %s",
+                    alert.rule,
+                    alert.subject,
+                    alert.state.value,
+                    alert.message,
+                )
+        await self._outbox.accept(readings)
+        await self._save()
+
+    def _retain(self, alert: Alert) -> None:
+        if self._publish_state is None:
+            return
+        payload = json.dumps(
+            alert_payload(alert), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        self._publish_state(
+            Outgoing(topic=f"alerts/{alert.rule}/{alert.subject}", payload=payload, retain=True)
+        )
+
+    async def _save(self) -> None:
+        text = self._engine.snapshot()
+        self._dirty = False
+        await asyncio.to_thread(_write_atomic, self._path, text)
+
+    async def handle_command(self, rest: str, payload: bytes) -> list[Outgoing]:
+        """Acknowledge ``ack/<rule>/<subject>`` with ``{"by": "name"}``; returns the reply."""
+        parts = rest.split("/", 2)
+        if len(parts) != 3 or parts[0] != "ack" or not parts[1] or not parts[2]:
+            return [
+                _reply("cmd/reply", {"ok": False, "error": "expected cmd/ack/<rule>/<subject>"})
+            ]
+        rule, subject = parts[1], parts[2]
+        known = {r.name for r in self._rules}
+        if rule not in known:
+            return [_reply("cmd/reply", {"ok": False, "error": f"unknown rule {rule[:40]!r}"})]
+        topic = f"cmd/ack/{rule}/{subject}/reply"
+        if len(subject) > 120 or not subject.isprintable():
+            return [_reply("cmd/reply", {"ok": False, "error": "subject is not valid"})]
+        if len(payload) > MAX_COMMAND_BYTES:
+            return [
+                _reply(topic, {"ok": False, "error": f"payload over {MAX_COMMAND_BYTES} bytes"})
+            ]
+        try:
+            doc = json.loads(payload) if payload.strip() else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return [_reply(topic, {"ok": False, "error": 'payload must be JSON: {"by": "name"}'})]
+        if not isinstance(doc, dict):
+            return [_reply(topic, {"ok": False, "error": "payload must be an object"})]
+        by = doc.get("by", "mqtt")
+        try:
+            who = check_by(by if isinstance(by, str) else "")
+        except LotError as exc:
+            return [_reply(topic, {"ok": False, "error": str(exc).replace("set the lot", "acks")})]
+        alerts = self._engine.ack(rule, subject, who, self._clock_ns())
+        if not alerts:
+            return [_reply(topic, {"ok": False, "error": "no firing alert to acknowledge"})]
+        self._add(alerts)
+        return [_reply(topic, {"ok": True, "rule": rule, "subject": subject, "by": who})]
+
+
+def _reply(topic: str, doc: Mapping[str, object]) -> Outgoing:
+    payload = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return Outgoing(topic=topic, payload=payload)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+CommandHandler = Callable[[str, bytes], Awaitable[list[Outgoing]]]
+
+
+def route_commands(handlers: Mapping[str, CommandHandler]) -> CommandHandler:
+    """One handler for ``cmd/#`` dispatching on the first topic level (``lot``, ``ack``)."""
+
+    async def route(rest: str, payload: bytes) -> list[Outgoing]:
+        head = rest.split("/", 1)[0]
+        handler = handlers.get(head)
+        if handler is None:
+            return [_reply("cmd/reply", {"ok": False, "error": f"unknown command {head[:40]!r}"})]
+        return await handler(rest, payload)
+
+    return route
