@@ -6,6 +6,7 @@
     coffee-telemetry maintenance status -c site.toml
     coffee-telemetry maintenance done -c site.toml HULLER TASK [--note T] [--at TIME]
     coffee-telemetry lot set -c site.toml STATION LOT | lot clear | lot show
+    coffee-telemetry alerts list -c site.toml | alerts ack -c site.toml RULE SUBJECT
     coffee-telemetry simulate                  virtual meters on ptys, prints their paths
     coffee-telemetry demo                      broker + simulators + agent, zero setup
 
@@ -216,6 +217,93 @@ def cmd_lot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """List open alerts (from the agent's saved state) or acknowledge one over MQTT."""
+    cfg = _load(args.config)
+    if args.action == "list":
+        return _alerts_list(cfg, as_json=args.json)
+    return _alerts_ack(cfg, args.rule, args.subject, by=args.by, timeout_s=args.timeout)
+
+
+def _alerts_list(cfg: Config, *, as_json: bool) -> int:
+    from agent.alerts import build_rules
+    from agent.rules import Engine, alert_payload
+
+    path = cfg.agent.data_dir / "alerts.json"
+    try:
+        engine = Engine.restore(build_rules(cfg.alerts), path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        engine = Engine(build_rules(cfg.alerts))
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    alerts = engine.alerts(time.time_ns())
+    if as_json:
+        print(json.dumps([alert_payload(a) for a in alerts], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not alerts:
+        print("no open alerts")
+    for alert in alerts:
+        acked = f" (acknowledged by {alert.acked_by})" if alert.acked_by else ""
+        print(f"{alert.state.value:<13} {alert.rule}/{alert.subject}{acked}: {alert.message}")
+    return EXIT_OK
+
+
+def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout_s: float) -> int:
+    """Publish cmd/ack/<rule>/<subject> with the site's MQTT settings and wait for the reply."""
+    import getpass
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    m = cfg.mqtt
+    base = f"{m.prefix}/{cfg.site.id}"
+    topic = f"{base}/cmd/ack/{rule}/{subject}"
+    replies: list[bytes] = []
+    got = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"coffee-cli-{os.getpid()}")
+    if m.username:
+        password = cfg.mqtt_password.get_secret_value() if cfg.mqtt_password else None
+        client.username_pw_set(m.username, password)
+    if m.tls is not None:
+        client.tls_set(
+            ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+            certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+            keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+        )
+
+    def on_message(c: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        replies.append(bytes(msg.payload))
+        got.set()
+
+    client.on_message = on_message
+    try:
+        client.connect(m.host, m.port, keepalive=30)
+    except OSError as exc:
+        print(f"error: cannot reach the MQTT broker {m.host}:{m.port}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    client.loop_start()
+    try:
+        client.subscribe(f"{topic}/reply", qos=1)
+        client.subscribe(f"{base}/cmd/reply", qos=1)
+        time.sleep(0.2)
+        payload = json.dumps({"by": by or getpass.getuser()}).encode()
+        client.publish(topic, payload, qos=1).wait_for_publish(timeout=timeout_s)
+        if not got.wait(timeout_s):
+            print("error: no reply from the agent (is it running?)", file=sys.stderr)
+            return EXIT_FAILURE
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    reply = json.loads(replies[0])
+    if not reply.get("ok"):
+        print(f"error: {reply.get('error')}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"acknowledged {rule}/{subject} as {reply.get('by')}")
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run virtual meters on ptys until Ctrl-C."""
     from agent.demo import demo_huller_units, weigh_samples_loop
@@ -371,6 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
     lot_show = lot_actions.add_parser("show", help="active lot per station")
     lot_show.add_argument("-c", "--config", required=True, help="site TOML file")
     lot_show.set_defaults(func=cmd_lot)
+
+    alerts = sub.add_parser("alerts", help="open alerts; acknowledge one")
+    alert_actions = alerts.add_subparsers(dest="action", required=True)
+    alert_list = alert_actions.add_parser("list", help="open alerts (pending, firing, acked)")
+    alert_list.add_argument("-c", "--config", required=True, help="site TOML file")
+    alert_list.add_argument("--json", action="store_true", help="machine-readable output")
+    alert_list.set_defaults(func=cmd_alerts)
+    alert_ack = alert_actions.add_parser("ack", help="acknowledge a firing alert (via MQTT)")
+    alert_ack.add_argument("-c", "--config", required=True, help="site TOML file")
+    alert_ack.add_argument("rule", help="e.g. wet_lot")
+    alert_ack.add_argument("subject", help="e.g. the lot code")
+    alert_ack.add_argument("--by", help="who (default: your login name)")
+    alert_ack.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
+    alert_ack.set_defaults(func=cmd_alerts)
 
     simulate = sub.add_parser("simulate", help="virtual meters, scales and a huller on ptys")
     simulate.add_argument("--dir", default="/tmp/coffee-sim", help="where the stable links go")

@@ -31,12 +31,13 @@ into one). Those six keys and ``notify`` are taken out; ``data`` holds every
 other field and tag (a field wins over a tag of the same name), except a
 ``device`` tag naming the reading's own device: that is the stamper's
 bookkeeping (``agent.alerts`` stamps alerts as device ``alerts``), while a
-``device`` *field* is alert data (the meter of a wet lot) and is kept. ``rule`` and
-``subject`` are required: an alert without them can never be sent and is
-rejected. A missing ``state``, ``severity``, ``message`` or ``site`` is
-``null`` (and an empty segment in ``id``). ``time`` and ``ts`` are the
-reading's stamp. The body is encoded like a reading (sorted keys, compact,
-UTF-8), so a resend is byte-identical to the first send.
+``device`` *field* is alert data (the meter of a wet lot) and is kept.
+``rule`` and ``subject`` are required: an alert without them can never be
+sent and is rejected. A missing ``state``, ``severity``, ``message`` or
+``site`` is ``null``; a missing ``site`` leaves its segment of ``id`` empty.
+``time`` and ``ts`` are the reading's stamp. The body is encoded like a
+reading (sorted keys, compact, UTF-8), so a resend is byte-identical to the
+first send.
 
 Delivery is at least once. ``id`` names the notification (rule names and site
 have no ``/``; the subject may, and sits between them and the final ``ts``),

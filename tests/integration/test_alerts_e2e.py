@@ -7,6 +7,8 @@ a pty; the webhook receiver is a small local HTTP server run by the test.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from simulators.moisture import TicketMeterSim
 from simulators.pty import PtyPort
 from tests.integration.harness import (
+    ROOT,
     AgentProcess,
     DeviceSpec,
     MqttCollector,
@@ -110,6 +113,7 @@ class Rig:
             port=broker.port, prefix=self.prefix, client_id=f"c-{self.prefix}"
         )
         self.collector.start()
+        self.config = config
         self.agent = AgentProcess(config, tmp / "agent.log")
         self.base = f"{self.prefix}/ourofino"
         self.sim = TicketMeterSim(self.port, lot="L-WET")
@@ -219,5 +223,34 @@ async def test_restart_while_firing_does_not_notify_again(
         state = alert_state(rig.collector, "L-WET")
         assert state is not None
         assert state["state"] == "firing"
+
+        # The CLI lists it and acknowledges it through the broker.
+        listed = cli("alerts", "list", "-c", str(rig.config))
+        assert listed.returncode == 0
+        assert "firing" in listed.stdout
+        assert "wet_lot/L-WET" in listed.stdout
+        refused = cli("alerts", "ack", "-c", str(rig.config), "no_such_rule", "L-WET")
+        assert refused.returncode == 2
+        assert "unknown rule" in refused.stderr
+        acked = cli("alerts", "ack", "-c", str(rig.config), "wet_lot", "L-WET", "--by", "ana")
+        assert acked.returncode == 0, acked.stderr
+        await eventually(
+            lambda: (alert_state(rig.collector, "L-WET") or {}).get("state") == "acknowledged",
+            timeout_s=15,
+            what="acknowledged by the CLI",
+        )
+        await eventually(
+            lambda: "acknowledged" in receiver.states(), timeout_s=15, what="webhook ack"
+        )
     finally:
         rig.close()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
