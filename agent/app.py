@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 from agent.alerts import AlertService, CommandHandler, route_commands
+from agent.api import make_app, open_api
 from agent.config import Config
 from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
@@ -246,6 +247,20 @@ async def run_agent(
             ", ".join(s.name for s in sinks) or "none",
             cfg.outbox_path,
         )
+        if cfg.api.enabled:
+            await stack.enter_async_context(
+                open_api(
+                    make_app(
+                        health_registry=health,
+                        lot_service=lots,
+                        alert_service=alerts,
+                        token=_secret(cfg.api_token),
+                        publish=mqtt.set_state if mqtt is not None else None,
+                    ),
+                    host=cfg.api.bind,
+                    port=cfg.api.port,
+                )
+            )
         async with asyncio.TaskGroup() as tg:
             mqtt_task = (
                 tg.create_task(mqtt.connection_loop(), name="mqtt-connection") if mqtt else None

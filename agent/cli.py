@@ -386,6 +386,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         influx_url=args.influx_url,
         interval_s=args.interval,
         duration_s=args.duration,
+        api_port=args.api_port,
     )
 
     async def main() -> None:
@@ -496,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--influx-url", help="also write to this InfluxDB (v1 API)")
     demo.add_argument("--interval", type=float, default=5.0, help="seconds between tickets")
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--api-port", type=int, default=8780, help="local API port")
     demo.set_defaults(func=cmd_demo)
     return parser
 

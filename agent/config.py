@@ -480,6 +480,16 @@ class AlertsConfig(_Model):
         return self
 
 
+class ApiConfig(_Model):
+    """``[api]``: the agent's local HTTP API."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=1, le=65535)
+    token_env: str | None = None
+    token_file: Path | None = None
+
+
 class Config(_Model):
     """The whole site file."""
 
@@ -492,11 +502,13 @@ class Config(_Model):
     buses: tuple[BusConfig, ...] = ()
     hullers: tuple[HullerConfig, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
+    api: ApiConfig = ApiConfig()
 
     # Resolved secrets (never in the file).
     mqtt_password: SecretStr | None = None
     influx_password: SecretStr | None = None
     influx_token: SecretStr | None = None
+    api_token: SecretStr | None = None
     #: Webhook headers whose values came from the environment, by webhook name.
     webhook_secret_headers: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)
 
@@ -608,6 +620,7 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
     influx_token = _read_secret(
         "influx.token", cfg.influx.token_env, cfg.influx.token_file, problems
     )
+    api_token = _read_secret("api.token", cfg.api.token_env, cfg.api.token_file, problems)
     webhook_secret_headers: dict[str, dict[str, SecretStr]] = {}
     for i, hook in enumerate(cfg.alerts.webhooks):
         resolved: dict[str, SecretStr] = {}
@@ -631,6 +644,7 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
             "influx_password": influx_password,
             "influx_token": influx_token,
             "webhook_secret_headers": webhook_secret_headers,
+            "api_token": api_token,
         }
     )
 

@@ -86,6 +86,7 @@ class DemoOptions:
     duration_s: float | None = None
     site: str = "demo"
     prefix: str = "coffee"
+    api_port: int = 8780
 
 
 #: Simulated equipment: (port name, driver) for devices; the RS-485 bus apart.
@@ -103,6 +104,7 @@ def demo_config(opts: DemoOptions, links: dict[str, str], data_dir: Path) -> Con
         "site": {"id": opts.site, "name": "Demonstração"},
         "agent": {"data_dir": str(data_dir), "status_interval_s": 30.0},
         "mqtt": {"host": host or "127.0.0.1", "port": port, "prefix": opts.prefix},
+        "api": {"port": opts.api_port},
         "influx": {
             "enabled": opts.influx_url is not None,
             "url": opts.influx_url or "http://127.0.0.1:8086",
@@ -291,6 +293,7 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
                 f" ({'embedded amqtt' if opts.broker is None else 'external'})\n"
                 f"  InfluxDB      {opts.influx_url or 'off (use --influx-url)'}\n"
                 f"  outbox        {cfg.outbox_path}\n"
+                f"  local API     http://127.0.0.1:{opts.api_port}/api/health\n"
             )
             for dev in cfg.devices:
                 out.write(f"  device        {dev.id:<17} {dev.driver:<24} {dev.port}\n")

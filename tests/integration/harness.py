@@ -23,6 +23,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.outbox import read_stats
+from tests.services.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,6 +70,8 @@ def write_site_config(
         f'database = "{database}"',
         f"flush_interval_s = {flush_interval_s}",
         "timeout_s = 5",
+        "[api]",
+        f"port = {free_port()}",
     ]
     for dev in devices:
         lines += [

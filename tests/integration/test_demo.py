@@ -42,6 +42,8 @@ def test_demo_serves_readings_over_mqtt(tmp_path: Path) -> None:
             "12",
             "--data-dir",
             str(tmp_path),
+            "--api-port",
+            str(free_port()),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
