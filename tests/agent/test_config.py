@@ -31,6 +31,8 @@ def dev(**kw: object) -> dict[str, object]:
 def test_example_site_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COFFEE_MQTT_PASSWORD", "pw")
     monkeypatch.setenv("COFFEE_INFLUX_PASSWORD", "pw")
+    monkeypatch.setenv("COFFEE_API_TOKEN", "t")
+    monkeypatch.setenv("COFFEE_WEBHOOK_AUTH", "Bearer x")
     cfg = load_config(EXAMPLE)
     assert cfg.site.id == "ourofino"
     assert cfg.devices
