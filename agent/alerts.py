@@ -241,11 +241,18 @@ class AlertService:
         for alert in batch:
             self._retain(alert)
             point = alert_point(alert, site=self._site)
+            # The device an alert is about becomes ``source_device``: ``device``
+            # is the tag every point carries (here ``alerts``), and a field of
+            # the same name makes InfluxQL queries ambiguous.
+            fields = {
+                ("source_device" if key == "device" else key): value
+                for key, value in point.fields.items()
+            }
             readings.append(
                 self._stamper.stamp(
                     device=ALERTS_DEVICE,
                     measurement=point.measurement,
-                    fields=point.fields,
+                    fields=fields,
                     tags={**point.tags, "device": ALERTS_DEVICE},
                     kind="event",
                     ts_ns=point.ts_ns,
