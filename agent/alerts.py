@@ -18,11 +18,13 @@ drains: each alert event becomes
 * an ``alert`` event in the outbox (device ``alerts``), which InfluxDB stores
   and the webhook sinks POST when the event says ``notify``.
 
-The engine's state is written to ``alerts.json`` in the data directory right
-after each batch of events reached the outbox (and every minute, for lot means
-that change silently). A crash between the outbox commit and the state write
-can only repeat a notification, never lose one; a restart in the firing state
-neither forgets the alert nor notifies it again.
+The engine's state is written to ``alerts.json`` in the data directory after a
+batch with notifications reached the outbox (at most every
+``MIN_SAVE_INTERVAL_S``: the snapshot costs time in proportion to the open
+subjects), and every minute for quieter changes (lot means). A crash between
+the outbox commit and the state write can only repeat a notification, never
+lose one; a restart in the firing state neither forgets the alert nor
+notifies it again.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ ALERTS_DEVICE = "alerts"
 
 #: Alert events waiting for the outbox; past this the oldest non-notifying ones go.
 MAX_PENDING = 10_000
+
+#: Shortest time between two saves of the engine state after notifications.
+MIN_SAVE_INTERVAL_S = 0.5
 
 
 def build_rules(cfg: AlertsConfig) -> list[Rule]:
@@ -150,6 +155,8 @@ class AlertService:
         self._wake = asyncio.Event()
         self._started_ns = clock_ns()
         self._dirty = False
+        self._save_due = False
+        self._last_save = float("-inf")
 
     def _restore(self) -> Engine:
         try:
@@ -215,6 +222,18 @@ class AlertService:
     async def run_loop(self) -> None:
         """Publish pending alerts, tick once a second, save the state."""
         self.publish_all()
+        try:
+            await self._serve()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Write the state now if anything is unsaved (on shutdown; blocks briefly)."""
+        if self._save_due or self._dirty:
+            _write_atomic(self._path, self._engine.snapshot())
+            self._save_due = self._dirty = False
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         next_save = loop.time() + self._save_s
@@ -224,6 +243,8 @@ class AlertService:
                 next_tick = loop.time() + self._tick_s
             if self._pending:
                 await self._flush()
+            if self._save_due and loop.time() - self._last_save >= MIN_SAVE_INTERVAL_S:
+                await self._save()
             if loop.time() >= next_save:
                 if self._dirty:
                     await self._save()
@@ -267,7 +288,15 @@ class AlertService:
                     alert.message,
                 )
         await self._outbox.accept(readings)
-        await self._save()
+        if any(alert.notify for alert in batch):
+            # What was notified must survive a restart (or it would be notified
+            # again); the snapshot costs O(open subjects), so at most every
+            # MIN_SAVE_INTERVAL_S, and quieter changes wait for the minute save.
+            self._save_due = True
+            if asyncio.get_running_loop().time() - self._last_save >= MIN_SAVE_INTERVAL_S:
+                await self._save()
+        else:
+            self._dirty = True
 
     def _retain(self, alert: Alert) -> None:
         if self._publish_state is None:
@@ -282,6 +311,8 @@ class AlertService:
     async def _save(self) -> None:
         text = self._engine.snapshot()
         self._dirty = False
+        self._save_due = False
+        self._last_save = asyncio.get_running_loop().time()
         await asyncio.to_thread(_write_atomic, self._path, text)
 
     async def handle_command(self, rest: str, payload: bytes) -> list[Outgoing]:

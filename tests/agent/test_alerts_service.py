@@ -82,6 +82,7 @@ async def test_wet_lot_flows_to_state_outbox_and_ack(tmp_path: Path) -> None:
         assert json.loads(states[-1].payload)["state"] == "acknowledged"
         again = await route("ack/wet_lot/L-1", b'{"by": "maria"}')
         assert "no firing alert" in json.loads(again[0].payload)["error"]
+        svc.close()  # what run_loop does when the agent stops
 
     # A new service on the same state file remembers the acknowledged alert.
     async with open_outbox(tmp_path / "o.db", sinks=["x"]) as outbox:
