@@ -34,6 +34,9 @@ check: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/buses.py
+	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/history.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis artifacts
