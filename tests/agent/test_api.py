@@ -146,7 +146,8 @@ async def test_writes_disabled_without_a_token(tmp_path: Path) -> None:
     port = free_port()
     app = make_app(health_registry=Health(), lot_service=lots, alert_service=None, token=None)
     async with (
-        open_api(app, host="127.0.0.1", port=port), aiohttp.ClientSession() as session,
+        open_api(app, host="127.0.0.1", port=port),
+        aiohttp.ClientSession() as session,
         session.post(f"http://127.0.0.1:{port}/api/lots/recepcao", data=b'{"lot": "L-1"}') as r,
     ):
         assert r.status == 403
