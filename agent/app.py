@@ -29,6 +29,7 @@ from agent.config import Config
 from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
 from agent.health import DeviceState, Health
+from agent.history import open_history
 from agent.hullers import HullerService
 from agent.lots import LotStore
 from agent.lotservice import LotService
@@ -210,6 +211,18 @@ async def run_agent(
         )
         await lots.refresh()
         lots.publish_all()
+        if cfg.history.enabled:
+            day = 86_400.0
+            history = await stack.enter_async_context(
+                open_history(
+                    cfg.history_path,
+                    max_mb=cfg.history.max_mb,
+                    raw_retention_s=cfg.history.raw_retention_days * day,
+                    rollup_1m_retention_s=cfg.history.rollup_retention_days * day,
+                    rollup_1h_retention_s=cfg.history.rollup_retention_days * day,
+                )
+            )
+            listeners = [*listeners, history.add]
         alerts: AlertService | None = None
         handlers: dict[str, CommandHandler] = {"lot": lots.handle_command}
         if cfg.alerts.enabled:

@@ -480,6 +480,16 @@ class AlertsConfig(_Model):
         return self
 
 
+class HistoryConfig(_Model):
+    """``[history]``: the local history the built-in dashboard reads offline."""
+
+    enabled: bool = True
+    path: Path | None = None
+    max_mb: float = Field(default=1024.0, gt=0)
+    raw_retention_days: float = Field(default=30.0, gt=0)
+    rollup_retention_days: float = Field(default=730.0, gt=0)
+
+
 class ApiConfig(_Model):
     """``[api]``: the agent's local HTTP API."""
 
@@ -503,6 +513,7 @@ class Config(_Model):
     hullers: tuple[HullerConfig, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
     api: ApiConfig = ApiConfig()
+    history: HistoryConfig = HistoryConfig()
 
     # Resolved secrets (never in the file).
     mqtt_password: SecretStr | None = None
@@ -555,6 +566,11 @@ class Config(_Model):
                     )
                 addresses.add((huller.bus, addr))
         return self
+
+    @property
+    def history_path(self) -> Path:
+        """Where the local history lives."""
+        return self.history.path or self.agent.data_dir / "history.sqlite3"
 
     @property
     def maintenance_path(self) -> Path:
