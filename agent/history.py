@@ -36,6 +36,25 @@ Schema, shaped by the dashboard's queries:
   points that were inserted into it.
 * ``latest(series_id, ts_ns, value, tags_id)``: one row per series for the
   "now" panels.
+* ``lot_1h(bucket_ns, lot, count, sum, max, station, product, last_ns)``: the
+  ``moisture.moisture_pct`` samples of each lot per UTC hour, for
+  ``lots_today``; maintained by the same UPSERT-per-batch scheme as the series
+  rollups (samples without a lot are not kept; station and product are those
+  of the bucket's newest sample, the later-written one on a tie). Buckets are
+  UTC hours, not days, on purpose: the store does not know the site's time
+  zone, and local midnight of any whole-hour-offset zone (the assumption
+  ``daily_hours`` makes too) is an hour boundary, so "since local midnight" is
+  answered from whole buckets. A database created before this table existed
+  gets it on open, backfilled once from the raw points still stored, in the
+  same transaction that creates it (a crash mid-way leaves no table, so the
+  next open backfills again).
+
+``lots_today(since_ns)`` reads ``lot_1h`` for the buckets starting at or after
+``since_ns`` and, when ``since_ns`` is not an hour boundary, raw points for the
+partial first hour ``[since_ns, next hour)``. The result equals the raw-point
+computation as long as raw points from ``since_ns`` on are still stored; once
+raw points are pruned (retention, disk bound) the whole buckets still count
+them, and only a partial first hour depends on raw data.
 
 ``series()`` picks its source from the range asked for (see
 ``choose_resolution``): the coarsest rollup that still gives at least half of
@@ -45,10 +64,11 @@ buckets so at most ``max_points`` come back, each the mean of its bucket. A
 ones; long ranges never touch raw data.
 
 Retention: ``prune(now_ns)`` deletes raw points older than ``raw_retention_s``
-(30 days) and rollups older than theirs (2 years), then enforces ``max_mb``:
-while the pages in use exceed it, the oldest hour of raw points goes first
-(counted in ``dropped_raw_total``, logged), then the oldest day of 1-minute
-rollups, then the oldest month of hourly ones. The database uses
+(30 days) and rollups (series and lot) older than theirs (2 years), then
+enforces ``max_mb``: while the pages in use exceed it, the oldest hour of raw
+points goes first (counted in ``dropped_raw_total``, logged), then the oldest
+day of 1-minute rollups, then the oldest month of hourly ones, then the oldest
+month of lot rollups (by far the smallest table). The database uses
 ``auto_vacuum=INCREMENTAL`` so freed pages are given back to the file system
 after each prune instead of only being reused.
 
@@ -93,6 +113,9 @@ LOT_FIELD = "moisture_pct"
 
 #: One pending point: measurement, device, field, ts_ns, value, station, lot, product.
 Point = tuple[str, str, str, int, float, str, str, str]
+
+#: One lot aggregate: lot, station, product, count, sum, max, last_ns.
+LotRow = tuple[str, str, str, int, float, float, int]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -154,6 +177,47 @@ ON CONFLICT (series_id, bucket_ns) DO UPDATE SET
     min = MIN(min, excluded.min),
     max = MAX(max, excluded.max)
 """
+
+#: Created (and backfilled) by ``_ensure_lot_rollup``, not by ``SCHEMA``: its absence
+#: marks a database from before it existed.
+_LOT_SCHEMA = """
+CREATE TABLE lot_1h (
+    bucket_ns INTEGER NOT NULL,
+    lot TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    sum REAL NOT NULL,
+    max REAL NOT NULL,
+    station TEXT NOT NULL,
+    product TEXT NOT NULL,
+    last_ns INTEGER NOT NULL,
+    PRIMARY KEY (bucket_ns, lot)
+) WITHOUT ROWID
+"""
+
+_LOT_UPSERT = """
+INSERT INTO lot_1h (bucket_ns, lot, count, sum, max, station, product, last_ns)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (bucket_ns, lot) DO UPDATE SET
+    count = count + excluded.count,
+    sum = sum + excluded.sum,
+    max = MAX(max, excluded.max),
+    station = CASE WHEN excluded.last_ns >= last_ns THEN excluded.station ELSE station END,
+    product = CASE WHEN excluded.last_ns >= last_ns THEN excluded.product ELSE product END,
+    last_ns = MAX(last_ns, excluded.last_ns)
+"""
+
+#: Raw-point summary per tag set and UTC hour of ``[?, ?)``, oldest newest sample first.
+_LOT_RAW = """
+SELECT t.lot, t.station, t.product, p.ts_ns - p.ts_ns % ?, COUNT(*), SUM(p.value),
+    MAX(p.value), MAX(p.ts_ns)
+FROM points p JOIN tagsets t ON t.id = p.tags_id
+WHERE p.series_id IN (SELECT id FROM series WHERE measurement = ? AND field = ?)
+    AND p.ts_ns >= ? AND p.ts_ns < ? AND t.lot != ''
+GROUP BY p.tags_id, 4 ORDER BY 8
+"""
+
+#: Lot rollups: table, time column, how much to drop at once when over the disk bound.
+_LOT_TABLE = ("lot_1h", "bucket_ns", 30 * DAY_NS)
 
 _LATEST_UPSERT = """
 INSERT INTO latest (series_id, ts_ns, value, tags_id) VALUES (?, ?, ?, ?)
@@ -290,6 +354,7 @@ class History:
         raw_retention_s: float,
         rollup_1m_retention_s: float,
         rollup_1h_retention_s: float,
+        lot_retention_s: float = 2 * 365 * 86_400,
     ) -> None:
         self._conn = conn
         self._reader = reader
@@ -300,6 +365,7 @@ class History:
             Resolution.MINUTE: int(rollup_1m_retention_s * NS),
             Resolution.HOUR: int(rollup_1h_retention_s * NS),
         }
+        self._lot_retention_ns = int(lot_retention_s * NS)
         self._pending: collections.deque[Point] = collections.deque(maxlen=max_pending)
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -319,6 +385,7 @@ class History:
         raw_retention_s: float = 30 * 86_400,
         rollup_1m_retention_s: float = 2 * 365 * 86_400,
         rollup_1h_retention_s: float = 2 * 365 * 86_400,
+        lot_retention_s: float = 2 * 365 * 86_400,
     ) -> History:
         """Open (creating if needed) the history database at ``path``.
 
@@ -329,6 +396,7 @@ class History:
             raw_retention_s: Age beyond which raw points are pruned.
             rollup_1m_retention_s: Age beyond which 1-minute rollups are pruned.
             rollup_1h_retention_s: Age beyond which hourly rollups are pruned.
+            lot_retention_s: Age beyond which lot rollups are pruned.
 
         Raises:
             HistoryError: The database cannot be opened.
@@ -346,6 +414,7 @@ class History:
             raw_retention_s=raw_retention_s,
             rollup_1m_retention_s=rollup_1m_retention_s,
             rollup_1h_retention_s=rollup_1h_retention_s,
+            lot_retention_s=lot_retention_s,
         )
 
     # -- writing -------------------------------------------------------------
@@ -419,6 +488,7 @@ class History:
             minute: dict[tuple[int, int], list[float]] = {}
             hour: dict[tuple[int, int], list[float]] = {}
             newest: dict[int, tuple[int, float, int]] = {}
+            lots: dict[tuple[int, str], _LotAgg] = {}
             inserted = 0
             for meas, dev, fld, ts, value, station, lot, product in batch:
                 sid = self._series_id(conn, (meas, dev, fld))
@@ -444,12 +514,15 @@ class History:
                 prev = newest.get(sid)
                 if prev is None or ts >= prev[0]:
                     newest[sid] = (ts, value, tid)
+                if lot and meas == LOT_MEASUREMENT and fld == LOT_FIELD:
+                    _fold_lot(lots, (lot, station, product, 1, value, value, ts))
             for table, acc in (("rollup_1m", minute), ("rollup_1h", hour)):
                 conn.executemany(
                     _ROLLUP_UPSERT.format(table=table),
                     [(s, b, int(a[0]), a[1], a[2], a[3]) for (s, b), a in acc.items()],
                 )
             conn.executemany(_LATEST_UPSERT, [(s, ts, v, t) for s, (ts, v, t) in newest.items()])
+            conn.executemany(_LOT_UPSERT, _lot_upserts(lots))
         return inserted
 
     def _series_id(self, conn: sqlite3.Connection, key: tuple[str, str, str]) -> int:
@@ -500,25 +573,39 @@ class History:
                         f"DELETE FROM {table} WHERE series_id = ? AND {col} < ?",
                         [(sid, cutoff) for sid in ids],
                     )
+                conn.execute(
+                    "DELETE FROM lot_1h WHERE bucket_ns < ?", (now_ns - self._lot_retention_ns,)
+                )
             self._conn.executescript("PRAGMA incremental_vacuum;")  # steps to the end
             return self._enforce_bound(ids)
 
     def _enforce_bound(self, ids: Sequence[int]) -> int:
         dropped_raw = 0
-        for res, (table, col, step) in _TABLES.items():
+        steps: list[tuple[str, str, str, int, Sequence[int] | None]] = [
+            (res.value, table, col, step, ids) for res, (table, col, step) in _TABLES.items()
+        ]
+        steps.append(("lot", *_LOT_TABLE, None))  # not per series
+        for label, table, col, step, per_series in steps:
             while self.used_bytes() > self._max_bytes:
-                oldest = _oldest(self._conn, table, col, ids)
+                if per_series is None:
+                    row = self._conn.execute(f"SELECT MIN({col}) FROM {table}").fetchone()
+                    oldest = None if row[0] is None else int(row[0])
+                else:
+                    oldest = _oldest(self._conn, table, col, per_series)
                 if oldest is None:
                     break
                 cutoff = oldest + step
                 with self._conn as conn:
                     before = conn.total_changes
-                    conn.executemany(
-                        f"DELETE FROM {table} WHERE series_id = ? AND {col} < ?",
-                        [(sid, cutoff) for sid in ids],
-                    )
+                    if per_series is None:
+                        conn.execute(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,))
+                    else:
+                        conn.executemany(
+                            f"DELETE FROM {table} WHERE series_id = ? AND {col} < ?",
+                            [(sid, cutoff) for sid in per_series],
+                        )
                     count = conn.total_changes - before
-                    if res is Resolution.RAW:
+                    if table == "points":
                         conn.execute(
                             "INSERT INTO meta (key, value) VALUES ('dropped_raw_total', ?)"
                             " ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
@@ -530,7 +617,7 @@ class History:
                     "History over its disk bound of %d bytes: dropped %d %s rows older than %d",
                     self._max_bytes,
                     count,
-                    res.value,
+                    label,
                     cutoff,
                 )
         return dropped_raw
@@ -623,40 +710,47 @@ class History:
         return self._query(read)
 
     def lots_today(self, since_ns: int) -> dict[str, LotSummary]:
-        """Moisture per lot since ``since_ns`` (e.g. local midnight), from raw points.
+        """Moisture per lot since ``since_ns`` (e.g. local midnight).
 
-        Samples without a lot are left out. Station and product are those of
-        the lot's newest sample.
+        Whole UTC hours from ``since_ns`` on come from the ``lot_1h`` rollup; if
+        ``since_ns`` is not an hour boundary, the partial first hour comes from
+        raw points (so it is exact while they are stored, and missing once they
+        are pruned). Samples without a lot are left out. Station and product are
+        those of the lot's newest sample.
         """
+        boundary = -(-since_ns // HOUR_NS) * HOUR_NS  # first bucket starting at or after
 
-        def read(conn: sqlite3.Connection) -> dict[str, LotSummary]:
-            out: dict[str, LotSummary] = {}
-            rows = conn.execute(
-                "SELECT t.lot, t.station, t.product, COUNT(*), SUM(p.value), MAX(p.value),"
-                " MAX(p.ts_ns) FROM points p JOIN tagsets t ON t.id = p.tags_id"
-                " WHERE p.series_id IN"
-                " (SELECT id FROM series WHERE measurement = ? AND field = ?)"
-                " AND p.ts_ns >= ? AND t.lot != ''"
-                " GROUP BY p.tags_id ORDER BY 7",
-                (LOT_MEASUREMENT, LOT_FIELD, since_ns),
-            ).fetchall()
-            sums: dict[str, float] = {}
-            for lot, station, product, count, total, high, last in rows:
-                prev = out.get(lot)
-                n = int(count) + (prev.count if prev else 0)
-                sums[lot] = sums.get(lot, 0.0) + float(total)
-                out[lot] = LotSummary(
-                    lot=str(lot),
-                    count=n,
-                    mean_pct=sums[lot] / n,
-                    max_pct=max(float(high), prev.max_pct if prev else -math.inf),
-                    station=str(station),
-                    product=str(product),
-                    last_ns=int(last),  # rows come oldest-newest, so the last one wins
+        def read(conn: sqlite3.Connection) -> list[LotRow]:
+            rows: list[LotRow] = []
+            if boundary > since_ns:
+                rows.extend(_lot_rows_from_raw(conn, since_ns, boundary))
+            rows.extend(
+                (str(lot), str(st), str(pr), int(n), float(total), float(high), int(last))
+                for lot, st, pr, n, total, high, last in conn.execute(
+                    "SELECT lot, station, product, count, sum, max, last_ns FROM lot_1h"
+                    " WHERE bucket_ns >= ? ORDER BY last_ns",
+                    (boundary,),
                 )
-            return out
+            )
+            return rows
 
-        return self._query(read)
+        out: dict[str, LotSummary] = {}
+        sums: dict[str, float] = {}
+        # Oldest newest-sample first (the raw head is all before the buckets): the last wins.
+        for lot, station, product, count, total, high, last in self._query(read):
+            prev = out.get(lot)
+            n = count + (prev.count if prev else 0)
+            sums[lot] = sums.get(lot, 0.0) + total
+            out[lot] = LotSummary(
+                lot=lot,
+                count=n,
+                mean_pct=sums[lot] / n,
+                max_pct=max(high, prev.max_pct if prev else -math.inf),
+                station=station,
+                product=product,
+                last_ns=last,
+            )
+        return out
 
     def daily_hours(
         self, huller: str, days: int, *, tz: tzinfo, now_ns: int | None = None
@@ -742,6 +836,76 @@ def _oldest(conn: sqlite3.Connection, table: str, col: str, ids: Iterable[int]) 
     return oldest
 
 
+@dataclass(slots=True)
+class _LotAgg:
+    """One ``lot_1h`` bucket being built in Python before its UPSERT."""
+
+    count: int
+    total: float
+    high: float
+    station: str
+    product: str
+    last_ns: int
+
+    def merge(self, row: LotRow) -> None:
+        """Fold in ``row`` (station and product follow the newer sample; later wins a tie)."""
+        _, station, product, count, total, high, last = row
+        self.count += count
+        self.total += total
+        self.high = max(self.high, high)
+        if last >= self.last_ns:
+            self.station, self.product, self.last_ns = station, product, last
+
+
+def _fold_lot(acc: dict[tuple[int, str], _LotAgg], row: LotRow) -> None:
+    """Fold ``row`` into the bucket of its newest sample in ``acc``."""
+    lot, station, product, count, total, high, last = row
+    key = (last - last % HOUR_NS, lot)
+    agg = acc.get(key)
+    if agg is None:
+        acc[key] = _LotAgg(count, total, high, station, product, last)
+    else:
+        agg.merge(row)
+
+
+def _lot_upserts(acc: dict[tuple[int, str], _LotAgg]) -> list[tuple[object, ...]]:
+    return [
+        (b, lot, a.count, a.total, a.high, a.station, a.product, a.last_ns)
+        for (b, lot), a in acc.items()
+    ]
+
+
+def _lot_rows_from_raw(conn: sqlite3.Connection, start_ns: int, end_ns: int) -> list[LotRow]:
+    """Lot aggregates of raw points in ``[start_ns, end_ns)`` per tag set and hour."""
+    return [
+        (str(lot), str(st), str(pr), int(n), float(total), float(high), int(last))
+        for lot, st, pr, _, n, total, high, last in conn.execute(
+            _LOT_RAW, (HOUR_NS, LOT_MEASUREMENT, LOT_FIELD, start_ns, end_ns)
+        )
+    ]
+
+
+def _ensure_lot_rollup(conn: sqlite3.Connection) -> None:
+    """Create ``lot_1h`` if missing and backfill it from raw points, in one transaction."""
+    exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lot_1h'"
+    if conn.execute(exists).fetchone():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute(exists).fetchone() is None:  # another process may have won
+            conn.execute(_LOT_SCHEMA)
+            acc: dict[tuple[int, str], _LotAgg] = {}
+            for row in _lot_rows_from_raw(conn, -(2**63), 2**63 - 1):
+                _fold_lot(acc, row)  # rows are per tag set and hour, so no bucket spills
+            conn.executemany(_LOT_UPSERT, _lot_upserts(acc))
+            if acc:
+                log.info("History: backfilled %d lot rollup rows from raw points", len(acc))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _connect(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -751,6 +915,7 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(SCHEMA)
+    _ensure_lot_rollup(conn)
     # isolation_level=None is autocommit; "with conn" needs implicit BEGIN.
     conn.isolation_level = "DEFERRED"
     reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
@@ -847,6 +1012,7 @@ async def open_history(
     raw_retention_s: float = 30 * 86_400,
     rollup_1m_retention_s: float = 2 * 365 * 86_400,
     rollup_1h_retention_s: float = 2 * 365 * 86_400,
+    lot_retention_s: float = 2 * 365 * 86_400,
     flush_interval_s: float = 1.0,
     prune_interval_s: float = 3600.0,
     clock_ns: Callable[[], int] = time.time_ns,
@@ -870,6 +1036,7 @@ async def open_history(
                 raw_retention_s=raw_retention_s,
                 rollup_1m_retention_s=rollup_1m_retention_s,
                 rollup_1h_retention_s=rollup_1h_retention_s,
+                lot_retention_s=lot_retention_s,
             ),
         )
     except BaseException:

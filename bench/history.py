@@ -4,11 +4,14 @@ Builds a history of ``--devices`` moisture meters at one reading per second (one
 field, ``moisture_pct``) without going through ``add``: 41 M raw points for 30
 days takes too long for a quick run, so ``--days`` (30) of 1-minute and hourly
 rollups and the last ``--raw-days`` (1) of raw points are written directly with
-``executemany`` in large transactions, in the store's own schema. Then measures,
+``executemany`` in large transactions, in the store's own schema (the ``lot_1h``
+lot rollups for all ``--days`` too, one lot per device). Then measures,
 over ``--repeats`` runs each: one device's 1 h (raw), 24 h (1-minute rollups) and
 30 d (hourly rollups) ``series``; a 24 h panel of all devices (16 queries in a
-row, timed as one); ``latest`` and ``lots_today``; the cost of one flush of
-one second of readings through ``add``; and the database size on disk.
+row, timed as one); ``latest``; ``lots_today`` since 12 h ago (from the lot
+rollup; checked against, and timed beside, the raw-point scan it replaced,
+``lots_today_raw_scan``); the cost of one flush of one second of readings
+through ``add``; and the database size on disk.
 
 Usage: ``PYTHONPATH=. python bench/history.py [--devices 16] [--days 30] [--raw-days 1]``.
 Prints one JSON document. Target: 24 h panel of 16 devices p95 <= 100 ms.
@@ -51,7 +54,7 @@ def build(h: History, devices: int, days: int, raw_days: int, end_ns: int) -> di
     start_s = (end_ns - days * DAY_NS) // NS
     raw_start_s = (end_ns - raw_days * DAY_NS) // NS
     end_s = end_ns // NS
-    counts = {"raw": 0, "rollup_1m": 0, "rollup_1h": 0}
+    counts = {"raw": 0, "rollup_1m": 0, "rollup_1h": 0, "lot_1h": 0}
     for d in range(devices):
         sid = d + 1
         minutes = []
@@ -79,11 +82,37 @@ def build(h: History, devices: int, days: int, raw_days: int, end_ns: int) -> di
             conn.execute(
                 "INSERT INTO latest VALUES (?, ?, ?, ?)", (sid, (end_s - 1) * NS, 11.0, sid)
             )
+            conn.executemany(
+                "INSERT INTO lot_1h VALUES (?, ?, ?, ?, ?, 'recepcao', 'cafe', ?)",
+                [
+                    (b, f"L-{d}", int(a[0]), a[1], a[3], min(b + HOUR_NS, end_ns) - NS)
+                    for b, a in hours.items()
+                ],
+            )
         counts["raw"] += end_s - raw_start_s
         counts["rollup_1m"] += len(minutes)
         counts["rollup_1h"] += len(hours)
+        counts["lot_1h"] += len(hours)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     return counts
+
+
+def lots_raw_scan(h: History, since_ns: int) -> dict[str, tuple[int, float, float, int]]:
+    """The raw-point query ``lots_today`` used before the lot rollup.
+
+    Returns lot -> (count, sum, max, last_ns).
+    """
+    out: dict[str, tuple[int, float, float, int]] = {}
+    for lot, n, total, high, last in h.connection.execute(
+        "SELECT t.lot, COUNT(*), SUM(p.value), MAX(p.value), MAX(p.ts_ns)"
+        " FROM points p JOIN tagsets t ON t.id = p.tags_id"
+        " WHERE p.series_id IN"
+        " (SELECT id FROM series WHERE measurement = 'moisture' AND field = 'moisture_pct')"
+        " AND p.ts_ns >= ? AND t.lot != '' GROUP BY t.lot",
+        (since_ns,),
+    ):
+        out[str(lot)] = (int(n), float(total), float(high), int(last))
+    return out
 
 
 def measure(fn: Callable[[], object], repeats: int) -> dict[str, float]:
@@ -135,7 +164,20 @@ def main() -> None:
 
         res["panel_24h_all_devices"] = measure(panel, args.repeats)
         res["latest"] = measure(lambda: h.latest("moisture"), args.repeats)
-        res["lots_today"] = measure(lambda: h.lots_today(end_ns - 12 * HOUR_NS), 10)
+        since = end_ns - 12 * HOUR_NS
+        lots = h.lots_today(since)
+        raw = lots_raw_scan(h, since)
+        matches = set(lots) == set(raw) and all(
+            (s.count, s.max_pct, s.last_ns) == (raw[k][0], raw[k][2], raw[k][3])
+            and abs(s.mean_pct - raw[k][1] / raw[k][0]) < 1e-9
+            for k, s in lots.items()
+        )
+        res["lots_today"] = {
+            "lots": len(lots),
+            "matches_raw_scan": matches,
+            **measure(lambda: h.lots_today(since), args.repeats),
+        }
+        res["lots_today_raw_scan"] = measure(lambda: lots_raw_scan(h, since), 10)
         seq = [0]
 
         def one_second() -> None:

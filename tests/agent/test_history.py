@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from datetime import date, timedelta, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from agent.history import (
     MINUTE_NS,
     NS,
     History,
+    LotSummary,
     Resolution,
     choose_resolution,
     open_history,
@@ -104,6 +106,7 @@ def test_disk_bound_drops_oldest_raw_first(tmp_path: Path) -> None:
     assert stats.dropped_raw_total == dropped
     # The newest raw data survives; the oldest hour is now only in rollups.
     assert h.series("moisture", "umid-1", "moisture_pct", T0 + 11 * HOUR_NS, T0 + 12 * HOUR_NS)
+    assert h.lots_today(T0)["L-1"].count == 12 * 3600  # lot rollups outlive dropped raw points
     assert not h.series("moisture", "umid-1", "moisture_pct", T0, T0 + 60 * NS)
     assert (
         len(h.series("moisture", "umid-1", "moisture_pct", T0, T0 + DAY_NS)) == 360
@@ -119,6 +122,7 @@ def test_survives_restart(tmp_path: Path) -> None:
     h.close()
     h = History.open(tmp_path / "h.db")
     feed(h, T0 + 2 * HOUR_NS, 10)
+    assert h.lots_today(T0)["L-1"].count == 21
     points = h.series("moisture", "umid-1", "moisture_pct", T0, T0 + 3 * HOUR_NS, max_points=10_000)
     assert len(points) == 21
     assert len(h.series("moisture", "umid-1", "moisture_pct", T0, T0 + DAY_NS)) == 3
@@ -246,3 +250,181 @@ async def test_open_history_flushes_in_background(tmp_path: Path) -> None:
         assert stats.pending == 0
         points = await h.series("moisture", "umid-1", "moisture_pct", T0, T0 + 2 * NS)
         assert points == [(T0, 11.5), (T0 + NS, 12.5)]  # the pending one was written on exit
+
+
+# -- lots_today from the lot rollup ------------------------------------------
+
+HOSTILE = "L'); DROP TABLE lot_1h;--"
+
+
+def random_readings(seed: int) -> list[Reading]:
+    """Readings over ~50 h around T0, distinct timestamps (so "newest" is well defined)."""
+    rng = random.Random(seed)
+    stamps = rng.sample(range(-26 * 3600 * 10, 24 * 3600 * 10), 600)  # tenths of a second
+    out = []
+    for i, tenths in enumerate(stamps):
+        ts = T0 + tenths * NS // 10
+        lot = rng.choice(["L-1", "L-2", "L-3", "", HOSTILE])
+        tags = {
+            "station": rng.choice(["recepcao", "secador"]),
+            "product": rng.choice(["cafe", "conilon"]),
+            "lot": lot,
+        }
+        measurement = rng.choice(["moisture"] * 5 + ["scale"])  # other measurements ignored
+        out.append(
+            Reading(
+                ts_ns=ts,
+                seq=i,
+                device=rng.choice(["umid-1", "umid-2", "umid-3"]),
+                measurement=measurement,
+                fields={"moisture_pct": round(rng.uniform(8, 20), 2), "temperature_c": 25.0},
+                tags=tags,
+            )
+        )
+    return out
+
+
+def lots_from_readings(readings: list[Reading], since_ns: int) -> dict[str, LotSummary]:
+    """What lots_today must return: the first stored sample per (device, ts) wins."""
+    seen: set[tuple[str, int]] = set()
+    per_lot: dict[str, list[tuple[int, float, str, str]]] = {}
+    for r in readings:
+        if r.measurement != "moisture" or (r.device, r.ts_ns) in seen:
+            continue
+        seen.add((r.device, r.ts_ns))
+        if r.ts_ns >= since_ns and r.tags["lot"]:
+            pct = r.fields["moisture_pct"]
+            assert isinstance(pct, float)
+            per_lot.setdefault(r.tags["lot"], []).append(
+                (r.ts_ns, pct, r.tags["station"], r.tags["product"])
+            )
+    out = {}
+    for lot, samples in per_lot.items():
+        last = max(samples)
+        out[lot] = LotSummary(
+            lot=lot,
+            count=len(samples),
+            mean_pct=sum(s[1] for s in samples) / len(samples),
+            max_pct=max(s[1] for s in samples),
+            station=last[2],
+            product=last[3],
+            last_ns=last[0],
+        )
+    return out
+
+
+def assert_lots_equal(got: dict[str, LotSummary], want: dict[str, LotSummary]) -> None:
+    assert set(got) == set(want)
+    for lot, w in want.items():
+        g = got[lot]
+        assert g.mean_pct == pytest.approx(w.mean_pct, rel=1e-12)
+        assert (g.lot, g.count, g.max_pct, g.station, g.product, g.last_ns) == (
+            w.lot,
+            w.count,
+            w.max_pct,
+            w.station,
+            w.product,
+            w.last_ns,
+        )
+
+
+def sinces(seed: int) -> list[int]:
+    rng = random.Random(seed)
+    on_hours = [T0 + h * HOUR_NS for h in range(-27, 26, 3)]
+    inside = [T0 + rng.randrange(-27 * HOUR_NS, 25 * HOUR_NS) for _ in range(8)]
+    return [*on_hours, *inside, T0 - 365 * DAY_NS, T0 + 30 * DAY_NS]
+
+
+def write_in_batches(h: History, readings: list[Reading], seed: int) -> None:
+    rng = random.Random(seed)
+    for i, r in enumerate(readings):
+        h.add(r)
+        if rng.random() < 0.05 or i == len(readings) - 1:
+            h.flush()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lots_today_equals_raw_on_random_data(tmp_path: Path, seed: int) -> None:
+    readings = random_readings(seed)
+    # Replays of stored points (same device and ts, another value) are ignored.
+    replays = [
+        Reading(
+            ts_ns=r.ts_ns,
+            seq=r.seq,
+            device=r.device,
+            measurement=r.measurement,
+            fields={"moisture_pct": 99.0},
+            tags=r.tags,
+        )
+        for r in random.Random(seed).sample(readings, 30)
+    ]
+    readings = readings + replays
+    h = History.open(tmp_path / "h.db")
+    write_in_batches(h, readings, seed)
+    for since in sinces(seed):
+        assert_lots_equal(h.lots_today(since), lots_from_readings(readings, since))
+    h.close()
+    # Survives a restart, and keeps counting after it.
+    h = History.open(tmp_path / "h.db")
+    more = [
+        Reading(
+            ts_ns=T0 + 30 * HOUR_NS + i * NS,
+            seq=i,
+            device="umid-9",
+            measurement="moisture",
+            fields={"moisture_pct": 12.0 + i},
+            tags={"station": "s", "lot": "L-1", "product": "p"},
+        )
+        for i in range(5)
+    ]
+    write_in_batches(h, more, seed)
+    for since in sinces(seed + 100):
+        assert_lots_equal(h.lots_today(since), lots_from_readings(readings + more, since))
+    h.close()
+
+
+def test_lot_rollup_is_backfilled_once_on_an_old_database(tmp_path: Path) -> None:
+    readings = random_readings(42)
+    h = History.open(tmp_path / "h.db")
+    write_in_batches(h, readings, 42)
+    h.close()
+    conn = sqlite3.connect(tmp_path / "h.db")
+    conn.execute("DROP TABLE lot_1h")  # a database from before the lot rollup
+    conn.commit()
+    conn.close()
+    for _ in range(2):  # the second open must not backfill again
+        h = History.open(tmp_path / "h.db")
+        for since in sinces(42):
+            assert_lots_equal(h.lots_today(since), lots_from_readings(readings, since))
+        h.close()
+
+
+def test_lot_rollup_retention(tmp_path: Path) -> None:
+    h = History.open(tmp_path / "h.db", raw_retention_s=86_400)
+    feed(h, T0, 360, step_ns=10 * NS)
+    h.prune(T0 + 2 * DAY_NS)
+    assert h.series("moisture", "umid-1", "moisture_pct", T0, T0 + HOUR_NS) == []  # raw gone
+    # Whole hours still count the pruned raw points; a partial first hour needs them.
+    assert h.lots_today(T0)["L-1"].count == 360
+    assert h.lots_today(T0 - 30 * MINUTE_NS)["L-1"].count == 360
+    assert h.lots_today(T0 + NS) == {}
+    h.prune(T0 + 2 * 365 * DAY_NS + HOUR_NS)
+    assert h.lots_today(0) == {}
+    h.close()
+
+
+def test_disk_bound_drops_lot_rollups_last(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = History.open(tmp_path / "h.db", max_mb=0.01)  # below the empty schema: all must go
+    for day in range(3):
+        feed(h, T0 + day * DAY_NS, 90, step_ns=HOUR_NS // 4)
+    assert h.lots_today(T0)["L-1"].count == 270
+    with caplog.at_level("WARNING", logger="agent.history"):
+        h.prune(T0 + 3 * DAY_NS)
+    rank = {"raw": 0, "1m": 1, "1h": 2, "lot": 3}
+    order = [rank[str(r.args[2])] for r in caplog.records if isinstance(r.args, tuple)]
+    assert order == sorted(order)
+    assert order[-1] == rank["lot"]
+    assert h.lots_today(0) == {}
+    h.close()
