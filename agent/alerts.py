@@ -40,7 +40,7 @@ from pathlib import Path
 from agent.config import AlertsConfig
 from agent.health import Health
 from agent.lots import LotError, check_by
-from agent.lotservice import MAX_COMMAND_BYTES, Outgoing
+from agent.lotservice import MAX_COMMAND_BYTES, Outgoing, encode_json
 from agent.outbox import Outbox
 from agent.readings import Reading, Stamper
 from agent.rules import (
@@ -90,11 +90,9 @@ def build_rules(cfg: AlertsConfig) -> list[Rule]:
         )
     silent = cfg.device_silent
     if silent.enabled:
-        by_driver: dict[str, float | None] = dict(DeviceSilentRule().silent_s_by_driver)
-        by_driver.update(silent.silent_s_by_driver)
         rules.append(
             DeviceSilentRule(
-                silent_s_by_driver=by_driver,
+                silent_s_by_driver=dict(silent.silent_s_by_driver),
                 silent_s_by_device=dict(silent.silent_s_by_device),
                 repeat_s=silent.repeat_s,
             )
@@ -301,9 +299,7 @@ class AlertService:
     def _retain(self, alert: Alert) -> None:
         if self._publish_state is None:
             return
-        payload = json.dumps(
-            alert_payload(alert), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        payload = encode_json(alert_payload(alert))
         self._publish_state(
             Outgoing(topic=f"alerts/{alert.rule}/{alert.subject}", payload=payload, retain=True)
         )
@@ -352,8 +348,7 @@ class AlertService:
 
 
 def _reply(topic: str, doc: Mapping[str, object]) -> Outgoing:
-    payload = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return Outgoing(topic=topic, payload=payload)
+    return Outgoing(topic=topic, payload=encode_json(doc))
 
 
 def _write_atomic(path: Path, text: str) -> None:

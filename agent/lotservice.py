@@ -62,7 +62,8 @@ class Outgoing:
     retain: bool = False
 
 
-def _json(doc: object) -> bytes:
+def encode_json(doc: object) -> bytes:
+    """Compact, key-sorted UTF-8 JSON: replies and retained states."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -78,7 +79,7 @@ def lot_state(station: str, active: ActiveLot | None) -> Outgoing:
             "by": active.set_by,
             "source": active.source,
         }
-    return Outgoing(topic=f"lots/{station}", payload=_json(doc), retain=True)
+    return Outgoing(topic=f"lots/{station}", payload=encode_json(doc), retain=True)
 
 
 class LotService:
@@ -221,8 +222,10 @@ class LotService:
         await self.refresh()
         active = self._active.get(station)
         ok = {"ok": True, "station": station, "lot": None if active is None else active.lot}
-        return [Outgoing(topic=reply_topic, payload=_json(ok))]
+        return [Outgoing(topic=reply_topic, payload=encode_json(ok))]
 
 
 def _reply(topic: str, station: str | None, error: str) -> Outgoing:
-    return Outgoing(topic=topic, payload=_json({"ok": False, "station": station, "error": error}))
+    return Outgoing(
+        topic=topic, payload=encode_json({"ok": False, "station": station, "error": error})
+    )

@@ -26,7 +26,7 @@ from agent.readings import Reading, encode_reading
 from agent.sinks.base import Record, Rejection, Sink
 from agent.sinks.influx import open_influx_v1, parse_retry_after
 from agent.sinks.lineprotocol import encode_line
-from tests.services.influxd import free_port
+from tests.services.net import free_port
 
 TS = 1_796_035_314_000_000_000
 

@@ -30,7 +30,7 @@ from tests.agent.test_influx_sink import (
     server,
     too_large_over,
 )
-from tests.services.influxd import free_port
+from tests.services.net import free_port
 
 __all__ = ["server"]  # the fixture, shared with the v1 tests
 

@@ -29,7 +29,7 @@ from agent.sinks.webhook import (
     open_webhook,
 )
 from drivers.events import FieldValue
-from tests.services.influxd import free_port
+from tests.services.net import free_port
 
 TS = 1_796_035_314_123_456_789
 SECRET = "s3cret-token"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import pytest
+
+from tests.services.net import free_port
 
 NOT_FOUND = "influxd not found: install Debian package 'influxdb' (apt-get install influxdb)"
 
@@ -72,14 +73,6 @@ def influxd_binary() -> str:
     if path is None:
         pytest.fail(NOT_FOUND, pytrace=False)
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class InfluxServer:
