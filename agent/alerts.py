@@ -30,6 +30,7 @@ notifies it again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ from agent.outbox import Outbox
 from agent.readings import Reading, Stamper
 from agent.rules import (
     Alert,
+    AlertState,
     DeviceSilentRule,
     DeviceSnapshot,
     Engine,
@@ -67,6 +69,9 @@ ALERTS_DEVICE = "alerts"
 
 #: Alert events waiting for the outbox; past this the oldest non-notifying ones go.
 MAX_PENDING = 10_000
+
+#: Recent notified alert events kept in memory for the dashboard's alert page.
+RECENT_ALERTS = 100
 
 #: Shortest time between two saves of the engine state after notifications.
 MIN_SAVE_INTERVAL_S = 0.5
@@ -133,6 +138,7 @@ class AlertService:
         outbox: Outbox,
         health: Health,
         publish_state: Callable[[Outgoing], None] | None = None,
+        on_alert: Callable[[Alert], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
         tick_s: float = 1.0,
         save_s: float = 60.0,
@@ -143,6 +149,8 @@ class AlertService:
         self._outbox = outbox
         self._health = health
         self._publish_state = publish_state
+        self._on_alert = on_alert
+        self._recent: collections.deque[Alert] = collections.deque(maxlen=RECENT_ALERTS)
         self._clock_ns = clock_ns
         self._tick_s = tick_s
         self._save_s = save_s
@@ -174,6 +182,10 @@ class AlertService:
     def engine(self) -> Engine:
         """The rule engine (read-only use: current alerts for pages and commands)."""
         return self._engine
+
+    def recent(self) -> list[Alert]:
+        """The latest notified transitions and acknowledgements, newest first (this run)."""
+        return list(reversed(self._recent))
 
     def publish_all(self) -> None:
         """Push the retained state of every open alert (at start, after a restore)."""
@@ -259,6 +271,10 @@ class AlertService:
         readings = []
         for alert in batch:
             self._retain(alert)
+            if alert.notify or alert.state is AlertState.ACKNOWLEDGED:
+                self._recent.append(alert)
+            if self._on_alert is not None:
+                self._on_alert(alert)
             point = alert_point(alert, site=self._site)
             # The device an alert is about becomes ``source_device``: ``device``
             # is the tag every point carries (here ``alerts``), and a field of

@@ -1,85 +1,174 @@
-"""The agent's local HTTP API: read state, set lots, acknowledge alerts.
+"""The agent's JSON API: what the dashboard pages read, and the writes they make.
 
-Bound to 127.0.0.1 by default (``[api] bind``). Reading is open to whoever can
-reach the port; every write needs ``Authorization: Bearer <token>`` with the
-token from ``[api] token_env`` (compared in constant time). With no token
-configured, write endpoints answer 403: a misconfigured box refuses rather
-than accepts. Writes go through the same code as the MQTT commands (the lot
-service, the alert engine), so validation and replies are identical.
+Served by ``agent.web`` (which adds the pages, login, CSRF checks and live
+events). Every answer is JSON; times are integer nanoseconds since the epoch
+(``*_ns``). Reads::
 
-    GET  /api/health                        agent, devices and sinks
-    GET  /api/lots                          active lot per station
-    GET  /api/alerts                        open alerts
-    POST /api/lots/{station}                {"lot": "L-0042" | null, "by": "maria"}
-    POST /api/alerts/{rule}/{subject}/ack   {"by": "maria"}
+    GET  /api/health                          agent, devices and sinks (as on MQTT)
+    GET  /api/warehouse                       meters, stations' lots, today's lots, wet-lot alerts
+    GET  /api/series?measurement=&device=&field=&range=1h|6h|24h|7d|30d   (or start_ns, end_ns)
+    GET  /api/hullers                         hullers, service tasks, running hours per day
+    GET  /api/devices                         device health, sink backlogs, history disk use
+    GET  /api/lots                            active lot per station
+    GET  /api/alerts                          open alerts
+    GET  /api/alerts/recent                   notified alert events of this run, newest first
 
-Answers are JSON; a refused write is 400 with ``{"ok": false, "error": ...}``
-(the same reason the MQTT reply would carry), 401 without a valid token, 413
-for a body over 1 KiB.
+Writes (who may, and the CSRF rule, in ``agent.webauth``)::
+
+    POST /api/lots/{station}              {"lot": "L-0042" | null}
+    POST /api/alerts/{rule}/{subject}/ack {}
+    POST /api/hullers/{huller}/services   {"task": "oil", "note": "...", "at": "2026-11-30 08:00"}
+
+Writes go through the same code as the MQTT commands and the CLI (the lot
+service, the alert engine, ``maintenance.record_service``), so validation and
+replies are identical. A refused write is 400 with ``{"ok": false, "error":
+...}``; a body over ``MAX_COMMAND_BYTES`` is 413. Who wrote is the logged-in
+user (a ``by`` in the body is ignored), or the body's ``by`` with the API token.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 from aiohttp import web
 
 from agent.alerts import AlertService
-from agent.health import Health
+from agent.config import Config
+from agent.health import DeviceState, Health
+from agent.history import NS, AsyncHistory, choose_resolution
+from agent.hullers import HullerService
+from agent.live import LiveHub
 from agent.lotservice import MAX_COMMAND_BYTES, LotService, Outgoing
+from agent.maintenance import (
+    AsyncMaintenanceStore,
+    MaintenanceError,
+    UsageError,
+    huller_status,
+    record_service,
+)
+from agent.outbox import Outbox
+from agent.readings import Reading
 from agent.rules import alert_payload
 
 log = logging.getLogger(__name__)
 
-_HEALTH = web.AppKey("health", Health)
-_LOTS = web.AppKey("lots", LotService)
-_ALERTS = web.AppKey("alerts", object)
-_TOKEN = web.AppKey("token", str)
-_PUBLISH = web.AppKey("publish", object)
+#: Chart ranges the pages offer, in nanoseconds.
+RANGES_NS = {
+    "1h": 3600 * NS,
+    "6h": 6 * 3600 * NS,
+    "24h": 24 * 3600 * NS,
+    "7d": 7 * 86400 * NS,
+    "30d": 30 * 86400 * NS,
+}
+#: Longest range a ``series`` query may ask for (the hourly rollups' default retention).
+MAX_RANGE_NS = 731 * 86400 * NS
+#: Points per chart: one per pixel column of a wide screen is plenty.
+MAX_POINTS = 1000
+#: Days in the hullers' running-hours chart.
+HOURS_CHART_DAYS = 14
+
+MOISTURE_DRIVERS = ("moisture.",)
 
 
-def _json(doc: object, status: int = 200) -> web.Response:
-    return web.json_response(doc, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+def _version() -> str:
+    try:
+        return version("coffee-telemetry")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout without install
+        return "0+unknown"
 
 
-def _authorized(request: web.Request) -> web.Response | None:
-    token = request.app[_TOKEN]
-    if not token:
-        return _json({"ok": False, "error": "writes are disabled: no API token configured"}, 403)
-    header = request.headers.get("Authorization", "")
-    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
-        return _json({"ok": False, "error": "missing or wrong API token"}, 401)
-    return None
+@dataclass(slots=True)
+class WebDeps:
+    """What the API reads and writes through (None: that part of the agent is off).
+
+    Attributes:
+        cfg: The site configuration.
+        health: Device and sink health.
+        hub: Live fan-out (also the newest reading per device).
+        lots: Active lots per station.
+        alerts: The alert service.
+        history: The local history.
+        hullers: The huller service (live totals).
+        maintenance: The maintenance store.
+        outbox: The outbox (backlog per sink).
+        publish: Sends replies and states to MQTT, when connected.
+        clock_ns: Wall clock.
+        started_ns: When the agent started.
+    """
+
+    cfg: Config
+    health: Health = field(default_factory=Health)
+    hub: LiveHub = field(default_factory=LiveHub)
+    lots: LotService | None = None
+    alerts: AlertService | None = None
+    history: AsyncHistory | None = None
+    hullers: HullerService | None = None
+    maintenance: AsyncMaintenanceStore | None = None
+    outbox: Outbox | None = None
+    publish: Callable[[Outgoing], None] | None = None
+    clock_ns: Callable[[], int] = time.time_ns
+    started_ns: int = field(default_factory=time.time_ns)
+    version: str = field(default_factory=_version)
 
 
-async def _body(request: web.Request) -> bytes | web.Response:
-    if request.content_length is not None and request.content_length > MAX_COMMAND_BYTES:
-        return _json({"ok": False, "error": f"body over {MAX_COMMAND_BYTES} bytes"}, 413)
-    data = await request.content.read(MAX_COMMAND_BYTES + 1)
-    if len(data) > MAX_COMMAND_BYTES:
-        return _json({"ok": False, "error": f"body over {MAX_COMMAND_BYTES} bytes"}, 413)
-    return data
+DEPS = web.AppKey("deps", WebDeps)
+#: Set by ``agent.web`` on each write request: who is writing, and how they proved it.
+WRITER = web.RequestKey("writer", str)
+WRITER_VIA = web.RequestKey("writer_via", str)
 
 
-def _from_replies(request: web.Request, replies: list[Outgoing]) -> web.Response:
-    publish = request.app[_PUBLISH]
-    if callable(publish):
-        for reply in replies:
-            publish(reply)  # MQTT subscribers see API commands' replies too
-    doc = json.loads(replies[0].payload)
-    return _json(doc, 200 if doc.get("ok") else 400)
+def json_response(doc: object, status: int = 200) -> web.Response:
+    """``doc`` as JSON (UTF-8, not ASCII-escaped), never cached."""
+    return web.json_response(
+        doc,
+        status=status,
+        dumps=lambda d: json.dumps(d, ensure_ascii=False, separators=(",", ":")),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def refused(error: str, status: int = 400) -> web.Response:
+    """A refused request, the reason in ``error``."""
+    return json_response({"ok": False, "error": error}, status)
+
+
+def _deps(request: web.Request) -> WebDeps:
+    return request.app[DEPS]
+
+
+def _threshold(cfg: Config, product: str | None) -> float:
+    wet = cfg.alerts.wet_lot
+    return wet.thresholds_pct.get(product or "", wet.default_threshold_pct)
+
+
+def _local_midnight_ns(cfg: Config, now_ns: int) -> int:
+    zone = cfg.site.zone
+    today = datetime.fromtimestamp(now_ns / NS, zone).date()
+    return int(datetime(today.year, today.month, today.day, tzinfo=zone).timestamp()) * NS
+
+
+def _num(fields: Mapping[str, object], name: str) -> float | None:
+    value = fields.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+# -- reads ---------------------------------------------------------------------------
 
 
 async def health(request: web.Request) -> web.Response:
     """Devices and sinks as the agent sees them."""
-    h = request.app[_HEALTH]
-    return _json(
+    h = _deps(request).health
+    return json_response(
         {
             "time_ns": time.time_ns(),
             "devices": {name: d.as_status() for name, d in sorted(h.devices.items())},
@@ -99,8 +188,9 @@ async def health(request: web.Request) -> web.Response:
 
 async def lots(request: web.Request) -> web.Response:
     """Active lot per station."""
-    active = request.app[_LOTS].active
-    return _json(
+    service = _deps(request).lots
+    active = {} if service is None else service.active
+    return json_response(
         {
             station: {"lot": a.lot, "set_at_ns": a.set_at_ns, "by": a.set_by, "source": a.source}
             for station, a in sorted(active.items())
@@ -108,76 +198,386 @@ async def lots(request: web.Request) -> web.Response:
     )
 
 
+def _open_alerts(deps: WebDeps) -> list[dict[str, object]]:
+    if deps.alerts is None:
+        return []
+    return [alert_payload(a) for a in deps.alerts.engine.alerts(deps.clock_ns())]
+
+
 async def alerts(request: web.Request) -> web.Response:
     """Open alerts."""
-    service = request.app[_ALERTS]
-    if not isinstance(service, AlertService):
-        return _json([])
-    return _json([alert_payload(a) for a in service.engine.alerts(time.time_ns())])
+    return json_response(_open_alerts(_deps(request)))
+
+
+async def recent_alerts(request: web.Request) -> web.Response:
+    """Notified alert events of this run, newest first."""
+    service = _deps(request).alerts
+    return json_response([] if service is None else [alert_payload(a) for a in service.recent()])
+
+
+async def warehouse(request: web.Request) -> web.Response:
+    """Everything the warehouse page shows."""
+    deps = _deps(request)
+    cfg, now = deps.cfg, deps.clock_ns()
+    meters_cfg = [d for d in cfg.devices if d.enabled and d.driver.startswith(MOISTURE_DRIVERS)]
+    stored = {} if deps.history is None else await deps.history.latest("moisture")
+    meters = []
+    for dev in meters_cfg:
+        live: Reading | None = deps.hub.latest.get(dev.id)
+        fields: Mapping[str, object]
+        if live is not None and live.measurement == "moisture":
+            ts, fields, tags = live.ts_ns, live.fields, live.tags
+        elif dev.id in stored:
+            s = stored[dev.id]
+            ts, fields, tags = s.ts_ns, s.fields, s.tags
+        else:
+            ts, fields, tags = None, {}, {}
+        entry = deps.health.devices.get(dev.id)
+        product = tags.get("product") or dev.product or None
+        moisture = _num(fields, "moisture_pct")
+        threshold = _threshold(cfg, product)
+        meters.append(
+            {
+                "device": dev.id,
+                "station": dev.station,
+                "driver": dev.driver,
+                "online": entry is not None and entry.state is DeviceState.ONLINE,
+                "last_seen_ns": None if entry is None else entry.last_frame_ns,
+                "ts_ns": ts,
+                "moisture_pct": moisture,
+                "temperature_c": _num(fields, "temperature_c"),
+                "lot": tags.get("lot") or None,
+                "product": product,
+                "active_lot": None
+                if deps.lots is None or not dev.station
+                else deps.lots.lot_for(dev.station),
+                "threshold_pct": threshold,
+                "wet": moisture is not None and moisture > threshold,
+            }
+        )
+    active = {} if deps.lots is None else deps.lots.active
+    stations = sorted(deps.lots.stations) if deps.lots is not None else []
+    today = (
+        {} if deps.history is None else await deps.history.lots_today(_local_midnight_ns(cfg, now))
+    )
+    lots_today = [
+        {
+            "lot": s.lot,
+            "station": s.station,
+            "product": s.product or None,
+            "count": s.count,
+            "mean_pct": round(s.mean_pct, 3),
+            "max_pct": round(s.max_pct, 3),
+            "last_ns": s.last_ns,
+            "threshold_pct": _threshold(cfg, s.product),
+            "wet": s.max_pct > _threshold(cfg, s.product),
+        }
+        for s in sorted(today.values(), key=lambda s: s.last_ns, reverse=True)
+    ]
+    return json_response(
+        {
+            "now_ns": now,
+            "meters": meters,
+            "stations": [
+                {
+                    "station": st,
+                    "lot": a.lot if (a := active.get(st)) else None,
+                    "set_at_ns": a.set_at_ns if a else None,
+                    "by": a.set_by if a else None,
+                }
+                for st in stations
+            ],
+            "lots_today": lots_today,
+            "alerts": [a for a in _open_alerts(deps) if a["rule"] == "wet_lot"],
+        }
+    )
+
+
+async def series(request: web.Request) -> web.Response:
+    """One series for a chart, at most ``MAX_POINTS`` points, as uPlot's columns."""
+    deps = _deps(request)
+    q = request.query
+    measurement, device, fld = q.get("measurement", ""), q.get("device", ""), q.get("field", "")
+    if not (measurement and device and fld):
+        return refused("measurement, device and field are required")
+    now = deps.clock_ns()
+    if "start_ns" in q or "end_ns" in q:
+        try:
+            start, end = int(q.get("start_ns", "")), int(q.get("end_ns", str(now)))
+        except ValueError:
+            return refused("start_ns and end_ns must be integers (ns since the epoch)")
+        if not 0 < end - start <= MAX_RANGE_NS:
+            return refused("end_ns must be after start_ns, by at most 731 days")
+    else:
+        span = RANGES_NS.get(q.get("range", "24h"))
+        if span is None:
+            return refused(f"range must be one of {', '.join(RANGES_NS)}")
+        start, end = now - span, now
+    if deps.history is None:
+        return refused("the local history is disabled ([history] enabled = false)", 404)
+    resolution = choose_resolution(start, end, MAX_POINTS)[0].value
+    points = await deps.history.series(measurement, device, fld, start, end, max_points=MAX_POINTS)
+    return json_response(
+        {
+            "device": device,
+            "measurement": measurement,
+            "field": fld,
+            "resolution": resolution,
+            "start_ns": start,
+            "end_ns": end,
+            "t": [ts / NS for ts, _ in points],
+            "v": [round(v, 4) for _, v in points],
+        }
+    )
+
+
+async def hullers(request: web.Request) -> web.Response:
+    """Hullers: running state, bags, hours, service tasks and hours per day."""
+    deps = _deps(request)
+    cfg, now = deps.cfg, deps.clock_ns()
+    states = deps.hullers.states() if deps.hullers is not None else {}
+    last = await deps.maintenance.last_services() if deps.maintenance is not None else {}
+    stored = {} if deps.history is None else await deps.history.latest("huller")
+    out = []
+    for h in cfg.hullers:
+        live = deps.hub.latest.get(h.id)
+        fields: Mapping[str, object] = {}
+        if live is not None and live.measurement == "huller":
+            fields = live.fields
+        elif h.id in stored:
+            fields = stored[h.id].fields
+        running = fields.get("running")
+        entry = deps.health.devices.get(h.id)
+        status = huller_status(h, states.get(h.id), None, last)
+        daily = (
+            []
+            if deps.history is None
+            else await deps.history.daily_hours(h.id, HOURS_CHART_DAYS, tz=cfg.site.zone)
+        )
+        out.append(
+            {
+                "id": h.id,
+                "name": h.name,
+                "station": h.station,
+                "online": entry is not None and entry.state is DeviceState.ONLINE,
+                "last_seen_ns": None if entry is None else entry.last_frame_ns,
+                "running": bool(running) if running is not None else None,
+                "bags_per_hour": _num(fields, "bags_per_hour"),
+                "bags_today": _num(fields, "bags_today"),
+                "bags_total": status["bags_total"],
+                "hours_today": _num(fields, "hours_today"),
+                "hours_total": status["hours_total"],
+                "tasks": status["tasks"],
+                "daily_hours": [{"day": d.isoformat(), "hours": round(v, 3)} for d, v in daily],
+            }
+        )
+    return json_response({"now_ns": now, "hullers": out})
+
+
+async def devices(request: web.Request) -> web.Response:
+    """Device health, each sink's backlog and last delivery, the history's disk use."""
+    deps = _deps(request)
+    now = deps.clock_ns()
+    backlog = {}
+    if deps.outbox is not None:
+        stats = await deps.outbox.stats()
+        backlog = {b.sink: b for b in stats.sinks}
+    history = None
+    if deps.history is not None:
+        hs = await deps.history.stats()
+        history = {
+            "used_bytes": hs.used_bytes,
+            "max_bytes": hs.max_bytes,
+            "dropped_raw_total": hs.dropped_raw_total,
+        }
+    return json_response(
+        {
+            "now_ns": now,
+            "devices": [
+                {
+                    "device": name,
+                    "driver": d.driver,
+                    "port": d.port,
+                    "station": d.station,
+                    "state": d.state.value,
+                    "since_ns": d.since_ns,
+                    "last_frame_ns": d.last_frame_ns,
+                    "last_reading_ns": d.last_reading_ns,
+                    "frames_ok": d.frames_ok,
+                    "frames_discarded": d.frames_discarded,
+                    "readings": d.readings,
+                    "reconnects": d.reconnects,
+                    "last_error": d.last_error,
+                    "errors": dict(sorted(d.errors.items())),
+                }
+                for name, d in sorted(deps.health.devices.items())
+            ],
+            "sinks": [
+                {
+                    "sink": name,
+                    "connected": s.connected,
+                    "backlog": b.backlog if (b := backlog.get(name)) else 0,
+                    "oldest_ns": b.oldest_ns if b else None,
+                    "last_delivery_ns": s.last_delivery_ns,
+                    "delivered": s.delivered,
+                    "rejected": s.rejected,
+                    "dropped": b.dropped_total if b else 0,
+                    "last_error": s.last_error,
+                }
+                for name, s in sorted(deps.health.sinks.items())
+            ],
+            "history": history,
+            "agent": {
+                "version": deps.version,
+                "started_ns": deps.started_ns,
+                "uptime_s": round((now - deps.started_ns) / NS, 1),
+            },
+        }
+    )
+
+
+# -- writes --------------------------------------------------------------------------
+
+
+async def _json_body(request: web.Request) -> dict[str, object] | web.Response:
+    if request.content_length is not None and request.content_length > MAX_COMMAND_BYTES:
+        return refused(f"body over {MAX_COMMAND_BYTES} bytes", 413)
+    data = await request.content.read(MAX_COMMAND_BYTES + 1)
+    if len(data) > MAX_COMMAND_BYTES:
+        return refused(f"body over {MAX_COMMAND_BYTES} bytes", 413)
+    if not data.strip():
+        return {}
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return refused("body is not JSON")
+    if not isinstance(doc, dict):
+        return refused("body must be a JSON object")
+    return doc
+
+
+def _with_writer(request: web.Request, doc: dict[str, object]) -> bytes:
+    # A logged-in user is who they logged in as; a token holder may name someone.
+    if request.get(WRITER_VIA) == "session" or "by" not in doc:
+        doc = {**doc, "by": request[WRITER]}
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def _audit(request: web.Request, what: str, result: str) -> None:
+    log.info(
+        "Web write %s by %r (%s) from %s: %s",
+        what,
+        request.get(WRITER),
+        request.get(WRITER_VIA),
+        request.remote,
+        result,
+    )
+
+
+def _from_replies(request: web.Request, what: str, replies: list[Outgoing]) -> web.Response:
+    publish = _deps(request).publish
+    if publish is not None:
+        for reply in replies:
+            publish(reply)  # MQTT subscribers see the API's replies too
+    doc = json.loads(replies[0].payload)
+    ok = bool(doc.get("ok"))
+    _audit(request, what, "ok" if ok else f"refused: {doc.get('error')}")
+    return json_response(doc, 200 if ok else 400)
 
 
 async def set_lot(request: web.Request) -> web.Response:
-    """Set or clear a station's lot (token required)."""
-    if (refused := _authorized(request)) is not None:
-        return refused
-    body = await _body(request)
+    """Set or clear a station's lot."""
+    service = _deps(request).lots
+    if service is None:  # pragma: no cover - the agent always has a lot service
+        return refused("lots are not available", 404)
+    body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
     station = request.match_info["station"]
-    return _from_replies(request, await request.app[_LOTS].handle_command(f"lot/{station}", body))
+    replies = await service.handle_command(f"lot/{station}", _with_writer(request, body))
+    return _from_replies(request, f"lot {station!r} = {body.get('lot')!r}", replies)
 
 
 async def ack_alert(request: web.Request) -> web.Response:
-    """Acknowledge a firing alert (token required)."""
-    if (refused := _authorized(request)) is not None:
-        return refused
-    service = request.app[_ALERTS]
-    if not isinstance(service, AlertService):
-        return _json({"ok": False, "error": "alerts are disabled"}, 400)
-    body = await _body(request)
+    """Acknowledge a firing alert."""
+    service = _deps(request).alerts
+    if service is None:
+        return refused("alerts are disabled")
+    body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
     rule, subject = request.match_info["rule"], request.match_info["subject"]
-    return _from_replies(request, await service.handle_command(f"ack/{rule}/{subject}", body))
+    replies = await service.handle_command(f"ack/{rule}/{subject}", _with_writer(request, body))
+    return _from_replies(request, f"ack {rule}/{subject!r}", replies)
 
 
-def make_app(
-    *,
-    health_registry: Health,
-    lot_service: LotService,
-    alert_service: AlertService | None,
-    token: str | None,
-    publish: Callable[[Outgoing], None] | None = None,
-) -> web.Application:
-    """The API as an aiohttp application (tests serve it on a random port)."""
-    app = web.Application(client_max_size=MAX_COMMAND_BYTES * 4)
-    app[_HEALTH] = health_registry
-    app[_LOTS] = lot_service
-    app[_ALERTS] = alert_service
-    app[_TOKEN] = token or ""
-    app[_PUBLISH] = publish
-    app.router.add_get("/api/health", health)
-    app.router.add_get("/api/lots", lots)
-    app.router.add_get("/api/alerts", alerts)
-    app.router.add_post("/api/lots/{station}", set_lot)
-    app.router.add_post("/api/alerts/{rule}/{subject:.+}/ack", ack_alert)
-    return app
-
-
-@asynccontextmanager
-async def open_api(app: web.Application, *, host: str, port: int) -> AsyncIterator[None]:
-    """Serve ``app`` on ``host:port`` for the duration."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+async def service_done(request: web.Request) -> web.Response:
+    """Record a service task as done (like ``maintenance done``)."""
+    deps = _deps(request)
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    huller = request.match_info["huller"]
+    task, note, at = body.get("task"), body.get("note"), body.get("at")
+    by = request[WRITER] if request.get(WRITER_VIA) == "session" else body.get("by", "api")
+    what = f"service {huller!r}/{task!r}"
+    if not isinstance(task, str) or not all(
+        v is None or isinstance(v, str) for v in (note, at, by)
+    ):
+        _audit(request, what, "refused: bad body")
+        return refused("task must be a string; note, at and by strings or absent")
     try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            # Readings matter more than the API: keep collecting, say so loudly.
-            log.error("Local API not started: cannot listen on %s:%d: %s", host, port, exc)
-        else:
-            log.info("Local API on http://%s:%d/api/", host, port)
-        yield
-    finally:
-        await runner.cleanup()
+        done = await asyncio.to_thread(
+            record_service,
+            deps.cfg,
+            huller,
+            task,
+            note=note if isinstance(note, str) else None,
+            at=at if isinstance(at, str) else None,
+            by=by if isinstance(by, str) else None,
+            clock_ns=deps.clock_ns,
+        )
+    except UsageError as exc:
+        _audit(request, what, f"refused: {exc}")
+        return refused(str(exc))
+    except MaintenanceError as exc:
+        _audit(request, what, f"failed: {exc}")
+        return refused(str(exc), 500)
+    r = done.record
+    _audit(request, what, f"recorded #{r.id} at {r.hours_at:.1f} h")
+    deps.hub.publish("service", {"huller": r.huller, "task": r.task})
+    return json_response(
+        {
+            "ok": True,
+            "service": {
+                "id": r.id,
+                "huller": r.huller,
+                "task": r.task,
+                "done_at_ns": r.done_at_ns,
+                "hours_at": round(r.hours_at, 3),
+                "by": r.by,
+                "note": r.note,
+            },
+            "remarks": list(done.remarks),
+        }
+    )
+
+
+Access = Literal["read", "write"]
+
+#: Every API route: method, path, handler, and what it needs.
+ROUTES: tuple[
+    tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]], Access], ...
+] = (
+    ("GET", "/api/health", health, "read"),
+    ("GET", "/api/warehouse", warehouse, "read"),
+    ("GET", "/api/series", series, "read"),
+    ("GET", "/api/hullers", hullers, "read"),
+    ("GET", "/api/devices", devices, "read"),
+    ("GET", "/api/lots", lots, "read"),
+    ("GET", "/api/alerts", alerts, "read"),
+    ("GET", "/api/alerts/recent", recent_alerts, "read"),
+    ("POST", "/api/lots/{station}", set_lot, "write"),
+    ("POST", "/api/alerts/{rule}/{subject:.+}/ack", ack_alert, "write"),
+    ("POST", "/api/hullers/{huller}/services", service_done, "write"),
+)

@@ -24,24 +24,27 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 from agent.alerts import AlertService, CommandHandler, route_commands
-from agent.api import make_app, open_api
+from agent.api import WebDeps
 from agent.config import Config
 from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
 from agent.health import DeviceState, Health
 from agent.history import open_history
 from agent.hullers import HullerService
+from agent.live import LiveHub
 from agent.lots import LotStore
 from agent.lotservice import LotService
 from agent.maintenance import open_maintenance_store
 from agent.outbox import Outbox, open_outbox
 from agent.ports import PortOpener, open_serial_port
 from agent.readings import Stamper
+from agent.rules import alert_payload
 from agent.sinks.base import Sink
 from agent.sinks.influx import open_influx_v1, open_influx_v2
 from agent.sinks.lineprotocol import encode_line
 from agent.sinks.mqtt import MqttSink
 from agent.sinks.webhook import open_webhook
+from agent.web import make_web_app, open_web
 from drivers.events import FieldValue
 
 log = logging.getLogger(__name__)
@@ -199,6 +202,8 @@ async def run_agent(
         stamper.restore(await outbox.sequences())
         for dev in devices:
             health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
+        hub = LiveHub()
+        listeners = [*listeners, hub.on_reading]
         lot_store = await asyncio.to_thread(LotStore.open, cfg.agent.data_dir / "lots.sqlite3")
         stack.callback(lot_store.close)
         lots = LotService(
@@ -208,9 +213,13 @@ async def run_agent(
             stamper=stamper,
             accept=outbox.accept,
             publish_state=mqtt.set_state if mqtt is not None else None,
+            on_change=lambda station, active: hub.publish(
+                "lots", {"station": station, "lot": None if active is None else active.lot}
+            ),
         )
         await lots.refresh()
         lots.publish_all()
+        history = None
         if cfg.history.enabled:
             day = 86_400.0
             history = await stack.enter_async_context(
@@ -234,12 +243,14 @@ async def run_agent(
                 outbox=outbox,
                 health=health,
                 publish_state=mqtt.set_state if mqtt is not None else None,
+                on_alert=lambda alert: hub.publish("alert", alert_payload(alert)),
             )
             listeners = [*listeners, alerts.on_reading]
             handlers["ack"] = alerts.handle_command
         if mqtt is not None:
             mqtt.set_command_handler(route_commands(handlers))
         hullers: HullerService | None = None
+        store = None
         if cfg.hullers:
             store = await stack.enter_async_context(
                 open_maintenance_store(cfg.maintenance_path, synchronous=cfg.outbox.synchronous)
@@ -261,19 +272,20 @@ async def run_agent(
             cfg.outbox_path,
         )
         if cfg.api.enabled:
-            await stack.enter_async_context(
-                open_api(
-                    make_app(
-                        health_registry=health,
-                        lot_service=lots,
-                        alert_service=alerts,
-                        token=_secret(cfg.api_token),
-                        publish=mqtt.set_state if mqtt is not None else None,
-                    ),
-                    host=cfg.api.bind,
-                    port=cfg.api.port,
-                )
+            deps = WebDeps(
+                cfg=cfg,
+                health=health,
+                hub=hub,
+                lots=lots,
+                alerts=alerts,
+                history=history,
+                hullers=hullers,
+                maintenance=store,
+                outbox=outbox,
+                publish=mqtt.set_state if mqtt is not None else None,
             )
+            web_app = make_web_app(deps, token=_secret(cfg.api_token))
+            await stack.enter_async_context(open_web(web_app, host=cfg.api.bind, port=cfg.api.port))
         async with asyncio.TaskGroup() as tg:
             mqtt_task = (
                 tg.create_task(mqtt.connection_loop(), name="mqtt-connection") if mqtt else None
@@ -304,6 +316,7 @@ async def run_agent(
             if hullers is not None:
                 readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
             readers.append(tg.create_task(lots.run_loop(), name="lots"))
+            readers.append(tg.create_task(hub.health_loop(health), name="live-health"))
             if alerts is not None:
                 readers.append(tg.create_task(alerts.run_loop(), name="alerts"))
             status = tg.create_task(

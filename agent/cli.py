@@ -7,6 +7,7 @@
     coffee-telemetry maintenance done -c site.toml HULLER TASK [--note T] [--at TIME]
     coffee-telemetry lot set -c site.toml STATION LOT | lot clear | lot show
     coffee-telemetry alerts list -c site.toml | alerts ack -c site.toml RULE SUBJECT
+    coffee-telemetry hash-password [--user N]  a dashboard user's password hash
     coffee-telemetry simulate                  virtual meters on ptys, prints their paths
     coffee-telemetry demo                      broker + simulators + agent, zero setup
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -36,6 +38,7 @@ log = logging.getLogger("coffee_telemetry")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_USAGE = 2
 
 
 def _setup_logging(level: str) -> None:
@@ -387,6 +390,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         interval_s=args.interval,
         duration_s=args.duration,
         api_port=args.api_port,
+        web_password=os.environ.get("COFFEE_DEMO_PASSWORD") or None,
     )
 
     async def main() -> None:
@@ -399,6 +403,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
             await run_demo(opts)
 
     asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print the ``password_hash`` for a dashboard user (``[[api.users]]``)."""
+    from agent.webauth import hash_password
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("error: the passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    if len(password) < 8:
+        print("error: use at least 8 characters", file=sys.stderr)
+        return EXIT_USAGE
+    encoded = hash_password(password)
+    name = args.user or "maria"
+    print(f'[[api.users]]\nname = "{name}"\npassword_hash = "{encoded}"')
     return EXIT_OK
 
 
@@ -490,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--copies", type=int, default=1, help="copies of each ticket")
     simulate.set_defaults(func=cmd_simulate)
 
+    hashpw = sub.add_parser(
+        "hash-password", help="make a dashboard user's password hash for [[api.users]]"
+    )
+    hashpw.add_argument("--user", help="the user name to print in the snippet")
+    hashpw.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    hashpw.set_defaults(func=cmd_hash_password)
+
     demo = sub.add_parser("demo", help="embedded broker, simulated meters and the agent")
     demo.add_argument("--port", type=int, default=1883, help="embedded broker port")
     demo.add_argument("--broker", help="use this HOST:PORT broker instead of the embedded one")
@@ -497,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--influx-url", help="also write to this InfluxDB (v1 API)")
     demo.add_argument("--interval", type=float, default=5.0, help="seconds between tickets")
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
-    demo.add_argument("--api-port", type=int, default=8780, help="local API port")
+    demo.add_argument("--api-port", type=int, default=8780, help="dashboard and API port")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -490,14 +490,45 @@ class HistoryConfig(_Model):
     rollup_retention_days: float = Field(default=730.0, gt=0)
 
 
+#: ``scrypt$<log2 n>$<r>$<p>$<salt, base64>$<key, base64>`` (``coffee-telemetry hash-password``).
+PASSWORD_HASH = (
+    r"^scrypt\$(1[4-9]|20)\$([1-9]|1[0-6])\$[1-4]"
+    r"\$[A-Za-z0-9+/]{16,}={0,2}\$[A-Za-z0-9+/]{40,}={0,2}$"
+)
+
+
+class WebUserConfig(_Model):
+    """``[[api.users]]``: someone who may log in to the dashboard and write."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    password_hash: Annotated[str, Field(pattern=PASSWORD_HASH)]
+
+
 class ApiConfig(_Model):
-    """``[api]``: the agent's local HTTP API."""
+    """``[api]``: the agent's web server (dashboard pages, JSON API, live events)."""
 
     enabled: bool = True
     bind: str = "127.0.0.1"
     port: int = Field(default=8780, ge=1, le=65535)
     token_env: str | None = None
     token_file: Path | None = None
+    #: ``open``: pages and reads need no login (writes always do); ``login``: everything does.
+    read_access: Literal["open", "login"] = "open"
+    users: tuple[WebUserConfig, ...] = ()
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 90)
+    #: Set when a TLS reverse proxy serves the pages: the session cookie gets ``Secure``.
+    secure_cookies: bool = False
+    lang: Literal["pt-BR", "en"] = "pt-BR"
+    #: The pages' files (default: ``dashboards/web`` beside the ``agent`` package).
+    assets_dir: Path | None = None
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, value: tuple[WebUserConfig, ...]) -> tuple[WebUserConfig, ...]:
+        names = [u.name for u in value]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"user names must be unique; repeated: {', '.join(dup)}")
+        return value
 
 
 class Config(_Model):
@@ -616,7 +647,13 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
                 key = key or "devices"
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check spelling)"
-            if err["type"] == "string_pattern_mismatch":
+            if err["type"] == "string_pattern_mismatch" and key.endswith(".password_hash"):
+                # Never echo it: a plain password put here by mistake must not reach a log.
+                msg = (
+                    "not a password hash: run `coffee-telemetry hash-password` and paste"
+                    " the line it prints"
+                )
+            elif err["type"] == "string_pattern_mismatch":
                 msg = (
                     f"{err['input']!r} is not allowed here: use lowercase letters, digits,"
                     " '-' and '_' (it becomes part of MQTT topics and tags)"

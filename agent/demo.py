@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import random
+import secrets
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -34,6 +35,7 @@ from agent.app import run_agent
 from agent.config import Config, parse_config
 from agent.health import DeviceState, Health
 from agent.readings import Reading
+from agent.webauth import hash_password
 from drivers.counter_autonics_ct import Mode
 from simulators.moisture import TesmaMeterSim, TicketMeterSim
 from simulators.pty import PtyPort
@@ -87,6 +89,8 @@ class DemoOptions:
     site: str = "demo"
     prefix: str = "coffee"
     api_port: int = 8780
+    #: Password of the dashboard's ``demo`` user (default: a random one, printed).
+    web_password: str | None = None
 
 
 #: Simulated equipment: (port name, driver) for devices; the RS-485 bus apart.
@@ -94,8 +98,10 @@ STREAM_DEVICES = ("umid-recepcao", "umid-armazem", "umid-secador", "balanca-rece
 POLLED_PORTS = ("balanca-lab", "rs485-beneficio")
 
 
-def demo_config(opts: DemoOptions, links: dict[str, str], data_dir: Path) -> Config:
-    """The agent configuration the demo runs with."""
+def demo_config(
+    opts: DemoOptions, links: dict[str, str], data_dir: Path, *, password_hash: str | None = None
+) -> Config:
+    """The agent configuration the demo runs with (``password_hash``: the ``demo`` user's)."""
     host, port = "127.0.0.1", opts.port
     if opts.broker:
         host, _, port_text = opts.broker.rpartition(":")
@@ -104,7 +110,10 @@ def demo_config(opts: DemoOptions, links: dict[str, str], data_dir: Path) -> Con
         "site": {"id": opts.site, "name": "Demonstração"},
         "agent": {"data_dir": str(data_dir), "status_interval_s": 30.0},
         "mqtt": {"host": host or "127.0.0.1", "port": port, "prefix": opts.prefix},
-        "api": {"port": opts.api_port},
+        "api": {
+            "port": opts.api_port,
+            "users": [{"name": "demo", "password_hash": password_hash}] if password_hash else [],
+        },
         "influx": {
             "enabled": opts.influx_url is not None,
             "url": opts.influx_url or "http://127.0.0.1:8086",
@@ -259,7 +268,8 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
             port.open()
             cleanup.callback(port.close)
         links = {name: port.path for name, port in ports.items()}
-        cfg = demo_config(opts, links, data_dir)
+        password = opts.web_password or secrets.token_urlsafe(8)
+        cfg = demo_config(opts, links, data_dir, password_hash=hash_password(password))
         # Meters and the truck scale talk on their own once switched on.
         talkers: dict[str, Callable[[], Coroutine[object, object, None]]] = {
             "umid-recepcao": TicketMeterSim(
@@ -293,7 +303,8 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
                 f" ({'embedded amqtt' if opts.broker is None else 'external'})\n"
                 f"  InfluxDB      {opts.influx_url or 'off (use --influx-url)'}\n"
                 f"  outbox        {cfg.outbox_path}\n"
-                f"  local API     http://127.0.0.1:{opts.api_port}/api/health\n"
+                f"  dashboard     http://127.0.0.1:{opts.api_port}/"
+                f"  (log in as demo / {password} to change lots, ack alerts)\n"
             )
             for dev in cfg.devices:
                 out.write(f"  device        {dev.id:<17} {dev.driver:<24} {dev.port}\n")

@@ -237,6 +237,10 @@ class HullerService:
             for bus_id, units in units_by_bus.items()
         }
 
+    def states(self) -> dict[str, HullerState | None]:
+        """Each huller's current totals (None before its first sample)."""
+        return {huller_id: h.state for huller_id, h in self._hullers.items()}
+
     @property
     def pollers(self) -> Mapping[str, BusPoller]:
         """One poller per bus id (for unit statistics and operator resets)."""

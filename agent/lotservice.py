@@ -94,6 +94,7 @@ class LotService:
         stamper: Stamper,
         accept: Callable[[Sequence[Reading]], Awaitable[object]],
         publish_state: Callable[[Outgoing], None] | None = None,
+        on_change: Callable[[str, ActiveLot | None], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
         poll_s: float = 1.0,
     ) -> None:
@@ -103,6 +104,7 @@ class LotService:
         self._stamper = stamper
         self._accept = accept
         self._publish_state = publish_state
+        self._on_change = on_change
         self._clock_ns = clock_ns
         self._poll_s = poll_s
         self._active: dict[str, ActiveLot] = {}
@@ -113,6 +115,11 @@ class LotService:
         """The station's active lot, if any (memory only; called per reading)."""
         active = self._active.get(station)
         return None if active is None else active.lot
+
+    @property
+    def stations(self) -> frozenset[str]:
+        """The stations lots can be set for."""
+        return self._stations
 
     @property
     def active(self) -> dict[str, ActiveLot]:
@@ -133,6 +140,8 @@ class LotService:
             await self._publish_changes()
 
     def _state_changed(self, station: str, active: ActiveLot | None) -> None:
+        if self._on_change is not None:
+            self._on_change(station, active)
         if self._publish_state is not None:
             self._publish_state(lot_state(station, active))
 

@@ -970,7 +970,7 @@ def _hours(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _huller_status(
+def huller_status(
     huller: HullerConfig,
     state: HullerState | None,
     updated_ns: int | None,
@@ -1110,7 +1110,7 @@ def print_status(
     doc: dict[str, object] = {
         "site": cfg.site.id,
         "hullers": [
-            _huller_status(h, states.get(h.id), updated.get(h.id), last) for h in cfg.hullers
+            huller_status(h, states.get(h.id), updated.get(h.id), last) for h in cfg.hullers
         ],
     }
     if as_json:
@@ -1176,6 +1176,64 @@ def _validate(
     return huller, task, clean_note, clean_by, at_ns
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceDone:
+    """A service just recorded by ``record_service``.
+
+    Attributes:
+        record: What was stored.
+        remarks: Where the hours came from, when that needs saying.
+        later: A later service of the same task already on record, if any.
+    """
+
+    record: ServiceRecord
+    remarks: tuple[str, ...]
+    later: ServiceRecord | None
+
+
+def record_service(
+    cfg: Config,
+    huller: str,
+    task: str,
+    *,
+    note: str | None,
+    at: str | None,
+    by: str | None,
+    clock_ns: Callable[[], int] = time.time_ns,
+) -> ServiceDone:
+    """Check and store a service done (blocking); the agent publishes it.
+
+    Everything is checked before the database is opened, so a refused record writes
+    nothing. ``at`` is ISO 8601 (naive: the site's time zone; default now); the hours
+    stored are the huller's running hours then (see the module docstring). ``by``
+    defaults to the login name. Used by ``maintenance done`` and the web server.
+
+    Raises:
+        UsageError: Unknown huller or task, bad note or ``by``, ``at`` not ISO 8601 or
+            in the future.
+        MaintenanceError: The database cannot be written.
+    """
+    now_ns = clock_ns()
+    h, t, clean_note, clean_by, at_ns = _validate(cfg, huller, task, note, at, by, now_ns)
+    with MaintenanceStore.open(cfg.maintenance_path) as store:
+        hours, remark = _hours_for(store, h, at_ns, now_ns)
+        later = store.last_services().get((h.id, t.id))
+        record = store.record_service(
+            h.id,
+            t.id,
+            at_ns=now_ns if at_ns is None else at_ns,
+            hours_at=hours,
+            note=clean_note,
+            by=clean_by,
+            recorded_ns=now_ns,
+        )
+    return ServiceDone(
+        record=record,
+        remarks=() if remark is None else (remark,),
+        later=later if later is not None and later.done_at_ns > record.done_at_ns else None,
+    )
+
+
 def record_done(
     cfg: Config,
     huller: str,
@@ -1188,40 +1246,24 @@ def record_done(
     err: TextIO | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
 ) -> int:
-    """``coffee-telemetry maintenance done``: record a service; the agent publishes it.
-
-    Everything is checked before the database is opened, so a refused record writes
-    nothing. ``at`` is ISO 8601 (naive: the site's time zone; default now); the hours
-    stored are the huller's running hours then (see the module docstring). ``by``
-    defaults to the login name.
+    """``coffee-telemetry maintenance done``: ``record_service``, reported on ``out``.
 
     Returns:
         0 recorded; 2 usage error (unknown huller or task, bad note or ``--by``, ``--at``
         not ISO 8601 or in the future); 1 the database cannot be written.
     """
     err = sys.stderr if err is None else err
-    now_ns = clock_ns()
     try:
-        h, t, clean_note, clean_by, at_ns = _validate(cfg, huller, task, note, at, by, now_ns)
+        done = record_service(cfg, huller, task, note=note, at=at, by=by, clock_ns=clock_ns)
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return 2
-    try:
-        with MaintenanceStore.open(cfg.maintenance_path) as store:
-            hours, remark = _hours_for(store, h, at_ns, now_ns)
-            later = store.last_services().get((h.id, t.id))
-            record = store.record_service(
-                h.id,
-                t.id,
-                at_ns=now_ns if at_ns is None else at_ns,
-                hours_at=hours,
-                note=clean_note,
-                by=clean_by,
-                recorded_ns=now_ns,
-            )
     except MaintenanceError as exc:
         err.write(f"error: {exc}\n")
         return 1
+    record = done.record
+    h = next(x for x in cfg.hullers if x.id == record.huller)
+    t = next(x for x in h.tasks if x.id == record.task)
     zone = cfg.site.zone
     what = f"{h.id} / {t.id}" + (f" ({_printable(t.name)})" if t.name else "")
     out.write(
@@ -1230,9 +1272,10 @@ def record_done(
         + (f", by {_printable(record.by)}" if record.by else "")
         + ".\n"
     )
-    if remark is not None:
+    for remark in done.remarks:
         out.write(f"Note: {remark}.\n")
-    if later is not None and later.done_at_ns > record.done_at_ns:
+    if done.later is not None:
+        later = done.later
         out.write(
             f"Note: a later service of this task is on record ({_local(later.done_at_ns, zone)},"
             f" #{later.id}); the hours since service still count from that one.\n"

@@ -1,0 +1,168 @@
+"""Live updates for the dashboard: one hub, many Server-Sent Events streams.
+
+Theory of operation
+-------------------
+The hub sits on the agent's live fan-out. Device loops call ``on_reading`` for
+every accepted reading; the alert service, the lot service and the web
+handlers call ``publish``. Each open page holds a ``Subscription``: a bounded
+queue of ready-to-send SSE frames. Encoding happens once per event, not once
+per page, and not at all while no page is open (``on_reading`` then only
+remembers the newest reading per device, which the warehouse page reads so it
+never waits for the history's next flush).
+
+A page that stops reading (a tablet gone to sleep with the socket open) must
+not hold memory or slow the agent: when its queue is full the subscription is
+marked lagging, its queue is emptied and a single ``hello`` is queued; the
+page answers ``hello`` by fetching the current state again, which is all it
+would have learnt from the dropped events. Readings are the only events that
+carry values; the others say *what* changed and the page refetches.
+
+Device health changes (online/offline, frame and error counters) are not
+pushed by the device loops one by one: ``health_loop`` compares each device's
+counters once a second and sends one ``devices`` event naming those that
+changed, while anyone is listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from agent.health import Health
+from agent.readings import Reading
+
+log = logging.getLogger(__name__)
+
+#: Measurements whose readings are streamed to pages (others are events or internal).
+LIVE_MEASUREMENTS = frozenset({"moisture", "weighment", "scale", "huller"})
+#: Frames a page may fall behind before it is told to resynchronise.
+QUEUE_FRAMES = 256
+#: Pages served at once; more get 503 (each holds a socket and a queue).
+MAX_SUBSCRIBERS = 64
+
+_TAGS = ("station", "lot", "product")
+
+
+def sse_frame(event: str, data: object) -> bytes:
+    """One SSE frame: ``event: <event>`` and the JSON ``data`` (one line; JSON has no newlines)."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event}\ndata: {text}\n\n".encode()
+
+
+def reading_doc(reading: Reading) -> dict[str, object]:
+    """The ``reading`` event's data: numbers and booleans only, plus station/lot/product."""
+    return {
+        "device": reading.device,
+        "measurement": reading.measurement,
+        "ts_ns": reading.ts_ns,
+        "seq": reading.seq,
+        "fields": {k: v for k, v in reading.fields.items() if isinstance(v, bool | int | float)},
+        "tags": {k: reading.tags[k] for k in _TAGS if reading.tags.get(k)},
+    }
+
+
+class Subscription:
+    """One page's stream of frames."""
+
+    def __init__(self, hub: LiveHub) -> None:
+        self._hub = hub
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_FRAMES)
+        self.lagged = 0
+        self.put(sse_frame("hello", {"now_ns": hub.clock_ns()}))
+
+    def put(self, frame: bytes) -> None:
+        """Queue ``frame``; if the page is too far behind, replace its queue with a ``hello``."""
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.lagged += 1
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(sse_frame("hello", {"now_ns": self._hub.clock_ns()}))
+
+    async def next_frame(self) -> bytes:
+        """The next frame to send (waits)."""
+        return await self._queue.get()
+
+
+class LiveHub:
+    """Fan-out of readings and change notices to every open page."""
+
+    def __init__(self, *, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.clock_ns = clock_ns
+        self._subs: set[Subscription] = set()
+        self._latest: dict[str, Reading] = {}
+
+    @property
+    def subscribers(self) -> int:
+        """Pages connected now."""
+        return len(self._subs)
+
+    @property
+    def latest(self) -> Mapping[str, Reading]:
+        """The newest live reading per device since the agent started."""
+        return self._latest
+
+    @contextmanager
+    def subscribe(self) -> Iterator[Subscription]:
+        """A subscription for the duration (raises ``OverflowError`` past ``MAX_SUBSCRIBERS``)."""
+        if len(self._subs) >= MAX_SUBSCRIBERS:
+            raise OverflowError(f"{MAX_SUBSCRIBERS} pages already connected")
+        sub = Subscription(self)
+        self._subs.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subs.discard(sub)
+
+    def on_reading(self, reading: Reading) -> None:
+        """Stream one accepted reading (a ``ReadingListener``; O(1) with no page open)."""
+        if reading.measurement not in LIVE_MEASUREMENTS:
+            return
+        self._latest[reading.device] = reading
+        if self._subs:
+            self._send(sse_frame("reading", reading_doc(reading)))
+
+    def publish(self, event: str, data: object) -> None:
+        """Tell every page that something changed (``alert``, ``lots``, ``service``...)."""
+        if self._subs:
+            self._send(sse_frame(event, data))
+
+    def _send(self, frame: bytes) -> None:
+        for sub in self._subs:
+            sub.put(frame)
+
+    async def health_loop(self, health: Health, *, interval_s: float = 1.0) -> None:
+        """Send ``devices`` events for devices whose health changed (runs until cancelled)."""
+        seen: dict[str, tuple[object, ...]] = {}
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._subs:
+                continue
+            changed = []
+            for name, d in health.devices.items():
+                signature = (
+                    d.state,
+                    d.frames_ok,
+                    d.frames_discarded,
+                    d.readings,
+                    d.reconnects,
+                    d.last_error,
+                    sum(d.errors.values()),
+                )
+                if seen.get(name) != signature:
+                    seen[name] = signature
+                    changed.append(name)
+            sinks = {
+                name: (s.connected, s.delivered, s.rejected, s.last_error)
+                for name, s in health.sinks.items()
+            }
+            if seen.get("\0sinks") != (tuple(sorted(sinks.items())),):
+                seen["\0sinks"] = (tuple(sorted(sinks.items())),)
+                changed.append("")  # "" = the sinks' table
+            if changed:
+                self.publish("devices", {"devices": sorted(n for n in changed if n)})
