@@ -252,7 +252,7 @@ async def warehouse(request: web.Request) -> web.Response:
                 if deps.lots is None or not dev.station
                 else deps.lots.lot_for(dev.station),
                 "threshold_pct": threshold,
-                "wet": moisture is not None and moisture > threshold,
+                "wet": moisture is not None and moisture >= threshold,
             }
         )
     active = {} if deps.lots is None else deps.lots.active
@@ -260,6 +260,10 @@ async def warehouse(request: web.Request) -> web.Response:
     today = (
         {} if deps.history is None else await deps.history.lots_today(_local_midnight_ns(cfg, now))
     )
+    open_alerts = [a for a in _open_alerts(deps) if a["rule"] == "wet_lot"]
+    alerted = {a["subject"] for a in open_alerts}
+    # A lot is wet when the wet-lot rule says so (k of its last n samples), or when its
+    # mean is at or above the threshold: the badge and the alert never disagree.
     lots_today = [
         {
             "lot": s.lot,
@@ -270,7 +274,7 @@ async def warehouse(request: web.Request) -> web.Response:
             "max_pct": round(s.max_pct, 3),
             "last_ns": s.last_ns,
             "threshold_pct": _threshold(cfg, s.product),
-            "wet": s.max_pct > _threshold(cfg, s.product),
+            "wet": s.lot in alerted or s.mean_pct >= _threshold(cfg, s.product),
         }
         for s in sorted(today.values(), key=lambda s: s.last_ns, reverse=True)
     ]
@@ -288,7 +292,7 @@ async def warehouse(request: web.Request) -> web.Response:
                 for st in stations
             ],
             "lots_today": lots_today,
-            "alerts": [a for a in _open_alerts(deps) if a["rule"] == "wet_lot"],
+            "alerts": open_alerts,
         }
     )
 

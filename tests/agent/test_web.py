@@ -236,8 +236,8 @@ async def test_warehouse_shows_the_live_reading_and_todays_lots(
     site: Site, browser: Client
 ) -> None:
     site.deps.health.set_device_state("umid-1", DeviceState.ONLINE)
-    for value in (11.0, 12.6):
-        reading = site.moisture(value)
+    for value, lot in ((11.5, "L-10"), (11.0, "L-9"), (12.6, "L-9")):
+        reading = site.moisture(value, lot=lot)
         site.deps.hub.on_reading(reading)
         site.deps.alerts.on_reading(reading)  # type: ignore[union-attr]
         assert site.deps.history is not None
@@ -253,14 +253,11 @@ async def test_warehouse_shows_the_live_reading_and_todays_lots(
     assert meter["temperature_c"] == 24.5
     assert (meter["lot"], meter["product"], meter["threshold_pct"]) == ("L-9", "arabica", 12.0)
     assert meter["wet"] is True
-    [lot] = doc["lots_today"]
-    assert (lot["lot"], lot["count"], lot["mean_pct"], lot["max_pct"], lot["wet"]) == (
-        "L-9",
-        2,
-        11.8,
-        12.6,
-        True,
-    )
+    # Newest first; L-9 is wet (its alert fired), L-10 is not.
+    assert [
+        (lot["lot"], lot["count"], lot["mean_pct"], lot["max_pct"], lot["wet"])
+        for lot in doc["lots_today"]
+    ] == [("L-9", 2, 11.8, 12.6, True), ("L-10", 1, 11.5, 11.5, False)]
     assert doc["stations"] == [{"station": "recepcao", "lot": None, "set_at_ns": None, "by": None}]
     assert [(a["rule"], a["subject"]) for a in doc["alerts"]] == [("wet_lot", "L-9")]
 
