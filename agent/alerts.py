@@ -150,7 +150,8 @@ class AlertService:
         self._health = health
         self._publish_state = publish_state
         self._on_alert = on_alert
-        self._recent: collections.deque[Alert] = collections.deque(maxlen=RECENT_ALERTS)
+        self._recent_path = state_path.with_name(state_path.stem + "-recent.json")
+        self._recent = self._load_recent()
         self._clock_ns = clock_ns
         self._tick_s = tick_s
         self._save_s = save_s
@@ -183,9 +184,25 @@ class AlertService:
         """The rule engine (read-only use: current alerts for pages and commands)."""
         return self._engine
 
-    def recent(self) -> list[Alert]:
-        """The latest notified transitions and acknowledgements, newest first (this run)."""
+    def recent(self) -> list[dict[str, object]]:
+        """The latest notified transitions and acknowledgements, newest first.
+
+        Kept beside the engine state (``alerts-recent.json``), so a restart keeps them.
+        """
         return list(reversed(self._recent))
+
+    def _load_recent(self) -> collections.deque[dict[str, object]]:
+        recent: collections.deque[dict[str, object]] = collections.deque(maxlen=RECENT_ALERTS)
+        try:
+            doc = json.loads(self._recent_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return recent
+        except (OSError, ValueError) as exc:
+            log.warning("Recent alerts %s unreadable (%s); starting afresh", self._recent_path, exc)
+            return recent
+        if isinstance(doc, list):
+            recent.extend(d for d in doc if isinstance(d, dict))
+        return recent
 
     def publish_all(self) -> None:
         """Push the retained state of every open alert (at start, after a restore)."""
@@ -241,6 +258,7 @@ class AlertService:
         """Write the state now if anything is unsaved (on shutdown; blocks briefly)."""
         if self._save_due or self._dirty:
             _write_atomic(self._path, self._engine.snapshot())
+            _write_atomic(self._recent_path, encode_json(list(self._recent)).decode())
             self._save_due = self._dirty = False
 
     async def _serve(self) -> None:
@@ -272,7 +290,7 @@ class AlertService:
         for alert in batch:
             self._retain(alert)
             if alert.notify or alert.state is AlertState.ACKNOWLEDGED:
-                self._recent.append(alert)
+                self._recent.append(alert_payload(alert))
             if self._on_alert is not None:
                 self._on_alert(alert)
             point = alert_point(alert, site=self._site)
@@ -322,10 +340,12 @@ class AlertService:
 
     async def _save(self) -> None:
         text = self._engine.snapshot()
+        recent = encode_json(list(self._recent)).decode()
         self._dirty = False
         self._save_due = False
         self._last_save = asyncio.get_running_loop().time()
         await asyncio.to_thread(_write_atomic, self._path, text)
+        await asyncio.to_thread(_write_atomic, self._recent_path, recent)
 
     async def handle_command(self, rest: str, payload: bytes) -> list[Outgoing]:
         """Acknowledge ``ack/<rule>/<subject>`` with ``{"by": "name"}``; returns the reply."""

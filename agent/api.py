@@ -212,7 +212,7 @@ async def alerts(request: web.Request) -> web.Response:
 async def recent_alerts(request: web.Request) -> web.Response:
     """Notified alert events of this run, newest first."""
     service = _deps(request).alerts
-    return json_response([] if service is None else [alert_payload(a) for a in service.recent()])
+    return json_response([] if service is None else service.recent())
 
 
 async def warehouse(request: web.Request) -> web.Response:

@@ -326,6 +326,12 @@ def make_web_app(
     for path in PAGES:
         app.router.add_get(path, page)
     app.router.add_get("/favicon.ico", favicon)
+    writers = [f"{len(cfg.users)} users" if cfg.users else "", "the API token" if token else ""]
+    log.info(
+        "Dashboard access: reads %s; writes %s",
+        "open to anyone who reaches the port" if cfg.read_access == "open" else "need a login",
+        "by " + " or ".join(w for w in writers if w) if any(writers) else "disabled",
+    )
     if app[_ASSETS].is_dir():
         app.router.add_static("/static/", app[_ASSETS], follow_symlinks=False)
     else:

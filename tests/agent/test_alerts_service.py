@@ -134,3 +134,51 @@ async def test_bad_ack_commands_change_nothing(
         assert error in doc["error"]
         assert svc.engine.alerts(0) == []
         assert outbox.last_id == 0
+
+
+async def test_recent_alerts_survive_a_restart(tmp_path: Path) -> None:
+    stamper = Stamper()
+    seen: list[str] = []
+    cfg = AlertsConfig.model_validate({"wet_lot": {"k": 1, "n": 1}})
+    async with open_outbox(tmp_path / "o.db", sinks=["x"]) as outbox:
+        svc = AlertService(
+            cfg=cfg,
+            site="s1",
+            state_path=tmp_path / "alerts.json",
+            stamper=stamper,
+            outbox=outbox,
+            health=Health(),
+            on_alert=lambda a: seen.append(a.state.value),
+        )
+        svc.on_reading(moisture(stamper, 14.0, lot="L-1"))
+        await svc._flush()
+        await svc.handle_command("ack/wet_lot/L-1", b'{"by": "ana"}')
+        await svc._flush()
+        svc.on_reading(moisture(stamper, 9.0, lot="L-1"))  # the mean falls to 11.5 %
+        await svc._flush()
+        assert [(a["subject"], a["state"]) for a in svc.recent()] == [
+            ("L-1", "resolved"),
+            ("L-1", "acknowledged"),
+            ("L-1", "firing"),
+        ]
+        assert seen == ["firing", "acknowledged", "resolved"]
+        svc.close()
+        again = AlertService(
+            cfg=cfg,
+            site="s1",
+            state_path=tmp_path / "alerts.json",
+            stamper=stamper,
+            outbox=outbox,
+            health=Health(),
+        )
+        assert again.recent() == svc.recent()
+        (tmp_path / "alerts-recent.json").write_text("{not json", encoding="utf-8")
+        broken = AlertService(
+            cfg=cfg,
+            site="s1",
+            state_path=tmp_path / "alerts.json",
+            stamper=stamper,
+            outbox=outbox,
+            health=Health(),
+        )
+        assert broken.recent() == []
