@@ -485,7 +485,7 @@ class HistoryConfig(_Model):
 
     enabled: bool = True
     path: Path | None = None
-    max_mb: float = Field(default=1024.0, gt=0)
+    max_mb: float = Field(default=2048.0, gt=0)
     raw_retention_days: float = Field(default=30.0, gt=0)
     rollup_retention_days: float = Field(default=730.0, gt=0)
 

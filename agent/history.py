@@ -380,7 +380,7 @@ class History:
         cls,
         path: Path,
         *,
-        max_mb: float = 1024.0,
+        max_mb: float = 2048.0,
         max_pending: int = 100_000,
         raw_retention_s: float = 30 * 86_400,
         rollup_1m_retention_s: float = 2 * 365 * 86_400,
