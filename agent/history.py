@@ -1007,7 +1007,7 @@ class AsyncHistory:
 async def open_history(
     path: Path,
     *,
-    max_mb: float = 1024.0,
+    max_mb: float = 2048.0,
     max_pending: int = 100_000,
     raw_retention_s: float = 30 * 86_400,
     rollup_1m_retention_s: float = 2 * 365 * 86_400,
