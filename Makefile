@@ -37,6 +37,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/buses.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/history.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis artifacts
