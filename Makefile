@@ -36,8 +36,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/buses.py
 	$(BIN)/python bench/alerts.py
-	$(BIN)/python bench/history.py
-	$(BIN)/python bench/dashboard.py
+	PYTHONPATH=. $(BIN)/python bench/history.py
+	PYTHONPATH=. $(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis artifacts
