@@ -145,8 +145,14 @@ def _deps(request: web.Request) -> WebDeps:
 
 
 def _threshold(cfg: Config, product: str | None) -> float:
+    # As the wet-lot rule does (``WetLotRule.threshold_for``): products match ignoring
+    # case, since meters print "CONILON" where the config says "conilon".
     wet = cfg.alerts.wet_lot
-    return wet.thresholds_pct.get(product or "", wet.default_threshold_pct)
+    wanted = (product or "").casefold()
+    for name, value in wet.thresholds_pct.items():
+        if name.casefold() == wanted:
+            return value
+    return wet.default_threshold_pct
 
 
 def _local_midnight_ns(cfg: Config, now_ns: int) -> int:

@@ -38,7 +38,9 @@ class DeviceHealth:
     frames_ok: int = 0
     frames_discarded: int = 0
     readings: int = 0
+    #: Returns to online after the first connection (a clean start counts none).
     reconnects: int = 0
+    ever_online: bool = False
     last_error: str | None = None
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -137,7 +139,9 @@ class Health:
         entry.state = state
         entry.since_ns = self.clock_ns()
         if state is DeviceState.ONLINE:
-            entry.reconnects += 1
+            if entry.ever_online:
+                entry.reconnects += 1
+            entry.ever_online = True
         self._mark(device)
 
     def _mark(self, device: str) -> None:

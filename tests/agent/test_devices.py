@@ -186,7 +186,7 @@ async def test_unplug_reopens_with_fresh_driver_and_continues_sequence() -> None
     assert [r.seq for r in h.accepted] == [1, 2]
     entry = h.health.devices["umid-1"]
     assert entry.state is DeviceState.ONLINE
-    assert entry.reconnects == 2
+    assert entry.reconnects == 1
     assert entry.errors["port"] >= 2
     assert entry.last_error is not None
 

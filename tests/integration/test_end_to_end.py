@@ -375,7 +375,7 @@ async def test_unplug_and_replug(
     check_arrived(rig, "umid-1", sent, "recepcao")
     status = rig.collector.last_status("umid-1")
     assert isinstance(status, dict)
-    assert status["reconnects"] == 2
+    assert status["reconnects"] == 1
 
 
 async def test_garbage_and_hostile_lots(

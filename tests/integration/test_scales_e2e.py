@@ -273,4 +273,4 @@ async def test_line_noise_costs_only_the_noise(rig: Rig) -> None:
         status = rig.collector.last_status(device)
         assert isinstance(status, dict)
         assert status["state"] == "online"
-        assert status["reconnects"] == 1
+        assert status["reconnects"] == 0
