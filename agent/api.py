@@ -263,9 +263,13 @@ async def warehouse(request: web.Request) -> web.Response:
         )
     active = {} if deps.lots is None else deps.lots.active
     stations = sorted(deps.lots.stations) if deps.lots is not None else []
-    today = (
-        {} if deps.history is None else await deps.history.lots_today(_local_midnight_ns(cfg, now))
-    )
+    today = {}
+    if deps.history is not None:
+        if deps.history.sync.pending:
+            # The page refetches right after a live reading; without this its lot would
+            # show up only after the history's next write (up to a second later).
+            await deps.history.flush()
+        today = await deps.history.lots_today(_local_midnight_ns(cfg, now))
     open_alerts = [a for a in _open_alerts(deps) if a["rule"] == "wet_lot"]
     alerted = {a["subject"] for a in open_alerts}
     # A lot is wet when the wet-lot rule says so (k of its last n samples), or when its

@@ -29,7 +29,7 @@ from agent.config import Config
 from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
 from agent.health import DeviceState, Health
-from agent.history import open_history
+from agent.history import open_configured_history
 from agent.hullers import HullerService
 from agent.live import LiveHub
 from agent.lots import LotStore
@@ -221,16 +221,7 @@ async def run_agent(
         lots.publish_all()
         history = None
         if cfg.history.enabled:
-            day = 86_400.0
-            history = await stack.enter_async_context(
-                open_history(
-                    cfg.history_path,
-                    max_mb=cfg.history.max_mb,
-                    raw_retention_s=cfg.history.raw_retention_days * day,
-                    rollup_1m_retention_s=cfg.history.rollup_retention_days * day,
-                    rollup_1h_retention_s=cfg.history.rollup_retention_days * day,
-                )
-            )
+            history = await stack.enter_async_context(open_configured_history(cfg))
             listeners = [*listeners, history.add]
         alerts: AlertService | None = None
         handlers: dict[str, CommandHandler] = {"lot": lots.handle_command}
@@ -316,7 +307,15 @@ async def run_agent(
             if hullers is not None:
                 readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
             readers.append(tg.create_task(lots.run_loop(), name="lots"))
-            readers.append(tg.create_task(hub.health_loop(health), name="live-health"))
+            readers.append(
+                tg.create_task(
+                    hub.health_loop(
+                        health,
+                        backlog=lambda sink: outbox.backlog(sink) if sink in outbox.sinks else 0,
+                    ),
+                    name="live-health",
+                )
+            )
             if alerts is not None:
                 readers.append(tg.create_task(alerts.run_loop(), name="alerts"))
             status = tg.create_task(

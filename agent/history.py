@@ -88,13 +88,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
+from agent.config import Config
 from agent.errors import TelemetryError
 from agent.readings import Reading
 
@@ -1001,6 +1002,18 @@ class AsyncHistory:
             except sqlite3.Error as exc:
                 log.warning("History write failed, retrying: %s", exc)
             await asyncio.sleep(flush_interval_s)
+
+
+def open_configured_history(cfg: Config) -> AbstractAsyncContextManager[AsyncHistory]:
+    """``open_history`` with the site's ``[history]`` settings."""
+    day = 86_400.0
+    return open_history(
+        cfg.history_path,
+        max_mb=cfg.history.max_mb,
+        raw_retention_s=cfg.history.raw_retention_days * day,
+        rollup_1m_retention_s=cfg.history.rollup_retention_days * day,
+        rollup_1h_retention_s=cfg.history.rollup_retention_days * day,
+    )
 
 
 @asynccontextmanager

@@ -136,8 +136,18 @@ class LiveHub:
         for sub in self._subs:
             sub.put(frame)
 
-    async def health_loop(self, health: Health, *, interval_s: float = 1.0) -> None:
-        """Send ``devices`` events for devices whose health changed (runs until cancelled)."""
+    async def health_loop(
+        self,
+        health: Health,
+        *,
+        backlog: Callable[[str], int] | None = None,
+        interval_s: float = 1.0,
+    ) -> None:
+        """Send ``devices`` events for devices whose health changed (runs until cancelled).
+
+        ``backlog(sink)`` (``Outbox.backlog``) makes a growing backlog a change too, so
+        the devices page follows an outage as it happens.
+        """
         seen: dict[str, tuple[object, ...]] = {}
         while True:
             await asyncio.sleep(interval_s)
@@ -158,7 +168,13 @@ class LiveHub:
                     seen[name] = signature
                     changed.append(name)
             sinks = {
-                name: (s.connected, s.delivered, s.rejected, s.last_error)
+                name: (
+                    s.connected,
+                    s.delivered,
+                    s.rejected,
+                    s.last_error,
+                    None if backlog is None else backlog(name),
+                )
                 for name, s in health.sinks.items()
             }
             if seen.get("\0sinks") != (tuple(sorted(sinks.items())),):

@@ -11,7 +11,7 @@ the parameters match and it is less than a day old.
 
 The real web app (``agent.web.make_web_app``/``open_web``) is then served on
 127.0.0.1 by a child process, as the agent would serve it, over the history
-opened with ``open_history``; this process is the browser. With one aiohttp
+opened with ``open_configured_history``; this process is the browser. With one aiohttp
 session (at most ``--connections`` (6) connections, a browser's HTTP/1.1
 limit), sequential requests, ``--repeats`` (50) each after 3 warm-ups, it
 times request to last body byte (JSON parsing not included):
@@ -60,7 +60,7 @@ import psutil
 from agent.alerts import AlertService
 from agent.config import parse_config
 from agent.health import Health
-from agent.history import DAY_NS, HOUR_NS, NS, History, open_history
+from agent.history import DAY_NS, HOUR_NS, NS, History, open_configured_history
 from agent.lots import LotStore
 from agent.lotservice import LotService
 from agent.outbox import open_outbox
@@ -231,17 +231,8 @@ async def _serve(cfg_text: str, conn: Connection) -> None:
             health = Health()
             for dev in cfg.devices:
                 health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
-            day = 86_400.0
             t = time.perf_counter()
-            history = await stack.enter_async_context(
-                open_history(
-                    cfg.history_path,
-                    max_mb=cfg.history.max_mb,
-                    raw_retention_s=cfg.history.raw_retention_days * day,
-                    rollup_1m_retention_s=cfg.history.rollup_retention_days * day,
-                    rollup_1h_retention_s=cfg.history.rollup_retention_days * day,
-                )
-            )
+            history = await stack.enter_async_context(open_configured_history(cfg))
             # open_history's loop starts with a prune; have it done before timing anything.
             await history.prune(time.time_ns())
             open_s = time.perf_counter() - t

@@ -98,3 +98,21 @@ async def test_health_changes_are_sent_once_per_change() -> None:
         await asyncio.sleep(0.05)
         assert sub._queue.empty()
         task.cancel()
+
+
+async def test_a_growing_backlog_is_a_change() -> None:
+    import asyncio
+
+    hub = LiveHub()
+    health = Health()
+    health.add_sink("mqtt")
+    backlog = {"mqtt": 0}
+    with hub.subscribe() as sub:
+        await sub.next_frame()
+        task = asyncio.create_task(
+            hub.health_loop(health, backlog=lambda s: backlog[s], interval_s=0.01)
+        )
+        assert decode(await asyncio.wait_for(sub.next_frame(), 2)) == ("devices", {"devices": []})
+        backlog["mqtt"] = 5  # the broker is down; nothing else about the sink changes
+        assert decode(await asyncio.wait_for(sub.next_frame(), 2)) == ("devices", {"devices": []})
+        task.cancel()

@@ -48,7 +48,13 @@ from tests.browser.helpers import (
     find,
     open_tab,
 )
-from tests.integration.harness import AgentProcess, DeviceSpec, eventually, write_site_config
+from tests.integration.harness import (
+    AgentProcess,
+    DeviceSpec,
+    eventually,
+    huller_toml,
+    write_site_config,
+)
 from tests.services.mosquitto import MosquittoServer
 
 METERS = {"umid-1": "recepcao", "umid-2": "armazem"}
@@ -85,29 +91,15 @@ def site_config(
         "n = 1",
         # Products are matched without regard to case: tickets print "CONILON".
         'thresholds_pct = { "conilon" = 13.0 }',
-        "[[buses]]",
-        'id = "rs485"',
-        f'port = "{bus.path}"',
-        "timeout_s = 0.3",
-        "min_gap_s = 0.01",
-        "[buses.serial]",
-        "baudrate = 9600",
-        "stopbits = 2",
-        "[[hullers]]",
-        f'id = "{HULLER}"',
-        'name = "Descascador 1"',
-        'bus = "rs485"',
-        "bag_counter = 1",
-        "hour_meter = 2",
-        'hour_meter_unit = "0.1h"',
-        "poll_interval_s = 0.5",
-        'station = "beneficio"',
-        "[[hullers.tasks]]",
-        'id = "oleo"',
-        'name = "Troca de óleo"',
-        "interval_h = 250",
-        "warn_before_h = 25",
     ]
+    extra += huller_toml(
+        bus.path,
+        huller=HULLER,
+        station="beneficio",
+        poll_interval_s=0.5,
+        hour_meter_unit="0.1h",
+        tasks=[{"id": "oleo", "name": "Troca de óleo", "interval_h": 250, "warn_before_h": 25}],
+    )
     with path.open("a", encoding="utf-8") as f:
         f.write("\n".join(extra) + "\n")
     doc = tomllib.loads(path.read_text(encoding="utf-8"))

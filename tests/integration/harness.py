@@ -89,6 +89,48 @@ def write_site_config(
     return path
 
 
+def huller_toml(
+    bus_port: str,
+    *,
+    huller: str,
+    station: str,
+    poll_interval_s: float,
+    hour_meter_unit: str = "s",
+    bags_per_pulse: float = 1.0,
+    tasks: Sequence[Mapping[str, object]] = (),
+) -> list[str]:
+    """TOML lines for an RS-485 bus ``rs485`` on ``bus_port`` with one huller.
+
+    Its bag counter is Modbus unit 1 and its hour meter unit 2 (as ``CounterUnitSim``s
+    on the bus); each task is a ``[[hullers.tasks]]`` table (``id``, ``name``,
+    ``interval_h``, optionally ``warn_before_h``).
+    """
+    lines = [
+        "[[buses]]",
+        'id = "rs485"',
+        f'port = "{bus_port}"',
+        "timeout_s = 0.3",
+        "min_gap_s = 0.01",
+        "[buses.serial]",
+        "baudrate = 9600",
+        "stopbits = 2",
+        "[[hullers]]",
+        f'id = "{huller}"',
+        'name = "Descascador 1"',
+        'bus = "rs485"',
+        "bag_counter = 1",
+        "hour_meter = 2",
+        f'hour_meter_unit = "{hour_meter_unit}"',
+        f"bags_per_pulse = {bags_per_pulse}",
+        f"poll_interval_s = {poll_interval_s}",
+        f'station = "{station}"',
+    ]
+    for task in tasks:
+        lines.append("[[hullers.tasks]]")
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in task.items()]
+    return lines
+
+
 class AgentProcess:
     """The agent as a child process, logs in a file."""
 

@@ -44,6 +44,7 @@ from tests.integration.harness import (
     DeviceSpec,
     MqttCollector,
     eventually,
+    huller_toml,
     write_site_config,
 )
 from tests.services.influxd import InfluxServer
@@ -350,34 +351,16 @@ def write_site(
     assert "status_interval_s = 3600" in text
     text = text.replace("status_interval_s = 3600", "status_interval_s = 1")
     text += "\n".join(
-        [
-            "[[buses]]",
-            'id = "rs485"',
-            f'port = "{bus.path}"',
-            "timeout_s = 0.3",
-            "min_gap_s = 0.01",
-            "[buses.serial]",
-            "baudrate = 9600",
-            "stopbits = 2",
-            "[[hullers]]",
-            f'id = "{HULLER}"',
-            'name = "Descascador 1"',
-            'bus = "rs485"',
-            "bag_counter = 1",
-            "hour_meter = 2",
-            'hour_meter_unit = "s"',
-            "bags_per_pulse = 1.0",
-            "poll_interval_s = 0.25",
-            'station = "descascamento"',
-            "[[hullers.tasks]]",
-            'id = "facas"',
-            'name = "Troca das facas"',
-            "interval_h = 300.0",
-            "[[hullers.tasks]]",
-            'id = "lubrificacao"',
-            'name = "Lubrificação"',
-            "interval_h = 100.0",
-        ]
+        huller_toml(
+            bus.path,
+            huller=HULLER,
+            station="descascamento",
+            poll_interval_s=0.25,
+            tasks=[
+                {"id": "facas", "name": "Troca das facas", "interval_h": 300.0},
+                {"id": "lubrificacao", "name": "Lubrificação", "interval_h": 100.0},
+            ],
+        )
     )
     config.write_text(text + "\n", encoding="utf-8")
     return config

@@ -39,6 +39,7 @@ from tests.integration.harness import (
     AgentProcess,
     MqttCollector,
     eventually,
+    huller_toml,
     outbox_last_id,
     write_site_config,
 )
@@ -51,7 +52,7 @@ SITE = "ourofino"
 ZONE = ZoneInfo("America/Sao_Paulo")  # the [site] default
 HULLER = "desc-1"
 STATION = "descascamento"
-COUNTER_ADDR = 1
+COUNTER_ADDR = 1  # as huller_toml configures them
 TIMER_ADDR = 2
 POLL_S = 0.25
 #: Service tasks as (id, name, interval_h); warn_before_h stays at its default of 10 h.
@@ -84,33 +85,14 @@ def write_huller_site(
         database=database,
         site=SITE,
     )
-    lines = [
-        "[[buses]]",
-        'id = "rs485"',
-        f'port = "{bus_port}"',
-        "timeout_s = 0.3",
-        "min_gap_s = 0.01",
-        "[buses.serial]",
-        "baudrate = 9600",
-        "stopbits = 2",
-        "[[hullers]]",
-        f'id = "{HULLER}"',
-        'name = "Descascador 1"',
-        'bus = "rs485"',
-        f"bag_counter = {COUNTER_ADDR}",
-        f"hour_meter = {TIMER_ADDR}",
-        'hour_meter_unit = "s"',
-        f"bags_per_pulse = {bags_per_pulse}",
-        f"poll_interval_s = {POLL_S}",
-        f'station = "{STATION}"',
-    ]
-    for task_id, name, interval_h in tasks:
-        lines += [
-            "[[hullers.tasks]]",
-            f'id = "{task_id}"',
-            f'name = "{name}"',
-            f"interval_h = {interval_h}",
-        ]
+    lines = huller_toml(
+        bus_port,
+        huller=HULLER,
+        station=STATION,
+        poll_interval_s=POLL_S,
+        bags_per_pulse=bags_per_pulse,
+        tasks=[{"id": t, "name": n, "interval_h": h} for t, n, h in tasks],
+    )
     with path.open("a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return path
