@@ -428,3 +428,23 @@ def test_disk_bound_drops_lot_rollups_last(
     assert order[-1] == rank["lot"]
     assert h.lots_today(0) == {}
     h.close()
+
+
+def test_queries_from_many_threads_while_writing(history: History) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = 1_700_000_000 * NS
+    feed(history, t0, 600)
+    history.flush()
+
+    def query(i: int) -> int:
+        if i % 4 == 0:
+            feed(history, t0 + (600 + i) * 10 * NS, 1)
+            history.flush()
+        return len(history.series("moisture", "umid-1", "moisture_pct", t0, t0 + 6000 * NS))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = list(pool.map(query, range(64)))
+    assert min(counts) >= 600
+    history.close()
+    history.close()  # idempotent, and every reader connection was closed once
