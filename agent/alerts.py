@@ -184,6 +184,14 @@ class AlertService:
         """The rule engine (read-only use: current alerts for pages and commands)."""
         return self._engine
 
+    def alert_doc(self, alert: Alert) -> dict[str, object]:
+        """``alert_payload`` plus ``messages``: the message in every language (for pages)."""
+        return {**alert_payload(alert), "messages": self._engine.messages(alert)}
+
+    def open_docs(self) -> list[dict[str, object]]:
+        """Every open alert as ``alert_doc``."""
+        return [self.alert_doc(a) for a in self._engine.alerts(self._clock_ns())]
+
     def recent(self) -> list[dict[str, object]]:
         """The latest notified transitions and acknowledgements, newest first.
 
@@ -290,7 +298,7 @@ class AlertService:
         for alert in batch:
             self._retain(alert)
             if alert.notify or alert.state is AlertState.ACKNOWLEDGED:
-                self._recent.append(alert_payload(alert))
+                self._recent.append(self.alert_doc(alert))
             if self._on_alert is not None:
                 self._on_alert(alert)
             point = alert_point(alert, site=self._site)

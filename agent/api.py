@@ -56,7 +56,6 @@ from agent.maintenance import (
 )
 from agent.outbox import Outbox
 from agent.readings import Reading
-from agent.rules import alert_payload
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +204,7 @@ async def lots(request: web.Request) -> web.Response:
 
 
 def _open_alerts(deps: WebDeps) -> list[dict[str, object]]:
-    if deps.alerts is None:
-        return []
-    return [alert_payload(a) for a in deps.alerts.engine.alerts(deps.clock_ns())]
+    return [] if deps.alerts is None else deps.alerts.open_docs()
 
 
 async def alerts(request: web.Request) -> web.Response:

@@ -157,7 +157,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, Literal, Protocol, assert_never
+from typing import ClassVar, Literal, Protocol, assert_never, get_args
 
 from agent.errors import TelemetryError
 from agent.readings import Reading, format_time
@@ -191,6 +191,7 @@ __all__ = [
     "WetLotRule",
     "WiringMemory",
     "acknowledge",
+    "alert_message",
     "alert_payload",
     "alert_point",
     "alert_topic",
@@ -1276,23 +1277,34 @@ def _f(data: Data, key: str) -> float:
 
 
 def _message(rule: Rule, state: RuleState, lang: Lang) -> str:
-    match state.state:
-        case AlertState.PENDING:
-            head = _tr(lang, "PENDENTE", "PENDING")
-        case AlertState.FIRING:
-            head = _tr(lang, "ALERTA", "ALERT")
-            if state.repeat:
-                head += _tr(lang, f" (lembrete {state.repeat})", f" (reminder {state.repeat})")
-        case AlertState.ACKNOWLEDGED:
-            head = _tr(
-                lang, f"RECONHECIDO por {state.acked_by}", f"ACKNOWLEDGED by {state.acked_by}"
-            )
-        case AlertState.RESOLVED:
-            head = _tr(lang, "RESOLVIDO", "RESOLVED")
-        case _:
-            assert_never(state.state)
+    head = _head(state.state, state.repeat, state.acked_by, lang)
     title, detail = _describe(rule, state.subject, state.data, not state.open, lang)
     return f"{head} — {title}: {detail}"
+
+
+def alert_message(rule: Rule, alert: Alert, lang: Lang) -> str:
+    """``alert``'s message in ``lang`` (events carry it in the engine's language only)."""
+    head = _head(alert.state, alert.repeat, alert.acked_by, lang)
+    resolved = alert.state is AlertState.RESOLVED
+    title, detail = _describe(rule, alert.subject, alert.data, resolved, lang)
+    return f"{head} — {title}: {detail}"
+
+
+def _head(state: AlertState, repeat: int, acked_by: str | None, lang: Lang) -> str:
+    match state:
+        case AlertState.PENDING:
+            return _tr(lang, "PENDENTE", "PENDING")
+        case AlertState.FIRING:
+            head = _tr(lang, "ALERTA", "ALERT")
+            if repeat:
+                head += _tr(lang, f" (lembrete {repeat})", f" (reminder {repeat})")
+            return head
+        case AlertState.ACKNOWLEDGED:
+            return _tr(lang, f"RECONHECIDO por {acked_by}", f"ACKNOWLEDGED by {acked_by}")
+        case AlertState.RESOLVED:
+            return _tr(lang, "RESOLVIDO", "RESOLVED")
+        case _:
+            assert_never(state)
 
 
 def _describe(rule: Rule, subject: str, data: Data, resolved: bool, lang: Lang) -> tuple[str, str]:
@@ -1818,6 +1830,13 @@ class Engine:
         if new is not old:
             self._store(rule, new)
         return alerts
+
+    def messages(self, alert: Alert) -> dict[str, str]:
+        """``alert``'s message in every language, for pages that switch language."""
+        rule = self._by_name.get(alert.rule)
+        if rule is None:
+            return {self._lang: alert.message}
+        return {lang: alert_message(rule, alert, lang) for lang in get_args(Lang)}
 
     def alerts(self, now_ns: int) -> list[Alert]:
         """Every open alert as an event with ``notify`` false (to republish retained state)."""

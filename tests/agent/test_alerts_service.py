@@ -162,6 +162,18 @@ async def test_recent_alerts_survive_a_restart(tmp_path: Path) -> None:
             ("L-1", "firing"),
         ]
         assert seen == ["firing", "acknowledged", "resolved"]
+        # Pages switch language: each event carries its message in both.
+        for doc in svc.recent():
+            messages = doc["messages"]
+            assert isinstance(messages, dict)
+            assert messages["pt-BR"] == doc["message"]
+        resolved, acked, firing = (d["messages"] for d in svc.recent())
+        assert isinstance(firing, dict)
+        assert isinstance(acked, dict)
+        assert isinstance(resolved, dict)
+        assert firing["en"].startswith("ALERT — Wet lot: lot L-1 at station recepcao: mean 14.0 %")
+        assert acked["en"].startswith("ACKNOWLEDGED by ana — Wet lot")
+        assert resolved["en"].startswith("RESOLVED — Wet lot")
         svc.close()
         again = AlertService(
             cfg=cfg,

@@ -1,11 +1,16 @@
 // Alertas page: open alerts (with Acknowledge for firing ones when logged in)
 // and the recent history of alert events. Every `alert` event refetches both.
 
-import {t, tCode} from "../i18n.js";
+import {getLang, t, tCode} from "../i18n.js";
 import {apiPath, getJSON, postJSON} from "./api.js";
 import {h, safeId, setText, syncKeyed} from "./dom.js";
 import {time} from "./format.js";
 import {badge, empty, labelCells, message, runAction, setBadge} from "./widgets.js";
+
+/** The alert's message in the page's language (the agent sends it in both). */
+function alertText(a) {
+  return (a.messages && a.messages[getLang()]) ?? a.message ?? "";
+}
 
 const STATE_BADGE = {firing: "bad", pending: "warn", acknowledged: "info", resolved: "ok"};
 const SEVERITY_BADGE = {critical: "bad", warning: "warn", info: "info"};
@@ -116,7 +121,7 @@ export function createAlertas(ctx) {
     setBadge(c[0].firstChild, SEVERITY_BADGE[a.severity] || "off", tCode("alert.severity", a.severity));
     setText(c[1], tCode("alert.rule", a.rule));
     setText(c[2], a.subject);
-    setText(c[3], a.message ?? "");
+    setText(c[3], alertText(a));
     setText(c[4], time(a.since));
     setBadge(c[5].firstChild, STATE_BADGE[a.state] || "off", tCode("alert.state", a.state));
     setText(c[5].children[1], a.acked_by ? t("armazem.wetAcked", {by: a.acked_by}) : "");
@@ -153,7 +158,7 @@ export function createAlertas(ctx) {
             h("td", null, tCode("alert.rule", a.rule)),
             h("th", {scope: "row"}, a.subject),
             h("td", null, badge(STATE_BADGE[a.state] || "off", tCode("alert.state", a.state))),
-            h("td", {class: "cell-message"}, a.message ?? ""),
+            h("td", {class: "cell-message"}, alertText(a)),
             h("td", null, a.acked_by ?? ""),
           ),
           RECENT_COLUMNS.map((k) => t(k)),
