@@ -72,10 +72,9 @@ month of lot rollups (by far the smallest table). The database uses
 ``auto_vacuum=INCREMENTAL`` so freed pages are given back to the file system
 after each prune instead of only being reused.
 
-Queries run on ``READERS`` read-only connections of their own (WAL readers never
-wait for the writer), each used by one thread at a time, so they can be called
-from any thread and a dashboard panel's requests run side by side; the
-``AsyncHistory`` wrapper runs them on worker threads.
+Queries run on a separate read connection (WAL readers never wait for the
+writer), guarded by a lock so they can be called from any thread; the
+``AsyncHistory`` wrapper runs them on a worker thread.
 """
 
 from __future__ import annotations
@@ -84,7 +83,6 @@ import asyncio
 import collections
 import logging
 import math
-import queue
 import sqlite3
 import threading
 import time
@@ -230,10 +228,6 @@ WHERE excluded.ts_ns >= latest.ts_ns
 """
 
 
-#: Read-only connections for queries (the edge box has 2 to 4 cores).
-READERS = 2
-
-
 class HistoryError(TelemetryError):
     """The history database cannot be opened or read."""
 
@@ -353,7 +347,7 @@ class History:
     def __init__(
         self,
         conn: sqlite3.Connection,
-        readers: Sequence[sqlite3.Connection],
+        reader: sqlite3.Connection,
         *,
         path: Path,
         max_bytes: int,
@@ -364,12 +358,7 @@ class History:
         lot_retention_s: float = 2 * 365 * 86_400,
     ) -> None:
         self._conn = conn
-        # Queries take a free reader connection (waiting if none is free): a dashboard
-        # panel's requests run side by side instead of queueing on one connection.
-        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._reader_count = len(readers)
-        for reader in readers:
-            self._readers.put(reader)
+        self._reader = reader
         self._path = path
         self._max_bytes = max_bytes
         self._retention_ns = {
@@ -381,6 +370,7 @@ class History:
         self._pending: collections.deque[Point] = collections.deque(maxlen=max_pending)
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._series_ids: dict[tuple[str, str, str], int] = {}
         self._tags_ids: dict[tuple[str, str, str], int] = {}
         self.dropped_pending_total = 0
@@ -413,12 +403,12 @@ class History:
             HistoryError: The database cannot be opened.
         """
         try:
-            conn, readers = _connect(path)
+            conn, reader = _connect(path)
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(f"cannot open history {path}: {exc}") from exc
         return cls(
             conn,
-            readers,
+            reader,
             path=path,
             max_bytes=int(max_mb * 1024 * 1024),
             max_pending=max_pending,
@@ -643,11 +633,8 @@ class History:
     # -- queries -------------------------------------------------------------
 
     def _query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        reader = self._readers.get()
-        try:
-            return fn(reader)
-        finally:
-            self._readers.put(reader)
+        with self._read_lock:
+            return fn(self._reader)
 
     def series(
         self,
@@ -830,8 +817,8 @@ class History:
             return
         self.flush()
         self._closed = True
-        for _ in range(self._reader_count):
-            self._readers.get().close()  # waits for queries still running
+        with self._read_lock:
+            self._reader.close()
         with self._write_lock:
             self._conn.close()  # the last connection checkpoints and removes the WAL
 
@@ -920,7 +907,7 @@ def _ensure_lot_rollup(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _connect(path: Path) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
+def _connect(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA busy_timeout=5000")
@@ -932,12 +919,9 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
     _ensure_lot_rollup(conn)
     # isolation_level=None is autocommit; "with conn" needs implicit BEGIN.
     conn.isolation_level = "DEFERRED"
-    readers = []
-    for _ in range(READERS):
-        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        reader.execute("PRAGMA busy_timeout=5000")
-        readers.append(reader)
-    return conn, readers
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    reader.execute("PRAGMA busy_timeout=5000")
+    return conn, reader
 
 
 class AsyncHistory:
