@@ -7,9 +7,13 @@ import {h, safeId, setText, syncKeyed} from "./dom.js";
 import {time} from "./format.js";
 import {badge, empty, labelCells, message, runAction, setBadge} from "./widgets.js";
 
-/** The alert's message in the page's language (the agent sends it in both). */
-function alertText(a) {
-  return (a.messages && a.messages[getLang()]) ?? a.message ?? "";
+/**
+ * The alert's message in the page's language (the agent sends it in both), with
+ * no line break between a number and its unit ("14,2 %" stays on one line).
+ */
+export function alertText(a) {
+  const text = (a.messages && a.messages[getLang()]) ?? a.message ?? "";
+  return text.replace(/(\d) (%|h\b|s\b|min\b)/g, "$1\u00a0$2");
 }
 
 const STATE_BADGE = {firing: "bad", pending: "warn", acknowledged: "info", resolved: "ok"};
@@ -92,7 +96,8 @@ export function createAlertas(ctx) {
       {testid: `alert-${safeId(a.rule)}-${safeId(a.subject)}`},
       h("td", null, badge("off", "", "alert-severity")),
       h("td", {testid: "alert-rule"}),
-      h("th", {scope: "row", testid: "alert-subject"}),
+      // A lot code or subject reads as one word: never split at its hyphen.
+      h("th", {scope: "row", class: "nowrap", testid: "alert-subject"}),
       h("td", {class: "cell-message", testid: "alert-text"}),
       h("td", {testid: "alert-since"}),
       h("td", null, badge("off", "", "alert-state"), h("span", {class: "cell-sub", testid: "alert-acked-by"})),
@@ -156,7 +161,7 @@ export function createAlertas(ctx) {
             {testid: "alert-event", data: {state: a.state}},
             h("td", {class: "nowrap"}, time(a.ts)),
             h("td", null, tCode("alert.rule", a.rule)),
-            h("th", {scope: "row"}, a.subject),
+            h("th", {scope: "row", class: "nowrap"}, a.subject),
             h("td", null, badge(STATE_BADGE[a.state] || "off", tCode("alert.state", a.state))),
             h("td", {class: "cell-message"}, alertText(a)),
             h("td", null, a.acked_by ?? ""),

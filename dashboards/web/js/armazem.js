@@ -8,7 +8,8 @@
 // (today's lot means, the wet verdict, new alerts). DOM nodes are kept per key
 // (syncKeyed), so a refetch never wipes a half-typed lot code or a chart.
 
-import {getLang, t} from "../i18n.js";
+import {t} from "../i18n.js";
+import {alertText} from "./alertas.js";
 import {apiPath, getJSON, postJSON, query} from "./api.js";
 import {MoistureChart, RANGES} from "./charts.js";
 import {h, replace, setState, setText, syncKeyed} from "./dom.js";
@@ -102,7 +103,7 @@ export function createArmazem(ctx) {
         const [lot, msg, meta] = li.children;
         li.classList.toggle("is-acked", a.state === "acknowledged");
         setText(lot, a.subject);
-        setText(msg, (a.messages && a.messages[getLang()]) ?? a.message);
+        setText(msg, alertText(a));
         const parts = [t("armazem.wetSince", {time: time(a.since)})];
         if (a.state === "acknowledged" && a.acked_by) parts.push(t("armazem.wetAcked", {by: a.acked_by}));
         setText(meta, parts.join(" · "));
