@@ -124,3 +124,39 @@ def test_session_key_is_created_private_and_kept(tmp_path: Path) -> None:
     assert len(key) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert load_session_key(path) == key
+
+
+def test_hash_password_command_prints_a_working_user(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import tomllib
+
+    from agent.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("cafe-bom-2026\n"))
+    assert main(["hash-password", "--stdin", "--user", "joao"]) == 0
+    out = capsys.readouterr().out
+    assert "cafe-bom-2026" not in out
+    [user] = tomllib.loads(out)["api"]["users"]
+    assert user["name"] == "joao"
+    assert verify_password("cafe-bom-2026", user["password_hash"])
+    WebUserConfig.model_validate(user)  # what the config accepts
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("curta\n"))
+    assert main(["hash-password", "--stdin"]) == 2
+    assert "at least 8" in capsys.readouterr().err
+
+
+def test_hash_password_command_asks_twice(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    answers = iter(["cafe-bom-2026", "cafe-bom-2027"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    assert main(["hash-password"]) == 2
+    assert "differ" in capsys.readouterr().err
+    answers = iter(["cafe-bom-2026", "cafe-bom-2026"])
+    assert main(["hash-password"]) == 0
+    assert 'name = "maria"' in capsys.readouterr().out
