@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
-from agent.config import AlertsConfig
+from agent.config import AlertsConfig, WetLotConfig
 from agent.health import Health
 from agent.lots import LotError, check_by
 from agent.lotservice import MAX_COMMAND_BYTES, Outgoing, encode_json
@@ -77,22 +77,24 @@ RECENT_ALERTS = 100
 MIN_SAVE_INTERVAL_S = 0.5
 
 
+def wet_lot_rule(wet: WetLotConfig) -> WetLotRule:
+    """The wet-lot rule of ``[alerts.wet_lot]`` (also what the pages' wet badges follow)."""
+    return WetLotRule(
+        default_threshold_pct=wet.default_threshold_pct,
+        thresholds_pct=dict(wet.thresholds_pct),
+        hysteresis_pct=wet.hysteresis_pct,
+        k=wet.k,
+        n=wet.n,
+        pending_s=wet.pending_s,
+        repeat_s=wet.repeat_s,
+    )
+
+
 def build_rules(cfg: AlertsConfig) -> list[Rule]:
     """The rule objects for a site's ``[alerts]`` section."""
     rules: list[Rule] = []
-    wet = cfg.wet_lot
-    if wet.enabled:
-        rules.append(
-            WetLotRule(
-                default_threshold_pct=wet.default_threshold_pct,
-                thresholds_pct=dict(wet.thresholds_pct),
-                hysteresis_pct=wet.hysteresis_pct,
-                k=wet.k,
-                n=wet.n,
-                pending_s=wet.pending_s,
-                repeat_s=wet.repeat_s,
-            )
-        )
+    if cfg.wet_lot.enabled:
+        rules.append(wet_lot_rule(cfg.wet_lot))
     silent = cfg.device_silent
     if silent.enabled:
         rules.append(
@@ -138,7 +140,7 @@ class AlertService:
         outbox: Outbox,
         health: Health,
         publish_state: Callable[[Outgoing], None] | None = None,
-        on_alert: Callable[[Alert], None] | None = None,
+        on_alert: Callable[[dict[str, object]], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
         tick_s: float = 1.0,
         save_s: float = 60.0,
@@ -297,10 +299,13 @@ class AlertService:
         readings = []
         for alert in batch:
             self._retain(alert)
-            if alert.notify or alert.state is AlertState.ACKNOWLEDGED:
-                self._recent.append(self.alert_doc(alert))
-            if self._on_alert is not None:
-                self._on_alert(alert)
+            keep = alert.notify or alert.state is AlertState.ACKNOWLEDGED
+            if keep or self._on_alert is not None:
+                doc = self.alert_doc(alert)  # one document for the recent list and the pages
+                if keep:
+                    self._recent.append(doc)
+                if self._on_alert is not None:
+                    self._on_alert(doc)
             point = alert_point(alert, site=self._site)
             # The device an alert is about becomes ``source_device``: ``device``
             # is the tag every point carries (here ``alerts``), and a field of

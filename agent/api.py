@@ -40,7 +40,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from agent.alerts import AlertService
+from agent.alerts import AlertService, wet_lot_rule
 from agent.config import Config
 from agent.health import DeviceState, Health
 from agent.history import NS, AsyncHistory, choose_resolution
@@ -56,6 +56,7 @@ from agent.maintenance import (
 )
 from agent.outbox import Outbox
 from agent.readings import Reading
+from agent.rules import WetLotRule
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ class WebDeps:
     clock_ns: Callable[[], int] = time.time_ns
     started_ns: int = field(default_factory=time.time_ns)
     version: str = field(default_factory=_version)
+    #: The wet-lot rule as configured: the pages' thresholds and wet badges follow it.
+    wet_rule: WetLotRule = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.wet_rule = wet_lot_rule(self.cfg.alerts.wet_lot)
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -141,17 +147,6 @@ def refused(error: str, status: int = 400) -> web.Response:
 
 def _deps(request: web.Request) -> WebDeps:
     return request.app[DEPS]
-
-
-def _threshold(cfg: Config, product: str | None) -> float:
-    # As the wet-lot rule does (``WetLotRule.threshold_for``): products match ignoring
-    # case, since meters print "CONILON" where the config says "conilon".
-    wet = cfg.alerts.wet_lot
-    wanted = (product or "").casefold()
-    for name, value in wet.thresholds_pct.items():
-        if name.casefold() == wanted:
-            return value
-    return wet.default_threshold_pct
 
 
 def _local_midnight_ns(cfg: Config, now_ns: int) -> int:
@@ -238,7 +233,7 @@ async def warehouse(request: web.Request) -> web.Response:
         entry = deps.health.devices.get(dev.id)
         product = tags.get("product") or dev.product or None
         moisture = _num(fields, "moisture_pct")
-        threshold = _threshold(cfg, product)
+        threshold = deps.wet_rule.threshold_for(product or "")
         meters.append(
             {
                 "device": dev.id,
@@ -280,8 +275,8 @@ async def warehouse(request: web.Request) -> web.Response:
             "mean_pct": round(s.mean_pct, 3),
             "max_pct": round(s.max_pct, 3),
             "last_ns": s.last_ns,
-            "threshold_pct": _threshold(cfg, s.product),
-            "wet": s.lot in alerted or s.mean_pct >= _threshold(cfg, s.product),
+            "threshold_pct": deps.wet_rule.threshold_for(s.product),
+            "wet": s.lot in alerted or s.mean_pct >= deps.wet_rule.threshold_for(s.product),
         }
         for s in sorted(today.values(), key=lambda s: s.last_ns, reverse=True)
     ]

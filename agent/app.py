@@ -38,7 +38,6 @@ from agent.maintenance import open_maintenance_store
 from agent.outbox import Outbox, open_outbox
 from agent.ports import PortOpener, open_serial_port
 from agent.readings import Stamper
-from agent.rules import alert_payload
 from agent.sinks.base import Sink
 from agent.sinks.influx import open_influx_v1, open_influx_v2
 from agent.sinks.lineprotocol import encode_line
@@ -234,7 +233,7 @@ async def run_agent(
                 outbox=outbox,
                 health=health,
                 publish_state=mqtt.set_state if mqtt is not None else None,
-                on_alert=lambda alert: hub.publish("alert", alert_payload(alert)),
+                on_alert=lambda doc: hub.publish("alert", doc),
             )
             listeners = [*listeners, alerts.on_reading]
             handlers["ack"] = alerts.handle_command

@@ -148,7 +148,7 @@ async def test_recent_alerts_survive_a_restart(tmp_path: Path) -> None:
             stamper=stamper,
             outbox=outbox,
             health=Health(),
-            on_alert=lambda a: seen.append(a.state.value),
+            on_alert=lambda doc: seen.append(str(doc["state"])),
         )
         svc.on_reading(moisture(stamper, 14.0, lot="L-1"))
         await svc._flush()

@@ -159,8 +159,6 @@ async def _site(tmp_path: Path, cfg: Config, token: str | None) -> AsyncIterator
         open_history(tmp_path / "h.db", flush_interval_s=3600) as history,
         open_maintenance_store(cfg.maintenance_path) as maintenance,
     ):
-        from agent.rules import alert_payload
-
         alerts = AlertService(
             cfg=cfg.alerts,
             site="s1",
@@ -168,7 +166,7 @@ async def _site(tmp_path: Path, cfg: Config, token: str | None) -> AsyncIterator
             stamper=stamper,
             outbox=outbox,
             health=health,
-            on_alert=lambda a: hub.publish("alert", alert_payload(a)),
+            on_alert=lambda doc: hub.publish("alert", doc),
         )
         deps = WebDeps(
             cfg=cfg,
