@@ -35,13 +35,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from agent.commands import Command, CommandRefused, Outgoing, encode_json
 from agent.config import AlertsConfig, WetLotConfig
 from agent.health import Health
-from agent.lots import LotError, check_by
-from agent.lotservice import MAX_COMMAND_BYTES, Outgoing, encode_json
 from agent.outbox import Outbox
 from agent.readings import Reading, Stamper
 from agent.rules import (
@@ -60,6 +59,7 @@ from agent.rules import (
     WetLotRule,
     alert_payload,
     alert_point,
+    alert_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ MAX_PENDING = 10_000
 
 #: Recent notified alert events kept in memory for the dashboard's alert page.
 RECENT_ALERTS = 100
+
+#: Longest alert subject an acknowledgement may name.
+MAX_SUBJECT_LEN = 120
 
 #: Shortest time between two saves of the engine state after notifications.
 MIN_SAVE_INTERVAL_S = 0.5
@@ -347,9 +350,7 @@ class AlertService:
         if self._publish_state is None:
             return
         payload = encode_json(alert_payload(alert))
-        self._publish_state(
-            Outgoing(topic=f"alerts/{alert.rule}/{alert.subject}", payload=payload, retain=True)
-        )
+        self._publish_state(Outgoing(topic=alert_topic(alert), payload=payload, retain=True))
 
     async def _save(self) -> None:
         text = self._engine.snapshot()
@@ -357,47 +358,38 @@ class AlertService:
         self._dirty = False
         self._save_due = False
         self._last_save = asyncio.get_running_loop().time()
-        await asyncio.to_thread(_write_atomic, self._path, text)
-        await asyncio.to_thread(_write_atomic, self._recent_path, recent)
+        try:
+            await asyncio.to_thread(_write_atomic, self._path, text)
+            await asyncio.to_thread(_write_atomic, self._recent_path, recent)
+        except OSError as exc:
+            # EMFILE, ENOSPC, a read-only card: the alerts still work from memory;
+            # the save is tried again at the next minute and shown in health.
+            self._dirty = True
+            entry = self._health.add_interface("alerts-state")
+            entry.failures += 1
+            entry.last_error = f"cannot save {self._path.name}: {exc}"
+            entry.last_error_ns = self._clock_ns()
+            log.error("Cannot save the alert state %s: %s; retrying", self._path, exc)
 
-    async def handle_command(self, rest: str, payload: bytes) -> list[Outgoing]:
-        """Acknowledge ``ack/<rule>/<subject>`` with ``{"by": "name"}``; returns the reply."""
-        parts = rest.split("/", 2)
-        if len(parts) != 3 or parts[0] != "ack" or not parts[1] or not parts[2]:
-            return [
-                _reply("cmd/reply", {"ok": False, "error": "expected cmd/ack/<rule>/<subject>"})
-            ]
-        rule, subject = parts[1], parts[2]
-        known = {r.name for r in self._rules}
-        if rule not in known:
-            return [_reply("cmd/reply", {"ok": False, "error": f"unknown rule {rule[:40]!r}"})]
-        topic = f"cmd/ack/{rule}/{subject}/reply"
-        if len(subject) > 120 or not subject.isprintable():
-            return [_reply("cmd/reply", {"ok": False, "error": "subject is not valid"})]
-        if len(payload) > MAX_COMMAND_BYTES:
-            return [
-                _reply(topic, {"ok": False, "error": f"payload over {MAX_COMMAND_BYTES} bytes"})
-            ]
-        try:
-            doc = json.loads(payload) if payload.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return [_reply(topic, {"ok": False, "error": 'payload must be JSON: {"by": "name"}'})]
-        if not isinstance(doc, dict):
-            return [_reply(topic, {"ok": False, "error": "payload must be an object"})]
-        by = doc.get("by", "mqtt")
-        try:
-            who = check_by(by if isinstance(by, str) else "")
-        except LotError as exc:
-            return [_reply(topic, {"ok": False, "error": str(exc).replace("set the lot", "acks")})]
-        alerts = self._engine.ack(rule, subject, who, self._clock_ns())
+    async def handle_command(self, cmd: Command) -> dict[str, object]:
+        """Acknowledge ``ack/<rule>/<subject>`` (payload ``{"by": "name"}``); the reply document.
+
+        Raises:
+            CommandRefused: Not ``ack/<rule>/<subject>``, an unknown rule, or no
+                firing alert to acknowledge.
+        """
+        if len(cmd.path) != 3 or cmd.path[0] != "ack":
+            raise CommandRefused("expected cmd/ack/<rule>/<subject>")
+        rule, subject = cmd.path[1], cmd.path[2]
+        if rule not in {r.name for r in self._rules}:
+            raise CommandRefused(f"unknown rule {rule[:40]!r}")
+        if len(subject) > MAX_SUBJECT_LEN or not subject.isprintable():
+            raise CommandRefused("subject is not valid")
+        alerts = self._engine.ack(rule, subject, cmd.by, self._clock_ns())
         if not alerts:
-            return [_reply(topic, {"ok": False, "error": "no firing alert to acknowledge"})]
+            raise CommandRefused("no firing alert to acknowledge", rule=rule, subject=subject)
         self._add(alerts)
-        return [_reply(topic, {"ok": True, "rule": rule, "subject": subject, "by": who})]
-
-
-def _reply(topic: str, doc: Mapping[str, object]) -> Outgoing:
-    return Outgoing(topic=topic, payload=encode_json(doc))
+        return {"rule": rule, "subject": subject, "by": cmd.by}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -407,19 +399,3 @@ def _write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-CommandHandler = Callable[[str, bytes], Awaitable[list[Outgoing]]]
-
-
-def route_commands(handlers: Mapping[str, CommandHandler]) -> CommandHandler:
-    """One handler for ``cmd/#`` dispatching on the first topic level (``lot``, ``ack``)."""
-
-    async def route(rest: str, payload: bytes) -> list[Outgoing]:
-        head = rest.split("/", 1)[0]
-        handler = handlers.get(head)
-        if handler is None:
-            return [_reply("cmd/reply", {"ok": False, "error": f"unknown command {head[:40]!r}"})]
-        return await handler(rest, payload)
-
-    return route

@@ -28,7 +28,6 @@ user (a ``by`` in the body is ignored), or the body's ``by`` with the API token.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -41,18 +40,17 @@ from typing import Literal
 from aiohttp import web
 
 from agent.alerts import AlertService, wet_lot_rule
+from agent.commands import MAX_COMMAND_BYTES, CommandBoundary, Outgoing
 from agent.config import Config
 from agent.health import DeviceState, Health
 from agent.history import NS, AsyncHistory, choose_resolution
 from agent.hullers import HullerService
 from agent.live import LiveHub
-from agent.lotservice import MAX_COMMAND_BYTES, LotService, Outgoing
+from agent.lotservice import LotService
 from agent.maintenance import (
     AsyncMaintenanceStore,
-    MaintenanceError,
-    UsageError,
     huller_status,
-    record_service,
+    service_command,
 )
 from agent.outbox import Outbox
 from agent.readings import Reading
@@ -99,7 +97,9 @@ class WebDeps:
         hullers: The huller service (live totals).
         maintenance: The maintenance store.
         outbox: The outbox (backlog per sink).
-        publish: Sends replies and states to MQTT, when connected.
+        commands: The command boundary every write goes through (by default one
+            with the lot, alert and service commands of the parts given).
+        publish: Sends replies to MQTT, when connected (not retained).
         clock_ns: Wall clock.
         started_ns: When the agent started.
     """
@@ -113,6 +113,7 @@ class WebDeps:
     hullers: HullerService | None = None
     maintenance: AsyncMaintenanceStore | None = None
     outbox: Outbox | None = None
+    commands: CommandBoundary = field(default_factory=CommandBoundary)
     publish: Callable[[Outgoing], None] | None = None
     clock_ns: Callable[[], int] = time.time_ns
     started_ns: int = field(default_factory=time.time_ns)
@@ -122,6 +123,21 @@ class WebDeps:
 
     def __post_init__(self) -> None:
         self.wet_rule = wet_lot_rule(self.cfg.alerts.wet_lot)
+        if not self.commands.handlers:
+            if self.lots is not None:
+                self.commands.add("lot", self.lots.handle_command)
+            if self.alerts is not None:
+                self.commands.add("ack", self.alerts.handle_command)
+            self.commands.add(
+                "service",
+                service_command(
+                    self.cfg,
+                    clock_ns=self.clock_ns,
+                    on_done=lambda done: self.hub.publish(
+                        "service", {"huller": done.record.huller, "task": done.record.task}
+                    ),
+                ),
+            )
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -182,6 +198,8 @@ async def health(request: web.Request) -> web.Response:
                 }
                 for name, s in sorted(h.sinks.items())
             },
+            "interfaces": {name: i.as_doc() for name, i in sorted(h.interfaces.items())},
+            "counters": {name: counters() for name, counters in sorted(h.counters.items())},
         }
     )
 
@@ -445,28 +463,14 @@ async def devices(request: web.Request) -> web.Response:
 # -- writes --------------------------------------------------------------------------
 
 
-async def _json_body(request: web.Request) -> dict[str, object] | web.Response:
+async def _body(request: web.Request) -> bytes | web.Response:
+    """The request body, at most ``MAX_COMMAND_BYTES`` (413 past it); parsed by the boundary."""
     if request.content_length is not None and request.content_length > MAX_COMMAND_BYTES:
         return refused(f"body over {MAX_COMMAND_BYTES} bytes", 413)
     data = await request.content.read(MAX_COMMAND_BYTES + 1)
     if len(data) > MAX_COMMAND_BYTES:
         return refused(f"body over {MAX_COMMAND_BYTES} bytes", 413)
-    if not data.strip():
-        return {}
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return refused("body is not JSON")
-    if not isinstance(doc, dict):
-        return refused("body must be a JSON object")
-    return doc
-
-
-def _with_writer(request: web.Request, doc: dict[str, object]) -> bytes:
-    # A logged-in user is who they logged in as; a token holder may name someone.
-    if request.get(WRITER_VIA) == "session" or "by" not in doc:
-        doc = {**doc, "by": request[WRITER]}
-    return json.dumps(doc, ensure_ascii=False).encode()
+    return data
 
 
 def _audit(request: web.Request, what: str, result: str) -> None:
@@ -480,93 +484,42 @@ def _audit(request: web.Request, what: str, result: str) -> None:
     )
 
 
-def _from_replies(request: web.Request, what: str, replies: list[Outgoing]) -> web.Response:
-    publish = _deps(request).publish
-    if publish is not None:
-        for reply in replies:
-            publish(reply)  # MQTT subscribers see the API's replies too
-    doc = json.loads(replies[0].payload)
-    ok = bool(doc.get("ok"))
-    _audit(request, what, "ok" if ok else f"refused: {doc.get('error')}")
-    return json_response(doc, 200 if ok else 400)
+async def _command(request: web.Request, path: tuple[str, ...]) -> web.Response:
+    """Run a write through the command boundary, as MQTT commands are."""
+    deps = _deps(request)
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    if request.get(WRITER_VIA) == "session":
+        # A logged-in user is who they logged in as (a "by" in the body is ignored).
+        source, by = f"web:{request[WRITER]}", request[WRITER]
+    else:
+        source, by = "token", request[WRITER]  # a token holder may name someone
+    reply = await deps.commands.submit(path, body, source=source, by=by)
+    if deps.publish is not None:
+        deps.publish(reply.outgoing())  # MQTT subscribers see the API's replies too
+    what = "/".join(path)[:120]
+    _audit(request, repr(what), "ok" if reply.ok else f"refused: {reply.doc.get('error')}")
+    return json_response(reply.doc, 200 if reply.ok else 500 if reply.failed else 400)
 
 
 async def set_lot(request: web.Request) -> web.Response:
     """Set or clear a station's lot."""
-    service = _deps(request).lots
-    if service is None:  # pragma: no cover - the agent always has a lot service
-        return refused("lots are not available", 404)
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    station = request.match_info["station"]
-    replies = await service.handle_command(f"lot/{station}", _with_writer(request, body))
-    return _from_replies(request, f"lot {station!r} = {body.get('lot')!r}", replies)
+    return await _command(request, ("lot", request.match_info["station"]))
 
 
 async def ack_alert(request: web.Request) -> web.Response:
     """Acknowledge a firing alert."""
-    service = _deps(request).alerts
-    if service is None:
+    if _deps(request).alerts is None:
         return refused("alerts are disabled")
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    rule, subject = request.match_info["rule"], request.match_info["subject"]
-    replies = await service.handle_command(f"ack/{rule}/{subject}", _with_writer(request, body))
-    return _from_replies(request, f"ack {rule}/{subject!r}", replies)
+    return await _command(
+        request, ("ack", request.match_info["rule"], request.match_info["subject"])
+    )
 
 
 async def service_done(request: web.Request) -> web.Response:
     """Record a service task as done (like ``maintenance done``)."""
-    deps = _deps(request)
-    body = await _json_body(request)
-    if isinstance(body, web.Response):
-        return body
-    huller = request.match_info["huller"]
-    task, note, at = body.get("task"), body.get("note"), body.get("at")
-    by = request[WRITER] if request.get(WRITER_VIA) == "session" else body.get("by", "api")
-    what = f"service {huller!r}/{task!r}"
-    if not isinstance(task, str) or not all(
-        v is None or isinstance(v, str) for v in (note, at, by)
-    ):
-        _audit(request, what, "refused: bad body")
-        return refused("task must be a string; note, at and by strings or absent")
-    try:
-        done = await asyncio.to_thread(
-            record_service,
-            deps.cfg,
-            huller,
-            task,
-            note=note if isinstance(note, str) else None,
-            at=at if isinstance(at, str) else None,
-            by=by if isinstance(by, str) else None,
-            clock_ns=deps.clock_ns,
-        )
-    except UsageError as exc:
-        _audit(request, what, f"refused: {exc}")
-        return refused(str(exc))
-    except MaintenanceError as exc:
-        _audit(request, what, f"failed: {exc}")
-        return refused(str(exc), 500)
-    r = done.record
-    _audit(request, what, f"recorded #{r.id} at {r.hours_at:.1f} h")
-    deps.hub.publish("service", {"huller": r.huller, "task": r.task})
-    return json_response(
-        {
-            "ok": True,
-            "service": {
-                "id": r.id,
-                "huller": r.huller,
-                "task": r.task,
-                "done_at_ns": r.done_at_ns,
-                "hours_at": round(r.hours_at, 3),
-                "by": r.by,
-                "note": r.note,
-            },
-            "remarks": list(done.remarks),
-        }
-    )
+    return await _command(request, ("service", request.match_info["huller"]))
 
 
 Access = Literal["read", "write"]

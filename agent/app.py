@@ -2,9 +2,17 @@
 
 ``run_agent`` opens the outbox, the configured sinks and one loop per device,
 all in one ``asyncio.TaskGroup``, and runs until ``stop`` is set (SIGTERM,
-Ctrl-C). A task that fails unexpectedly takes the agent down with a non-zero
-exit, and systemd restarts it; since every accepted reading is already on
-disk, a crash costs a few seconds of latency, never data.
+Ctrl-C). Acquisition (device loops, the huller bus, the outbox) is the one
+thing that must never stop: if it fails, the agent exits non-zero and systemd
+restarts it; since every accepted reading is already on disk, a crash costs a
+few seconds of latency, never data. Everything else is an interface, run by
+``agent.supervise``: the web server, the MQTT connection (status topics and
+commands), each sink's delivery loop, the lot and alert services, the live
+pages and the agent's own status reading. An interface that fails is logged,
+counted in health and restarted with back-off; the devices never notice.
+Every command, from MQTT or the web, goes through one ``CommandBoundary``
+(``agent.commands``), and the listeners of accepted readings are called
+through a ``Fanout`` that isolates each one.
 
 Shutdown order: device loops stop first (nothing new is accepted), the sinks
 get ``shutdown_grace_s`` to deliver what is pending, then the MQTT connection
@@ -16,15 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
-from agent.alerts import AlertService, CommandHandler, route_commands
+from agent.alerts import AlertService
 from agent.api import WebDeps
+from agent.commands import CommandBoundary
 from agent.config import Config
 from agent.devices import ReadingListener, make_device_runner
 from agent.dispatch import deliver_loop
@@ -34,7 +44,7 @@ from agent.hullers import HullerService
 from agent.live import LiveHub
 from agent.lots import LotStore
 from agent.lotservice import LotService
-from agent.maintenance import open_maintenance_store
+from agent.maintenance import open_maintenance_store, service_command
 from agent.outbox import Outbox, open_outbox
 from agent.ports import PortOpener, open_serial_port
 from agent.readings import Stamper
@@ -43,6 +53,7 @@ from agent.sinks.influx import open_influx_v1, open_influx_v2
 from agent.sinks.lineprotocol import encode_line
 from agent.sinks.mqtt import MqttSink
 from agent.sinks.webhook import open_webhook
+from agent.supervise import Fanout, supervise
 from agent.web import make_web_app, open_web
 from drivers.events import FieldValue
 
@@ -145,6 +156,7 @@ def agent_fields(outbox: Outbox, health: Health, started: float) -> dict[str, Fi
         "devices_online": sum(1 for d in health.devices.values() if d.state is DeviceState.ONLINE),
         "devices_total": len(health.devices),
         "outbox_last_id": outbox.last_id,
+        "interface_failures": sum(i.failures for i in health.interfaces.values()),
     }
     for name in outbox.sinks:
         fields[f"backlog_{name}"] = outbox.backlog(name)
@@ -223,7 +235,8 @@ async def run_agent(
             history = await stack.enter_async_context(open_configured_history(cfg))
             listeners = [*listeners, history.add]
         alerts: AlertService | None = None
-        handlers: dict[str, CommandHandler] = {"lot": lots.handle_command}
+        commands = CommandBoundary({"lot": lots.handle_command})
+        health.counters["commands"] = commands.stats.as_doc
         if cfg.alerts.enabled:
             alerts = AlertService(
                 cfg=cfg.alerts,
@@ -236,9 +249,20 @@ async def run_agent(
                 on_alert=lambda doc: hub.publish("alert", doc),
             )
             listeners = [*listeners, alerts.on_reading]
-            handlers["ack"] = alerts.handle_command
+            commands.add("ack", alerts.handle_command)
+        commands.add(
+            "service",
+            service_command(
+                cfg,
+                on_done=lambda done: hub.publish(
+                    "service", {"huller": done.record.huller, "task": done.record.task}
+                ),
+            ),
+        )
         if mqtt is not None:
-            mqtt.set_command_handler(route_commands(handlers))
+            mqtt.set_command_handler(commands)
+        fanout = Fanout(listeners, health=health)
+        listeners = [fanout]
         hullers: HullerService | None = None
         store = None
         if cfg.hullers:
@@ -261,8 +285,9 @@ async def run_agent(
             ", ".join(s.name for s in sinks) or "none",
             cfg.outbox_path,
         )
+        web_deps: WebDeps | None = None
         if cfg.api.enabled:
-            deps = WebDeps(
+            web_deps = WebDeps(
                 cfg=cfg,
                 health=health,
                 hub=hub,
@@ -272,18 +297,22 @@ async def run_agent(
                 hullers=hullers,
                 maintenance=store,
                 outbox=outbox,
-                publish=mqtt.set_state if mqtt is not None else None,
+                commands=commands,
+                publish=mqtt.send if mqtt is not None else None,
             )
-            web_app = make_web_app(deps, token=_secret(cfg.api_token))
-            await stack.enter_async_context(open_web(web_app, host=cfg.api.bind, port=cfg.api.port))
+
+        def interface(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+            return tg.create_task(supervise(name, run, health=health), name=name)
+
         async with asyncio.TaskGroup() as tg:
-            mqtt_task = (
-                tg.create_task(mqtt.connection_loop(), name="mqtt-connection") if mqtt else None
-            )
+            interfaces: list[asyncio.Task[None]] = []
+            if web_deps is not None:
+                interfaces.append(interface("web", lambda: _serve_web(cfg, web_deps)))
+            mqtt_task = interface("mqtt", mqtt.connection_loop) if mqtt else None
             delivery = [
-                tg.create_task(
-                    deliver_loop(outbox, sink, health=health.sinks[sink.name]),
-                    name=f"deliver[{sink.name}]",
+                interface(
+                    f"deliver[{sink.name}]",
+                    functools.partial(deliver_loop, outbox, sink, health=health.sinks[sink.name]),
                 )
                 for sink in sinks
             ]
@@ -305,24 +334,26 @@ async def run_agent(
             ]
             if hullers is not None:
                 readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
-            readers.append(tg.create_task(lots.run_loop(), name="lots"))
-            readers.append(
-                tg.create_task(
-                    hub.health_loop(
+            interfaces.append(interface("lots", lots.run_loop))
+            interfaces.append(
+                interface(
+                    "live-health",
+                    lambda: hub.health_loop(
                         health,
                         backlog=lambda sink: outbox.backlog(sink) if sink in outbox.sinks else 0,
                     ),
-                    name="live-health",
                 )
             )
             if alerts is not None:
-                readers.append(tg.create_task(alerts.run_loop(), name="alerts"))
-            status = tg.create_task(
-                _status_loop(cfg, outbox, health, stamper, started), name="agent-status"
+                interfaces.append(interface("alerts", alerts.run_loop))
+            interfaces.append(
+                interface(
+                    "agent-status", lambda: _status_loop(cfg, outbox, health, stamper, started)
+                )
             )
             await stop.wait()
             log.info("Stopping: closing devices, delivering what is pending")
-            for task in [*readers, status]:
+            for task in [*readers, *interfaces]:
                 task.cancel()
             await _drain(outbox, [s.name for s in sinks], shutdown_grace_s)
             for task in delivery:
@@ -330,6 +361,13 @@ async def run_agent(
             if mqtt is not None and mqtt_task is not None:
                 await mqtt.close()
         log.info("Stopped; %s", _backlog_summary(outbox))
+
+
+async def _serve_web(cfg: Config, deps: WebDeps) -> None:
+    """The web server, until cancelled (a fresh application on every start)."""
+    app = make_web_app(deps, token=_secret(cfg.api_token))
+    async with open_web(app, host=cfg.api.bind, port=cfg.api.port):
+        await asyncio.Event().wait()
 
 
 async def _drain(outbox: Outbox, sinks: Sequence[str], grace_s: float) -> None:

@@ -260,9 +260,18 @@ def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from agent.commands import CommandRefused, check_level, escape_level
+
     m = cfg.mqtt
     base = f"{m.prefix}/{cfg.site.id}"
-    topic = f"{base}/cmd/ack/{rule}/{subject}"
+    try:
+        levels = [
+            check_level(escape_level(v), what=w) for v, w in ((rule, "rule"), (subject, "subject"))
+        ]
+    except CommandRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    topic = f"{base}/cmd/ack/{levels[0]}/{levels[1]}"
     replies: list[bytes] = []
     got = threading.Event()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"coffee-cli-{os.getpid()}")

@@ -521,6 +521,22 @@ class ApiConfig(_Model):
     lang: Literal["pt-BR", "en"] = "pt-BR"
     #: The pages' files (default: ``dashboards/web`` beside the ``agent`` package).
     assets_dir: Path | None = None
+    # Connection limits (``agent.connlimit``). The caps are lowered at start if the
+    # open-file limit cannot hold them; a per-address cap above the total is the total.
+    #: Open HTTP connections at once; more are closed as soon as they are accepted.
+    max_connections: int = Field(default=256, ge=1, le=65536)
+    #: Open HTTP connections at once from one client address.
+    max_connections_per_address: int = Field(default=32, ge=1, le=65536)
+    #: A request line and headers must arrive whole within this, or the connection closes.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: A request body must arrive whole within this of its headers.
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    #: An idle keep-alive connection is closed after this.
+    keepalive_s: float = Field(default=75.0, gt=0, le=3600)
+    #: Live-update streams (``GET /api/events``) at once; more answer 503.
+    max_streams: int = Field(default=64, ge=1, le=4096)
+    #: Live-update streams at once from one client address.
+    max_streams_per_address: int = Field(default=8, ge=1, le=4096)
 
     @field_validator("users")
     @classmethod

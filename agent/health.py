@@ -75,6 +75,39 @@ class SinkHealth:
     rejected: int = 0
 
 
+class InterfaceState(Enum):
+    """Whether a supervised interface is running or waiting to restart."""
+
+    RUNNING = "running"
+    RESTARTING = "restarting"
+
+
+@dataclass(slots=True)
+class InterfaceHealth:
+    """One supervised interface (web server, MQTT, a service loop, the live fan-out).
+
+    Attributes:
+        failures: Times it failed since start (a restart each, or a listener error).
+        last_error: The last failure, ``Type: message``.
+        last_error_ns: When it happened.
+    """
+
+    name: str
+    state: InterfaceState = InterfaceState.RUNNING
+    failures: int = 0
+    last_error: str | None = None
+    last_error_ns: int | None = None
+
+    def as_doc(self) -> dict[str, object]:
+        """As JSON, for ``/api/health``."""
+        return {
+            "state": self.state.value,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_error_ns": self.last_error_ns,
+        }
+
+
 class HealthWatch:
     """One observer's view of device state changes."""
 
@@ -104,6 +137,9 @@ class Health:
         self.clock_ns = clock_ns
         self.devices: dict[str, DeviceHealth] = {}
         self.sinks: dict[str, SinkHealth] = {}
+        self.interfaces: dict[str, InterfaceHealth] = {}
+        #: Other counters shown in health (the command boundary's, the web server's).
+        self.counters: dict[str, Callable[[], dict[str, object]]] = {}
         self._watches: list[HealthWatch] = []
 
     def watch(self) -> HealthWatch:
@@ -119,6 +155,13 @@ class Health:
         )
         self.devices[device] = entry
         self._mark(device)
+        return entry
+
+    def add_interface(self, name: str) -> InterfaceHealth:
+        """Register a supervised interface (or return the one already registered)."""
+        entry = self.interfaces.get(name)
+        if entry is None:
+            entry = self.interfaces[name] = InterfaceHealth(name=name)
         return entry
 
     def add_sink(self, sink: str) -> SinkHealth:

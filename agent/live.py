@@ -17,6 +17,11 @@ page answers ``hello`` by fetching the current state again, which is all it
 would have learnt from the dropped events. Readings are the only events that
 carry values; the others say *what* changed and the page refetches.
 
+Streams are capped in total and per client address (``[api] max_streams`` and
+``max_streams_per_address``): each holds a socket and a queue, and one client,
+logged in or not, must not be able to take every stream and leave the real
+dashboards with 503.
+
 Device health changes (online/offline, frame and error counters) are not
 pushed by the device loops one by one: ``health_loop`` compares each device's
 counters once a second and sends one ``devices`` event naming those that
@@ -29,6 +34,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -43,6 +49,8 @@ LIVE_MEASUREMENTS = frozenset({"moisture", "weighment", "scale", "huller"})
 QUEUE_FRAMES = 256
 #: Pages served at once; more get 503 (each holds a socket and a queue).
 MAX_SUBSCRIBERS = 64
+#: Pages served at once to one client address (``[api] max_streams_per_address``).
+MAX_SUBSCRIBERS_PER_ADDRESS = 8
 
 _TAGS = ("station", "lot", "product")
 
@@ -95,7 +103,10 @@ class LiveHub:
     def __init__(self, *, clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.clock_ns = clock_ns
         self._subs: set[Subscription] = set()
+        self._by_address: Counter[str] = Counter()
         self._latest: dict[str, Reading] = {}
+        #: Subscriptions refused since start: too many pages in all, or from one address.
+        self.refused = 0
 
     @property
     def subscribers(self) -> int:
@@ -107,17 +118,50 @@ class LiveHub:
         """The newest live reading per device since the agent started."""
         return self._latest
 
+    def subscribers_from(self, address: str) -> int:
+        """Pages connected now from one client address."""
+        return self._by_address[address]
+
     @contextmanager
-    def subscribe(self) -> Iterator[Subscription]:
-        """A subscription for the duration (raises ``OverflowError`` past ``MAX_SUBSCRIBERS``)."""
-        if len(self._subs) >= MAX_SUBSCRIBERS:
-            raise OverflowError(f"{MAX_SUBSCRIBERS} pages already connected")
+    def subscribe(
+        self,
+        address: str | None = None,
+        *,
+        max_total: int = MAX_SUBSCRIBERS,
+        max_per_address: int = MAX_SUBSCRIBERS_PER_ADDRESS,
+    ) -> Iterator[Subscription]:
+        """A subscription for the duration.
+
+        Args:
+            address: The page's client address (``None``: not counted per address).
+            max_total: Subscriptions allowed at once.
+            max_per_address: Subscriptions allowed at once from ``address``.
+
+        Raises:
+            OverflowError: ``max_total`` pages are connected, or ``max_per_address``
+                from ``address``; the message says which.
+        """
+        if len(self._subs) >= max_total:
+            self.refused += 1
+            raise OverflowError(f"too many live streams: {max_total} pages already connected")
+        if address is not None and self._by_address[address] >= max_per_address:
+            self.refused += 1
+            raise OverflowError(
+                f"too many live streams from {address}: {max_per_address} already open"
+                " (close another tab or window)"
+            )
         sub = Subscription(self)
         self._subs.add(sub)
+        if address is not None:
+            self._by_address[address] += 1
         try:
             yield sub
         finally:
             self._subs.discard(sub)
+            if address is not None:
+                self._by_address[address] -= 1
+                if not self._by_address[address]:
+                    del self._by_address[address]
 
     def on_reading(self, reading: Reading) -> None:
         """Stream one accepted reading (a ``ReadingListener``; O(1) with no page open)."""

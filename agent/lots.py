@@ -83,7 +83,7 @@ class ActiveLot:
         lot: Validated lot code.
         set_at_ns: When it was set.
         set_by: Who set it (operator name, or the MQTT client's claim).
-        source: ``cli``, ``mqtt`` or ``api``.
+        source: ``cli``, ``mqtt``, ``web:<user>`` or ``token`` (see ``agent.commands``).
     """
 
     station: str

@@ -8,16 +8,17 @@ from the ``LotStore`` (SQLite) at start and whenever another process (the
 loops call for every moisture reading and weighment, so it never touches the
 disk.
 
-Changes arrive three ways and end the same way: MQTT commands on
-``<prefix>/<site>/cmd/lot/<station>`` (``handle_command``), the CLI (a new
-history row noticed by ``run_loop``) and, later, the local API. Each change is
+Changes arrive three ways and end the same way: commands on
+``<prefix>/<site>/cmd/lot/<station>`` and ``POST /api/lots/<station>``
+(``handle_command``, behind the command boundary of ``agent.commands``), and
+the CLI (a new history row noticed by ``run_loop``). Each change is
 written to the store first (validated: unknown stations and bad lot codes are
 refused with a reason and nothing is written), then sent as a
 ``lot_assignment`` event through the outbox (at least once: the history row
 is marked published only after the outbox accepted the event), and the
 retained ``<prefix>/<site>/lots/<station>`` state is updated for dashboards.
 
-Command payload (JSON, at most ``MAX_COMMAND_BYTES``)::
+Command payload (JSON, bounded by ``agent.commands``)::
 
     {"lot": "L-0042", "by": "maria"}      set (``by`` optional)
     {"lot": null, "by": "maria"}          clear
@@ -32,39 +33,21 @@ when the station part of the topic is not even an identifier)::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
 
+from agent.commands import Command, CommandRefused, Outgoing, encode_json
 from agent.lots import ActiveLot, LotChange, LotError, LotStore
 from agent.readings import Reading, Stamper
 
 log = logging.getLogger(__name__)
 
-#: Largest command payload accepted; anything longer is refused unread.
-MAX_COMMAND_BYTES = 1024
-
 _STATION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 
 #: The device id lot events are published under.
 LOT_EVENTS_DEVICE = "agent"
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A message to publish: topic suffix under ``<prefix>/<site>/``, payload, retain."""
-
-    topic: str
-    payload: bytes
-    retain: bool = False
-
-
-def encode_json(doc: object) -> bytes:
-    """Compact, key-sorted UTF-8 JSON: replies and retained states."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def lot_state(station: str, active: ActiveLot | None) -> Outgoing:
@@ -184,57 +167,41 @@ class LotService:
                 log.warning("Could not read the lot store %s: %s", self._store.path, exc)
             await asyncio.sleep(self._poll_s)
 
-    async def handle_command(self, rest: str, payload: bytes) -> list[Outgoing]:
-        """Handle ``cmd/<rest>``; returns the replies to publish.
+    async def handle_command(self, cmd: Command) -> dict[str, object]:
+        """Set or clear a station's lot (``cmd/lot/<station>``); the reply document.
 
-        Only ``lot/<station>`` is a command here; anything else is refused.
+        Raises:
+            CommandRefused: Not ``lot/<station>``, an unknown station, or a bad
+                lot code; nothing is written.
         """
-        parts = rest.split("/")
-        if len(parts) != 2 or parts[0] != "lot":
-            return [_reply("cmd/reply", None, f"unknown command topic cmd/{rest[:80]!r}")]
-        station = parts[1]
+        if len(cmd.path) != 2 or cmd.path[0] != "lot":
+            raise CommandRefused(f"unknown command topic cmd/{'/'.join(cmd.path)[:80]!r}")
+        station = cmd.path[1]
         if not _STATION.match(station):
-            return [_reply("cmd/reply", None, "station must be a lowercase identifier")]
-        reply_topic = f"cmd/lot/{station}/reply"
+            raise CommandRefused("station must be a lowercase identifier", station=None)
         if station not in self._stations:
             known = ", ".join(sorted(self._stations)) or "none configured"
-            return [_reply(reply_topic, station, f"unknown station (known: {known})")]
-        if len(payload) > MAX_COMMAND_BYTES:
-            return [_reply(reply_topic, station, f"payload over {MAX_COMMAND_BYTES} bytes")]
-        try:
-            doc = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return [_reply(reply_topic, station, 'payload must be JSON: {"lot": "L-0042"}')]
-        if not isinstance(doc, dict) or "lot" not in doc:
-            return [_reply(reply_topic, station, 'payload must be an object with "lot"')]
-        lot, by = doc.get("lot"), doc.get("by", "mqtt")
-        if not isinstance(by, str):
-            return [_reply(reply_topic, station, '"by" must be a string')]
+            raise CommandRefused(f"unknown station (known: {known})", station=station)
+        if "lot" not in cmd.doc:
+            raise CommandRefused('payload must be an object with "lot"', station=station)
+        lot = cmd.doc["lot"]
         if lot is not None and not isinstance(lot, str):
-            return [_reply(reply_topic, station, '"lot" must be a string or null')]
+            raise CommandRefused('"lot" must be a string or null', station=station)
         now = self._clock_ns()
         try:
             async with self._lock:
                 if lot is None:
                     await asyncio.to_thread(
-                        self._store.clear, station, by=by, source="mqtt", at_ns=now
+                        self._store.clear, station, by=cmd.by, source=cmd.source, at_ns=now
                     )
                 else:
                     await asyncio.to_thread(
-                        self._store.set, station, lot, by=by, source="mqtt", at_ns=now
+                        self._store.set, station, lot, by=cmd.by, source=cmd.source, at_ns=now
                     )
         except LotError as exc:
-            log.info("Refused lot command for %s: %s", station, exc)
-            return [_reply(reply_topic, station, str(exc))]
+            raise CommandRefused(str(exc), station=station) from None
         # data_version only moves for other connections' commits: reload now.
         self._version = -1
         await self.refresh()
         active = self._active.get(station)
-        ok = {"ok": True, "station": station, "lot": None if active is None else active.lot}
-        return [Outgoing(topic=reply_topic, payload=encode_json(ok))]
-
-
-def _reply(topic: str, station: str | None, error: str) -> Outgoing:
-    return Outgoing(
-        topic=topic, payload=encode_json({"ok": False, "station": station, "error": error})
-    )
+        return {"station": station, "lot": None if active is None else active.lot}

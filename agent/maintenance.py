@@ -91,6 +91,7 @@ from pathlib import Path
 from typing import Literal, TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
+from agent.commands import Command, CommandHandler, CommandRefused
 from agent.config import HOUR_METER_UNITS, Config, HullerConfig, ServiceTaskConfig
 from agent.errors import TelemetryError
 from drivers.counter_autonics_ct import TotalState
@@ -1189,6 +1190,58 @@ class ServiceDone:
     record: ServiceRecord
     remarks: tuple[str, ...]
     later: ServiceRecord | None
+
+
+def service_command(
+    cfg: Config,
+    *,
+    clock_ns: Callable[[], int] = time.time_ns,
+    on_done: Callable[[ServiceDone], None] | None = None,
+) -> CommandHandler:
+    """The ``cmd/service/<huller>`` command: ``{"task": ..., "note": ..., "at": ...}``.
+
+    The same check and store as ``maintenance done`` (``record_service``);
+    ``on_done`` is told of each service recorded (live pages).
+    """
+
+    async def handle(cmd: Command) -> dict[str, object]:
+        if len(cmd.path) != 2 or cmd.path[0] != "service":
+            raise CommandRefused("expected cmd/service/<huller>")
+        task, note, at = cmd.doc.get("task"), cmd.doc.get("note"), cmd.doc.get("at")
+        if not isinstance(task, str) or not all(
+            v is None or isinstance(v, str) for v in (note, at)
+        ):
+            raise CommandRefused("task must be a string; note and at strings or absent")
+        try:
+            done = await asyncio.to_thread(
+                record_service,
+                cfg,
+                cmd.path[1],
+                task,
+                note=note if isinstance(note, str) else None,
+                at=at if isinstance(at, str) else None,
+                by=cmd.by,
+                clock_ns=clock_ns,
+            )
+        except UsageError as exc:
+            raise CommandRefused(str(exc)) from None
+        if on_done is not None:
+            on_done(done)
+        r = done.record
+        return {
+            "service": {
+                "id": r.id,
+                "huller": r.huller,
+                "task": r.task,
+                "done_at_ns": r.done_at_ns,
+                "hours_at": round(r.hours_at, 3),
+                "by": r.by,
+                "note": r.note,
+            },
+            "remarks": list(done.remarks),
+        }
+
+    return handle
 
 
 def record_service(

@@ -159,6 +159,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar, Literal, Protocol, assert_never, get_args
 
+from agent.commands import escape_level
 from agent.errors import TelemetryError
 from agent.readings import Reading, format_time
 from drivers.events import FieldValue
@@ -1501,10 +1502,13 @@ def alert_payload(alert: Alert) -> dict[str, object]:
     }
 
 
-def alert_topic(alert: Alert, *, prefix: str, site: str) -> str:
-    """``<prefix>/<site>/alerts/<rule>/<subject>``; MQTT wildcards in a subject become ``_``."""
-    subject = alert.subject.replace("+", "_").replace("#", "_")
-    return f"{prefix}/{site}/alerts/{alert.rule}/{subject}"
+def alert_topic(alert: Alert, *, prefix: str = "", site: str = "") -> str:
+    """``<prefix>/<site>/alerts/<rule>/<subject>``, the subject one level (``escape_level``).
+
+    Without ``prefix`` and ``site``, the suffix under ``<prefix>/<site>/``.
+    """
+    suffix = f"alerts/{alert.rule}/{escape_level(alert.subject)}"
+    return f"{prefix}/{site}/{suffix}" if prefix or site else suffix
 
 
 @dataclass(frozen=True, slots=True)

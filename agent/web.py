@@ -25,11 +25,20 @@ session key or the API token.
 Every response carries a strict Content-Security-Policy (scripts and styles
 from this server only, no inline code): text from devices and lot codes can
 only ever be text.
+
+Nobody, logged in or not, may use up the agent's file descriptors or streams
+(``agent.connlimit`` has the mechanics): open connections are capped in total
+and per client address, and the caps are lowered at start to what the
+open-file limit holds; a request head or body that does not arrive in time
+closes its connection, and so does an idle keep-alive connection; live streams
+are capped in total and per address too (503 past either). ``GET /api/web``
+(read access) shows the counters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -41,7 +50,15 @@ from aiohttp import web
 
 from agent import api
 from agent.api import DEPS, WRITER, WRITER_VIA, WebDeps, json_response, refused
-from agent.lotservice import MAX_COMMAND_BYTES
+from agent.commands import MAX_COMMAND_BYTES
+from agent.config import ApiConfig
+from agent.connlimit import (
+    ACCEPT_BACKLOG,
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedConnection,
+    raise_nofile_limit,
+)
 from agent.webauth import CSRF_HEADER, SESSION_COOKIE, Auth, Session, load_session_key
 
 log = logging.getLogger(__name__)
@@ -72,6 +89,8 @@ _AUTH = web.AppKey("auth", Auth)
 _TOKEN = web.AppKey("token", str)
 _ASSETS = web.AppKey("assets", Path)
 _STREAMS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("streams")
+#: The connection caps, deadlines and counters of the app's server.
+GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -86,6 +105,20 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
     if not response.prepared:
         response.headers.update(SECURITY_HEADERS)
     return response
+
+
+@web.middleware
+async def _track_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Tell the connection its request head is in (its header deadline ends, a body
+    # deadline may start) and, when the handler is done, that it may go idle.
+    conn = GuardedConnection.of(request.transport)
+    if conn is None:
+        return await handler(request)
+    conn.head_received(request.content.is_eof if request.body_exists else None)
+    try:
+        return await handler(request)
+    finally:
+        conn.response_sent()
 
 
 # -- who is asking -------------------------------------------------------------------
@@ -224,11 +257,15 @@ async def logout(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: readings and change notices as they happen."""
-    hub = request.app[DEPS].hub
+    hub, cfg = request.app[DEPS].hub, request.app[DEPS].cfg.api
     streams = request.app[_STREAMS]
     task = asyncio.current_task()
     try:
-        with hub.subscribe() as sub:
+        with hub.subscribe(
+            request.remote or "?",
+            max_total=cfg.max_streams,
+            max_per_address=cfg.max_streams_per_address,
+        ) as sub:
             response = web.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream; charset=utf-8",
@@ -263,13 +300,73 @@ async def events(request: web.Request) -> web.StreamResponse:
                     streams.discard(task)
             return response
     except OverflowError as exc:
-        return refused(str(exc), 503)
+        answer = refused(str(exc), 503)
+        answer.headers["Retry-After"] = "10"
+        return answer
 
 
 async def _close_streams(app: web.Application) -> None:
     streams = app[_STREAMS]
     for task in list(streams):
         task.cancel()
+
+
+# -- connection limits ---------------------------------------------------------------
+
+
+async def web_stats(request: web.Request) -> web.Response:
+    """This server's connection and live-stream counters, and the limits in force."""
+    guard, deps = request.app[GUARD], request.app[DEPS]
+    limits = guard.limits
+    return json_response(
+        {
+            "connections": dataclasses.asdict(guard.stats()),
+            "timeouts_s": {
+                "header": limits.header_timeout_s,
+                "body": limits.body_timeout_s,
+                "keepalive": limits.keepalive_s,
+            },
+            "streams": {
+                "open": deps.hub.subscribers,
+                "max": deps.cfg.api.max_streams,
+                "max_per_address": deps.cfg.api.max_streams_per_address,
+                "refused": deps.hub.refused,
+            },
+        }
+    )
+
+
+def connection_limits(cfg: ApiConfig) -> ConnectionLimits:
+    """The connection limits ``[api]`` asks for (before they are fitted to the open-file limit)."""
+    return ConnectionLimits(
+        max_connections=cfg.max_connections,
+        max_per_address=min(cfg.max_connections_per_address, cfg.max_connections),
+        header_timeout_s=cfg.header_timeout_s,
+        body_timeout_s=cfg.body_timeout_s,
+        keepalive_s=cfg.keepalive_s,
+    )
+
+
+class _GuardedSite(web.BaseSite):
+    """A TCP site whose every accepted socket goes through the app's ``ConnectionGuard``."""
+
+    __slots__ = ("_guard", "_host", "_port")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, guard: ConnectionGuard) -> None:
+        super().__init__(runner, backlog=ACCEPT_BACKLOG)
+        self._host, self._port, self._guard = host, port, guard
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._guard.protocol_factory(server), self._host, self._port, backlog=self._backlog
+        )
 
 
 # -- pages ---------------------------------------------------------------------------
@@ -310,8 +407,11 @@ def make_web_app(
     cfg = deps.cfg.api
     if session_key is None:
         session_key = load_session_key(deps.cfg.agent.data_dir / "web-session.key")
-    app = web.Application(client_max_size=MAX_COMMAND_BYTES * 4, middlewares=[_security_headers])
+    app = web.Application(
+        client_max_size=MAX_COMMAND_BYTES * 4, middlewares=[_track_requests, _security_headers]
+    )
     app[DEPS] = deps
+    app[GUARD] = ConnectionGuard(connection_limits(cfg))
     app[_AUTH] = Auth(cfg.users, key=session_key, session_s=cfg.session_hours * 3600)
     app[_TOKEN] = token or ""
     app[_ASSETS] = (cfg.assets_dir or DEFAULT_ASSETS).resolve()
@@ -320,6 +420,7 @@ def make_web_app(
     for method, path, handler, access in api.ROUTES:
         app.router.add_route(method, path, _guard(access, handler))
     app.router.add_get("/api/events", _guard("read", events))
+    app.router.add_get("/api/web", _guard("read", web_stats))
     app.router.add_get("/api/session", session_info)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", _guard("write", logout))
@@ -339,13 +440,44 @@ def make_web_app(
     return app
 
 
+def _fit_to_open_files(guard: ConnectionGuard) -> None:
+    """Raise the open-file limit as far as allowed, and lower the caps to what it holds."""
+    asked, nofile = guard.limits, raise_nofile_limit()
+    guard.limits = fitted = asked.fit(nofile)
+    if fitted.max_connections < asked.max_connections:
+        log.warning(
+            "[api] max_connections = %d does not fit an open-file limit of %d:"
+            " serving at most %d connections (raise LimitNOFILE)",
+            asked.max_connections,
+            nofile,
+            fitted.max_connections,
+        )
+    log.info(
+        "Web server: at most %d connections (%d per address) under an open-file limit of %d;"
+        " header, body and keep-alive timeouts %g, %g and %g s",
+        fitted.max_connections,
+        fitted.max_per_address,
+        nofile,
+        fitted.header_timeout_s,
+        fitted.body_timeout_s,
+        fitted.keepalive_s,
+    )
+
+
 @asynccontextmanager
 async def open_web(app: web.Application, *, host: str, port: int) -> AsyncIterator[None]:
-    """Serve ``app`` on ``host:port`` for the duration."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    """Serve ``app`` (made by ``make_web_app``) on ``host:port`` for the duration.
+
+    The process's open-file limit is raised first, and the connection caps fitted to it.
+    """
+    guard = app[GUARD]
+    _fit_to_open_files(guard)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=guard.limits.keepalive_s
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = _GuardedSite(runner, host, port, guard)
         try:
             await site.start()
         except OSError as exc:

@@ -27,8 +27,9 @@ Topics, under ``<prefix>/<site>/``::
     <device>/status    retained JSON {"state": "online"|"offline", ...}
     agent/status       retained "online" / "offline" (Last Will)
     lots/<station>     retained JSON: the station's active lot
-    cmd/...            commands the agent subscribes to (lot assignment);
-                       replies on cmd/.../reply
+    cmd/...            commands the agent subscribes to (lot assignment, alert
+                       acknowledgement), through ``agent.commands``; retained
+                       commands are ignored; replies on cmd/.../reply, not retained
 
 A device's retained status says what the agent last knew; when ``agent/status``
 is ``offline`` the agent is gone and no device status can be trusted.
@@ -37,23 +38,24 @@ is ``offline`` the agent is gone and no device status can be trusted.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import aiomqtt
 
 from agent.backoff import Backoff
+from agent.commands import CommandBoundary, Outgoing, RefusalLog, check_level
 from agent.errors import SinkUnavailable
 from agent.health import Health, SinkHealth
-from agent.lotservice import Outgoing
 from agent.sinks.base import Record, Rejection
 
 log = logging.getLogger(__name__)
 
-#: Handles a command: (topic after ``<prefix>/<site>/cmd/``, payload) -> replies.
-CommandHandler = Callable[[str, bytes], Awaitable[list[Outgoing]]]
+#: Replies waiting to be published (sent by the web API); past this the oldest go.
+MAX_QUEUED_REPLIES = 256
 
 
 class MqttSink:
@@ -83,7 +85,7 @@ class MqttSink:
         status_refresh_s: float = 60.0,
         name: str = "mqtt",
         backoff: Backoff | None = None,
-        on_command: CommandHandler | None = None,
+        commands: CommandBoundary | None = None,
     ) -> None:
         self.name = name
         self.batch_size = batch_size
@@ -109,19 +111,36 @@ class MqttSink:
         self._connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._broken = asyncio.Event()
-        self._on_command = on_command
+        self._commands = commands
         self._states: dict[str, bytes] = {}
+        self._replies: collections.deque[Outgoing] = collections.deque(maxlen=MAX_QUEUED_REPLIES)
+        self.replies_dropped = 0
+        self.command_errors = 0
+        self._errors = RefusalLog(log)
         self._dirty_states: set[str] = set()
         self._states_changed = asyncio.Event()
 
-    def set_command_handler(self, handler: CommandHandler) -> None:
+    def set_command_handler(self, commands: CommandBoundary) -> None:
         """Subscribe to ``<prefix>/<site>/cmd/#`` (from the next connection) and route there."""
-        self._on_command = handler
+        self._commands = commands
 
     def set_state(self, message: Outgoing) -> None:
         """Keep a retained state topic current (published now, and after reconnects)."""
+        if not _valid_suffix(message.topic):
+            self._errors.warning("Not publishing a state on invalid topic %r", message.topic[:200])
+            return
         self._states[message.topic] = message.payload
         self._dirty_states.add(message.topic)
+        self._states_changed.set()
+
+    def send(self, message: Outgoing) -> None:
+        """Publish a reply once, not retained, when connected (bounded queue; never raises)."""
+        if not _valid_suffix(message.topic):
+            self._errors.warning("Not sending a reply on invalid topic %r", message.topic[:200])
+            return
+        if len(self._replies) == self._replies.maxlen:
+            self.replies_dropped += 1
+        self._replies.append(Outgoing(message.topic, message.payload, retain=False))
         self._states_changed.set()
 
     @property
@@ -174,7 +193,7 @@ class MqttSink:
                     await self._publish_statuses(client, set(self._health.devices))
                     self._dirty_states = set(self._states)
                     await self._publish_states(client)
-                    if self._on_command is not None:
+                    if self._commands is not None:
                         await client.subscribe(f"{self._base}/cmd/#", qos=1)
                     log.info("Connected to MQTT broker %s:%d", self._host, self._port)
                     self._backoff.reset()
@@ -239,28 +258,41 @@ class MqttSink:
     async def _watch_disconnect(self, client: aiomqtt.Client) -> None:
         # The message iterator raises MqttError when the connection is lost.
         async for message in client.messages:
-            await self._command(client, message)
+            try:
+                await self._command(client, message)
+            except aiomqtt.MqttError:
+                raise  # the connection is gone: reconnect
+            except Exception as exc:
+                # The boundary answers every bad command itself; this is a bug or
+                # a resource error. Never let one message end the MQTT loop.
+                self.command_errors += 1
+                self._errors.warning(
+                    "Command on %r not handled: %r", str(message.topic)[:200], exc, exc_info=True
+                )
 
     async def _command(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        """Hand a command to its handler and publish the replies (never raises on input)."""
+        """Hand a command to the boundary and publish its replies."""
         topic = str(message.topic)
         prefix = f"{self._base}/cmd/"
-        if self._on_command is None or not topic.startswith(prefix) or topic.endswith("/reply"):
+        if self._commands is None or not topic.startswith(prefix) or topic.endswith("/reply"):
             return
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
-        replies = await self._on_command(topic.removeprefix(prefix), bytes(payload))
+        replies = await self._commands.submit_topic(
+            topic.removeprefix(prefix), bytes(payload), source="mqtt", retained=message.retain
+        )
         for reply in replies:
-            await client.publish(
-                f"{self._base}/{reply.topic}", reply.payload, qos=1, retain=reply.retain
-            )
+            await client.publish(f"{self._base}/{reply.topic}", reply.payload, qos=1)
 
     async def _publish_states(self, client: aiomqtt.Client) -> None:
         self._states_changed.clear()
         dirty, self._dirty_states = self._dirty_states, set()
         for topic in sorted(dirty):
             await client.publish(f"{self._base}/{topic}", self._states[topic], qos=1, retain=True)
+        while self._replies:  # best effort: a reply lost with the connection is not resent
+            reply = self._replies.popleft()
+            await client.publish(f"{self._base}/{reply.topic}", reply.payload, qos=1)
 
     async def _publish_statuses(self, client: aiomqtt.Client, devices: set[str]) -> None:
         for device in sorted(devices):
@@ -319,3 +351,13 @@ class MqttSink:
     async def close(self) -> None:
         """Ask the connection loop to publish ``offline`` and disconnect."""
         self._stopping.set()
+
+
+def _valid_suffix(topic: str) -> bool:
+    """Whether ``topic`` (under ``<prefix>/<site>/``) is levels ``check_level`` accepts."""
+    try:
+        for level in topic.split("/"):
+            check_level(level)
+    except ValueError:
+        return False
+    return True

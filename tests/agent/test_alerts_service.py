@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import pytest
 
-from agent.alerts import ALERTS_DEVICE, AlertService, build_rules, route_commands
+from agent.alerts import ALERTS_DEVICE, AlertService, build_rules
+from agent.commands import CommandBoundary, Outgoing
 from agent.config import AlertsConfig
 from agent.health import Health
-from agent.lotservice import Outgoing
 from agent.outbox import open_outbox
 from agent.readings import Reading, Stamper
 
@@ -69,7 +70,9 @@ async def test_wet_lot_flows_to_state_outbox_and_ack(tmp_path: Path) -> None:
         assert events[0].fields["notify"] is True
         assert (tmp_path / "alerts.json").exists()
 
-        route = route_commands({"ack": svc.handle_command})
+        route = functools.partial(
+            CommandBoundary({"ack": svc.handle_command}).submit_topic, source="mqtt"
+        )
         reply = await route("ack/wet_lot/L-1", b'{"by": "maria"}')
         assert json.loads(reply[0].payload) == {
             "ok": True,
@@ -110,7 +113,8 @@ async def test_wet_lot_flows_to_state_outbox_and_ack(tmp_path: Path) -> None:
         ("ack/wet_lot/L-1", b"{oops", "must be JSON"),
         ("ack/wet_lot/L-1", b'{"by": "\\u0007bell"}', "printable"),
         ("ack/wet_lot/L-1", b'{"by": "x", "pad": "' + b"y" * 2000 + b'"}', "over"),
-        ("ack/wet_lot/" + "x" * 200, b"{}", "not valid"),
+        ("ack/wet_lot/" + "x" * 200, b"{}", "longer than"),
+        ("ack/wet_lot/" + "x" * 121, b"{}", "not valid"),
         ("ack/wet_lot/L-1", b"{}", "no firing alert"),
         ("reboot/now", b"{}", "unknown command"),
     ],
@@ -127,7 +131,9 @@ async def test_bad_ack_commands_change_nothing(
             outbox=outbox,
             health=Health(),
         )
-        route = route_commands({"ack": svc.handle_command})
+        route = functools.partial(
+            CommandBoundary({"ack": svc.handle_command}).submit_topic, source="mqtt"
+        )
         reply = await route(rest, payload)
         doc = json.loads(reply[0].payload)
         assert doc["ok"] is False
@@ -152,7 +158,9 @@ async def test_recent_alerts_survive_a_restart(tmp_path: Path) -> None:
         )
         svc.on_reading(moisture(stamper, 14.0, lot="L-1"))
         await svc._flush()
-        await svc.handle_command("ack/wet_lot/L-1", b'{"by": "ana"}')
+        await CommandBoundary({"ack": svc.handle_command}).submit(
+            ("ack", "wet_lot", "L-1"), b'{"by": "ana"}', source="mqtt"
+        )
         await svc._flush()
         svc.on_reading(moisture(stamper, 9.0, lot="L-1"))  # the mean falls to 11.5 %
         await svc._flush()
@@ -194,3 +202,31 @@ async def test_recent_alerts_survive_a_restart(tmp_path: Path) -> None:
             health=Health(),
         )
         assert broken.recent() == []
+
+
+async def test_a_state_file_that_cannot_be_written_is_retried_not_fatal(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # the state's folder is a file: every save fails with OSError
+    stamper = Stamper()
+    health = Health()
+    cfg = AlertsConfig.model_validate({"wet_lot": {"k": 1, "n": 1}})
+    async with open_outbox(tmp_path / "o.db", sinks=["x"]) as outbox:
+        svc = AlertService(
+            cfg=cfg,
+            site="s1",
+            state_path=blocker / "alerts.json",
+            stamper=stamper,
+            outbox=outbox,
+            health=health,
+        )
+        svc.on_reading(moisture(stamper, 14.0, lot="L-1"))
+        await svc._flush()  # notifies, then tries to save
+        batch = await outbox.read_batch("x", 100)
+        assert [r.reading.measurement for r in batch] == ["alert"]  # the alert went out
+        entry = health.interfaces["alerts-state"]
+        assert entry.failures == 1
+        assert "cannot save alerts.json" in str(entry.last_error)
+        blocker.unlink()
+        blocker.mkdir()
+        await svc._save()  # the next save works again
+        assert (blocker / "alerts.json").exists()

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from agent.commands import MAX_COMMAND_BYTES, CommandBoundary, Outgoing
 from agent.lots import LotError, LotStore
-from agent.lotservice import MAX_COMMAND_BYTES, LotService, Outgoing
+from agent.lotservice import LotService
 from agent.readings import Reading, Stamper
 
 
@@ -38,6 +39,13 @@ def service(tmp_path: Path) -> tuple[LotService, LotStore, Recorder]:
     return svc, store, rec
 
 
+async def command(svc: LotService, rest: str, payload: bytes) -> list[Outgoing]:
+    """``payload`` on ``cmd/<rest>`` through the command boundary, as MQTT delivers it."""
+    return await CommandBoundary({"lot": svc.handle_command}).submit_topic(
+        rest, payload, source="mqtt"
+    )
+
+
 def reply(out: list[Outgoing]) -> tuple[str, dict[str, object]]:
     assert len(out) == 1
     return out[0].topic, json.loads(out[0].payload)
@@ -45,9 +53,7 @@ def reply(out: list[Outgoing]) -> tuple[str, dict[str, object]]:
 
 async def test_set_and_clear_by_command(tmp_path: Path) -> None:
     svc, store, rec = service(tmp_path)
-    topic, doc = reply(
-        await svc.handle_command("lot/recepcao", b'{"lot": "L-0042", "by": "maria"}')
-    )
+    topic, doc = reply(await command(svc, "lot/recepcao", b'{"lot": "L-0042", "by": "maria"}'))
     assert topic == "cmd/lot/recepcao/reply"
     assert doc == {"ok": True, "station": "recepcao", "lot": "L-0042"}
     assert svc.lot_for("recepcao") == "L-0042"
@@ -60,7 +66,7 @@ async def test_set_and_clear_by_command(tmp_path: Path) -> None:
     assert event.fields["lot_code"] == "L-0042"
     assert event.fields["by"] == "maria"
     assert event.tags["lot"] == "L-0042"
-    _, doc = reply(await svc.handle_command("lot/recepcao", b'{"lot": null}'))
+    _, doc = reply(await command(svc, "lot/recepcao", b'{"lot": null}'))
     assert doc == {"ok": True, "station": "recepcao", "lot": None}
     assert svc.lot_for("recepcao") is None
     assert rec.accepted[-1].fields["action"] == "clear"
@@ -89,7 +95,7 @@ async def test_bad_commands_are_refused_and_write_nothing(
     tmp_path: Path, rest: str, payload: bytes, reason: str
 ) -> None:
     svc, store, rec = service(tmp_path)
-    _, doc = reply(await svc.handle_command(rest, payload))
+    _, doc = reply(await command(svc, rest, payload))
     assert doc["ok"] is False
     assert reason in str(doc["error"])
     assert store.active() == {}

@@ -1116,10 +1116,11 @@ def test_alert_payload_topic_and_point() -> None:
     }
     json.dumps(payload, sort_keys=True)
     assert alert_topic(alert, prefix="coffee", site="ourofino") == (
-        "coffee/ourofino/alerts/wet_lot/L-0042/B"
+        "coffee/ourofino/alerts/wet_lot/L-0042%2FB"
     )
-    assert alert_topic(dataclasses.replace(alert, subject="a+b#"), prefix="coffee", site="s") == (
-        "coffee/s/alerts/wet_lot/a_b_"
+    assert alert_topic(alert) == "alerts/wet_lot/L-0042%2FB"
+    assert alert_topic(dataclasses.replace(alert, subject="a+b#%"), prefix="coffee", site="s") == (
+        "coffee/s/alerts/wet_lot/a%2Bb%23%25"
     )
     point = alert_point(alert, site="ourofino")
     assert point.measurement == "alert"

@@ -17,12 +17,13 @@ from yarl import URL
 
 from agent.alerts import AlertService
 from agent.api import WebDeps
+from agent.commands import Outgoing
 from agent.config import Config, parse_config
 from agent.health import DeviceState, Health
 from agent.history import open_history
 from agent.live import LiveHub
 from agent.lots import LotStore
-from agent.lotservice import LotService, Outgoing
+from agent.lotservice import LotService
 from agent.maintenance import MaintenanceStore, open_maintenance_store
 from agent.outbox import open_outbox
 from agent.readings import Reading, Stamper
@@ -205,7 +206,7 @@ async def test_reads_are_open_by_default(browser: Client) -> None:
     status, doc = await browser.request("GET", "/api/health")
     assert status == 200
     assert isinstance(doc, dict)
-    assert set(doc) == {"time_ns", "devices", "sinks"}
+    assert set(doc) == {"time_ns", "devices", "sinks", "interfaces", "counters"}
     assert await browser.request("GET", "/api/lots") == (200, {})
     assert await browser.request("GET", "/api/alerts") == (200, [])
     assert await browser.request("GET", "/api/alerts/recent") == (200, [])

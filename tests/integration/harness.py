@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.commands import unescape_level
 from agent.outbox import read_stats
 from tests.services.net import free_port
 
@@ -134,10 +136,23 @@ def huller_toml(
 class AgentProcess:
     """The agent as a child process, logs in a file."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, *, nofile: int | None = None) -> None:
+        """The agent, not started yet.
+
+        Args:
+            config: The site file.
+            log_path: Where the agent's output goes.
+            nofile: If set, the child's open-file limit, soft and hard (it cannot raise it).
+        """
         self.config = config
         self.log_path = log_path
+        self.nofile = nofile
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _limit_files(self) -> None:
+        # Runs in the child between fork and exec.
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def start(self) -> None:
         """Start ``coffee-telemetry run -c CONFIG``."""
@@ -149,6 +164,7 @@ class AgentProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=None if self.nofile is None else self._limit_files,
         )
         log.close()
 
@@ -225,8 +241,9 @@ class MqttCollector:
             self.statuses.setdefault(parts[-2], []).append((time.time_ns(), bytes(msg.payload)))
             return
         if len(parts) >= 5 and parts[2] == "alerts" and parts[3] != "event":
-            # Retained alert states: <prefix>/<site>/alerts/<rule>/<subject...>
-            self.alert_states.setdefault("/".join(parts[4:]), []).append(json.loads(msg.payload))
+            # Retained alert states: <prefix>/<site>/alerts/<rule>/<subject>, one escaped level.
+            subject = unescape_level("/".join(parts[4:]))
+            self.alert_states.setdefault(subject, []).append(json.loads(msg.payload))
             return
         if parts[-1] == "reply" or (len(parts) >= 2 and parts[-2] == "lots"):
             # Command replies under "reply"; retained lot states under the station.

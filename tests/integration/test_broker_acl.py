@@ -33,6 +33,7 @@ import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.backoff import Backoff
+from agent.commands import CommandBoundary
 from agent.health import DeviceState, Health
 from agent.lots import LotStore
 from agent.lotservice import LotService
@@ -380,7 +381,7 @@ async def test_agent_sink_works_within_its_grants(broker: Broker, tmp_path: Path
         accept=accept,
         publish_state=sink.set_state,
     )
-    sink.set_command_handler(lots.handle_command)
+    sink.set_command_handler(CommandBoundary({"lot": lots.handle_command}))
     reading = stamper.stamp(
         device="umid-1",
         measurement="moisture",
@@ -423,9 +424,11 @@ async def test_agent_sink_works_within_its_grants(broker: Broker, tmp_path: Path
             [event] = events
             record = Record(id=2, payload=encode_reading(event), reading=event)
             assert await sink.deliver([record]) == []
-            # Not a command the agent knows: answered on cmd/reply.
+            # Not a command this agent handles: refused on the same topic + /reply.
             await dashboard.publish("coffee/s1/cmd/service/descascador-1/facas", b"{}", qos=1)
-            await until_seen(viewer, "coffee/s1/agent/event", "coffee/s1/cmd/reply")
+            await until_seen(
+                viewer, "coffee/s1/agent/event", "coffee/s1/cmd/service/descascador-1/facas/reply"
+            )
         finally:
             await sink.close()
             async with asyncio.timeout(10):
@@ -434,7 +437,7 @@ async def test_agent_sink_works_within_its_grants(broker: Broker, tmp_path: Path
     assert seen["coffee/s1/agent/status"] == b"online"
     assert json.loads(seen["coffee/s1/cmd/lot/recepcao/reply"])["ok"] is True
     assert json.loads(seen["coffee/s1/lots/recepcao"])["lot"] == "L-0042"
-    assert json.loads(seen["coffee/s1/cmd/reply"])["ok"] is False
+    assert json.loads(seen["coffee/s1/cmd/service/descascador-1/facas/reply"])["ok"] is False
 
 
 def per_site_variant(acl: str) -> str:

@@ -153,6 +153,7 @@ SCHEMA: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                 "devices_total",
                 "outbox_last_id",
                 "outbox_dropped_total",
+                "interface_failures",
                 "backlog_<sink>",
                 "delivered_<sink>",
                 "rejected_<sink>",
