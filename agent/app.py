@@ -10,9 +10,11 @@ few seconds of latency, never data. Everything else is an interface, run by
 commands), each sink's delivery loop, the lot and alert services, the live
 pages and the agent's own status reading. An interface that fails is logged,
 counted in health and restarted with back-off; the devices never notice.
-Every command, from MQTT or the web, goes through one ``CommandBoundary``
-(``agent.commands``), and the listeners of accepted readings are called
-through a ``Fanout`` that isolates each one.
+Every source hands its readings to one accept stage
+(``agent.accept``: commit to the outbox, then fan out to the
+alert rules, history and live pages, each listener isolated), and every
+command, from MQTT or the web, goes through one ``CommandBoundary``
+(``agent.commands``).
 
 Shutdown order: device loops stop first (nothing new is accepted), the sinks
 get ``shutdown_grace_s`` to deliver what is pending, then the MQTT connection
@@ -32,30 +34,31 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
-from agent.alerts import AlertService
-from agent.api import WebDeps
-from agent.commands import CommandBoundary
-from agent.config import Config
-from agent.devices import ReadingListener, make_device_runner
-from agent.dispatch import deliver_loop
-from agent.health import DeviceState, Health
-from agent.history import open_configured_history
-from agent.hullers import HullerService
-from agent.live import LiveHub
-from agent.lots import LotStore
-from agent.lotservice import LotService
-from agent.maintenance import open_maintenance_store, service_command
-from agent.outbox import Outbox, open_outbox
-from agent.ports import PortOpener, open_serial_port
-from agent.readings import Stamper
-from agent.sinks.base import Sink
-from agent.sinks.influx import open_influx_v1, open_influx_v2
-from agent.sinks.lineprotocol import encode_line
-from agent.sinks.mqtt import MqttSink
-from agent.sinks.webhook import open_webhook
-from agent.supervise import Fanout, supervise
-from agent.web import make_web_app, open_web
-from drivers.events import FieldValue
+from coffee_telemetry.agent.accept import AcceptStage, ReadingListener
+from coffee_telemetry.agent.alerts.service import AlertService
+from coffee_telemetry.agent.commands import CommandBoundary
+from coffee_telemetry.agent.config import Config
+from coffee_telemetry.agent.devices import make_device_runner
+from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
+from coffee_telemetry.agent.health import DeviceState, Health
+from coffee_telemetry.agent.history.store import open_configured_history
+from coffee_telemetry.agent.hullers.maintenance import open_maintenance_store, service_command
+from coffee_telemetry.agent.hullers.service import HullerService
+from coffee_telemetry.agent.lots.service import LotService
+from coffee_telemetry.agent.lots.store import LotStore
+from coffee_telemetry.agent.outbox.delivery import deliver_loop
+from coffee_telemetry.agent.outbox.sink import Sink
+from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
+from coffee_telemetry.agent.readings import Stamper
+from coffee_telemetry.agent.sinks.influx import open_influx_v1, open_influx_v2
+from coffee_telemetry.agent.sinks.lineprotocol import encode_line
+from coffee_telemetry.agent.sinks.mqtt import MqttSink
+from coffee_telemetry.agent.sinks.webhook import open_webhook
+from coffee_telemetry.agent.supervise import supervise
+from coffee_telemetry.agent.web.api import WebDeps
+from coffee_telemetry.agent.web.live import LiveHub
+from coffee_telemetry.agent.web.server import make_web_app, open_web
+from coffee_telemetry.drivers.events import FieldValue
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +196,18 @@ async def run_agent(
     health: Health | None = None,
     shutdown_grace_s: float = 3.0,
 ) -> None:
-    """Run the agent until ``stop`` is set."""
+    """Run the agent until ``stop`` is set.
+
+    Read top to bottom, this is the pipeline: sinks and the outbox, the accept
+    stage (commit, then fan out to alert rules, history and live pages), the
+    commands, the sources (devices, hullers); then the tasks: acquisition,
+    delivery loops to the sinks, and the supervised interfaces.
+    """
     health = health or Health()
     started = time.monotonic()
     devices = [d for d in cfg.devices if d.enabled]
     async with AsyncExitStack() as stack:
+        # -- where readings go: the sinks, and the outbox in front of them ---------------
         sinks, mqtt = await _open_sinks(cfg, stack, health)
         outbox = await stack.enter_async_context(
             open_outbox(
@@ -209,12 +219,14 @@ async def run_agent(
                 line_encoder=encode_line if cfg.influx.enabled else None,
             )
         )
+        publish_state = mqtt.set_state if mqtt is not None else None
         stamper = Stamper()
         stamper.restore(await outbox.sequences())
-        for dev in devices:
-            health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
+
+        # -- accept: commit to the outbox, then fan out -----------------------------------
+        accept = AcceptStage(outbox.accept, health=health, listeners=listeners)
         hub = LiveHub()
-        listeners = [*listeners, hub.on_reading]
+        accept.add_listener(hub.on_reading)
         lot_store = await asyncio.to_thread(LotStore.open, cfg.agent.data_dir / "lots.sqlite3")
         stack.callback(lot_store.close)
         lots = LotService(
@@ -223,7 +235,7 @@ async def run_agent(
             site=cfg.site.id,
             stamper=stamper,
             accept=outbox.accept,
-            publish_state=mqtt.set_state if mqtt is not None else None,
+            publish_state=publish_state,
             on_change=lambda station, active: hub.publish(
                 "lots", {"station": station, "lot": None if active is None else active.lot}
             ),
@@ -233,10 +245,8 @@ async def run_agent(
         history = None
         if cfg.history.enabled:
             history = await stack.enter_async_context(open_configured_history(cfg))
-            listeners = [*listeners, history.add]
+            accept.add_listener(history.add)
         alerts: AlertService | None = None
-        commands = CommandBoundary({"lot": lots.handle_command})
-        health.counters["commands"] = commands.stats.as_doc
         if cfg.alerts.enabled:
             alerts = AlertService(
                 cfg=cfg.alerts,
@@ -245,10 +255,15 @@ async def run_agent(
                 stamper=stamper,
                 outbox=outbox,
                 health=health,
-                publish_state=mqtt.set_state if mqtt is not None else None,
+                publish_state=publish_state,
                 on_alert=lambda doc: hub.publish("alert", doc),
             )
-            listeners = [*listeners, alerts.on_reading]
+            accept.add_listener(alerts.on_reading)
+
+        # -- commands: one boundary for MQTT and the web ----------------------------------
+        commands = CommandBoundary({"lot": lots.handle_command})
+        health.counters["commands"] = commands.stats.as_doc
+        if alerts is not None:
             commands.add("ack", alerts.handle_command)
         commands.add(
             "service",
@@ -261,8 +276,22 @@ async def run_agent(
         )
         if mqtt is not None:
             mqtt.set_command_handler(commands)
-        fanout = Fanout(listeners, health=health)
-        listeners = [fanout]
+
+        # -- sources: serial devices and the hullers on their buses -----------------------
+        for dev in devices:
+            health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
+        runners = [
+            make_device_runner(
+                dev,
+                site=cfg.site.id,
+                stamper=stamper,
+                accept=accept.accept,
+                health=health,
+                open_port=open_port,
+                lot_for_station=lots.lot_for,
+            )
+            for dev in devices
+        ]
         hullers: HullerService | None = None
         store = None
         if cfg.hullers:
@@ -270,12 +299,7 @@ async def run_agent(
                 open_maintenance_store(cfg.maintenance_path, synchronous=cfg.outbox.synchronous)
             )
             hullers = HullerService(
-                cfg=cfg,
-                store=store,
-                stamper=stamper,
-                accept=outbox.accept,
-                health=health,
-                listeners=listeners,
+                cfg=cfg, store=store, stamper=stamper, accept=accept.accept, health=health
             )
         log.info(
             "Agent for site %s: %d devices, %d hullers, sinks %s, outbox %s",
@@ -305,10 +329,14 @@ async def run_agent(
             return tg.create_task(supervise(name, run, health=health), name=name)
 
         async with asyncio.TaskGroup() as tg:
-            interfaces: list[asyncio.Task[None]] = []
-            if web_deps is not None:
-                interfaces.append(interface("web", lambda: _serve_web(cfg, web_deps)))
-            mqtt_task = interface("mqtt", mqtt.connection_loop) if mqtt else None
+            # Acquisition: if one of these fails, the agent exits and systemd restarts it.
+            readers = [
+                tg.create_task(runner.run_loop(), name=f"device[{dev.id}]")
+                for dev, runner in zip(devices, runners, strict=True)
+            ]
+            if hullers is not None:
+                readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
+            # Delivery: one loop per sink, each with its own cursor.
             delivery = [
                 interface(
                     f"deliver[{sink.name}]",
@@ -316,24 +344,11 @@ async def run_agent(
                 )
                 for sink in sinks
             ]
-            readers = [
-                tg.create_task(
-                    make_device_runner(
-                        dev,
-                        site=cfg.site.id,
-                        stamper=stamper,
-                        accept=outbox.accept,
-                        health=health,
-                        open_port=open_port,
-                        listeners=listeners,
-                        lot_for_station=lots.lot_for,
-                    ).run_loop(),
-                    name=f"device[{dev.id}]",
-                )
-                for dev in devices
-            ]
-            if hullers is not None:
-                readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
+            # Interfaces: restarted with back-off when they fail.
+            mqtt_task = interface("mqtt", mqtt.connection_loop) if mqtt else None
+            interfaces: list[asyncio.Task[None]] = []
+            if web_deps is not None:
+                interfaces.append(interface("web", lambda: _serve_web(cfg, web_deps)))
             interfaces.append(interface("lots", lots.run_loop))
             interfaces.append(
                 interface(

@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.errors import TelemetryError
+from coffee_telemetry.agent.errors import CommandRefused as CommandRefused
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +65,6 @@ MAX_REASONS = 64
 
 _ESCAPES = {"%": "%25", "/": "%2F", "+": "%2B", "#": "%23"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
-
-
-class CommandRefused(TelemetryError, ValueError):
-    """A command was refused; the message says why (it goes into the reply).
-
-    Attributes:
-        reason: The refusal, as shown to the sender.
-        reply: Extra fields for the reply document (e.g. the station).
-    """
-
-    def __init__(self, reason: str, **reply: object) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.reply = reply
 
 
 @dataclass(frozen=True, slots=True)

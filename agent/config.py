@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.errors import ConfigError
+from coffee_telemetry.agent.errors import ConfigError
 
 #: Identifiers used in topics and tags.
 IDENT = r"^[a-z0-9][a-z0-9_-]{0,47}$"
@@ -521,7 +521,7 @@ class ApiConfig(_Model):
     lang: Literal["pt-BR", "en"] = "pt-BR"
     #: The pages' files (default: ``dashboards/web`` beside the ``agent`` package).
     assets_dir: Path | None = None
-    # Connection limits (``agent.connlimit``). The caps are lowered at start if the
+    # Connection limits (``agent.web.connlimit``). The caps are lowered at start if the
     # open-file limit cannot hold them; a per-address cap above the total is the total.
     #: Open HTTP connections at once; more are closed as soon as they are accepted.
     max_connections: int = Field(default=256, ge=1, le=65536)

@@ -2,13 +2,21 @@
 
     TelemetryError
     ├── ConfigError          found before anything connects; the process refuses to start
-    ├── DriverUsageError     a caller asked a driver to encode what the protocol cannot express
     ├── PortError            serial port missing, busy or gone (wraps OSError)
     ├── OutboxError          the local outbox cannot be opened or written
-    ├── MaintenanceError     the maintenance store cannot be opened or written (agent.maintenance)
+    ├── HistoryError         the local history cannot be opened or read
+    ├── MaintenanceError     the maintenance store cannot be opened or written
+    ├── UsageError           what an operator typed cannot be recorded (also a ValueError)
+    │   ├── LotError         a lot code or who set it was refused
+    │   └── CommandRefused   a command was refused; the reply says why
+    ├── RuleError            an alert rule was configured with a value it cannot work with
     └── SinkError
         ├── SinkUnavailable  retry the whole batch later
         └── SinkRejected     drop these items, carry on
+
+    DriverUsageError         from ``drivers.errors`` (drivers import
+                             nothing from the agent): a caller asked a driver to encode
+                             what the protocol cannot express
 
 Library exceptions are translated at the boundary to the most specific class here
 (``raise ... from exc``). Errors carry their data as attributes, not only as text.
@@ -17,6 +25,26 @@ Library exceptions are translated at the boundary to the most specific class her
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+from coffee_telemetry.drivers.errors import DriverUsageError
+
+__all__ = [
+    "CommandRefused",
+    "ConfigError",
+    "DriverUsageError",
+    "HistoryError",
+    "LotError",
+    "MaintenanceError",
+    "OutboxError",
+    "PortError",
+    "RuleError",
+    "SinkError",
+    "SinkRejected",
+    "SinkUnavailable",
+    "TelemetryError",
+    "UsageError",
+]
 
 
 class TelemetryError(Exception):
@@ -39,10 +67,6 @@ class ConfigError(TelemetryError):
         super().__init__("\n".join(lines))
 
 
-class DriverUsageError(TelemetryError):
-    """A caller asked a driver for something the protocol cannot express."""
-
-
 class PortError(TelemetryError):
     """A serial port is missing, busy or gone.
 
@@ -59,6 +83,58 @@ class PortError(TelemetryError):
 
 class OutboxError(TelemetryError):
     """The outbox database cannot be opened or written."""
+
+
+class HistoryError(TelemetryError):
+    """The history database cannot be opened or read."""
+
+
+class MaintenanceError(TelemetryError):
+    """The maintenance database cannot be opened, read or written.
+
+    Attributes:
+        path: The database file.
+    """
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        self.path = path
+        super().__init__(f"maintenance store {path}: {message}")
+
+
+class UsageError(TelemetryError, ValueError):
+    """What an operator typed cannot be recorded (the CLI exits 2, nothing written)."""
+
+
+class LotError(UsageError):
+    """A lot code was refused; the message says why (shown to the operator)."""
+
+
+class CommandRefused(UsageError):
+    """A command was refused; the message says why (it goes into the reply).
+
+    Attributes:
+        reason: The refusal, as shown to the sender.
+        reply: Extra fields for the reply document (e.g. the station).
+    """
+
+    def __init__(self, reason: str, **reply: object) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = reply
+
+
+class RuleError(TelemetryError, ValueError):
+    """A rule was configured with a value it cannot work with.
+
+    Attributes:
+        rule: The rule's name.
+        key: The offending setting (``k``, ``repeat_s``, ...).
+    """
+
+    def __init__(self, message: str, *, rule: str, key: str) -> None:
+        self.rule = rule
+        self.key = key
+        super().__init__(f"rule {rule!r}: {key}: {message}")
 
 
 class SinkError(TelemetryError):

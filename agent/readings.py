@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from drivers.events import FieldValue
+from coffee_telemetry.drivers.events import FieldValue
 
 #: Reading kinds. ``reading`` is a periodic or per-sample value; ``event`` is a
 #: discrete happening (a ticket printed, a counter reset, a weighment).

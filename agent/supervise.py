@@ -18,21 +18,18 @@ restarted. Cancellation (shutdown) goes through. Device loops and the outbox
 are *not* supervised here: if they fail, the process ends and systemd
 restarts it, since every accepted reading is already on disk.
 
-``Fanout`` is the same rule for the listeners of accepted readings (alert
-rules, history, live pages): a listener that raises is counted and logged,
-and the reading still reaches the others; the device loop never sees it.
+The listeners of accepted readings (alert rules, history, live pages) follow
+the same rule inside the accept stage (``agent.accept``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
-from agent.backoff import Backoff
-from agent.commands import RefusalLog
-from agent.health import Health, InterfaceState
-from agent.readings import Reading
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.health import Health, InterfaceState
 
 log = logging.getLogger(__name__)
 
@@ -78,35 +75,3 @@ async def supervise(
         entry.last_error_ns = health.clock_ns()
         log.warning("Interface %s restarts in %.1f s (failure %d)", name, delay, entry.failures)
         await asyncio.sleep(delay)
-
-
-class Fanout:
-    """Calls each listener with every accepted reading; a failing listener harms no other."""
-
-    def __init__(
-        self,
-        listeners: Sequence[Callable[[Reading], None]],
-        *,
-        health: Health,
-        name: str = "fanout",
-    ) -> None:
-        self._listeners = list(listeners)
-        self._entry = health.add_interface(name)
-        self._errors = RefusalLog(log)
-
-    def __call__(self, reading: Reading) -> None:
-        """Hand ``reading`` to every listener (never raises)."""
-        for listener in self._listeners:
-            try:
-                listener(reading)
-            except Exception as exc:
-                self._entry.failures += 1
-                self._entry.last_error = f"{type(exc).__name__}: {exc}"
-                self._entry.last_error_ns = reading.ts_ns
-                self._errors.warning(
-                    "Listener %r failed on a reading of %s: %r",
-                    getattr(listener, "__qualname__", listener),
-                    reading.device,
-                    exc,
-                    exc_info=True,
-                )

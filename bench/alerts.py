@@ -2,7 +2,7 @@
 
 Prints one JSON document with the machine, the parameters and two measurements:
 
-* ``rule_cost``: in-process and pure (no agent, no I/O). An ``agent.rules.Engine`` with
+* ``rule_cost``: in-process and pure (no agent, no I/O). An ``agent.alerts.rules.Engine`` with
   50 rules (10 of each kind: ``wet_lot``, ``device_silent``, ``huller_fault``,
   ``service``, ``sink_backlog``; distinct names and thresholds) is fed ``--readings``
   pre-stamped readings: ``moisture`` (lots cycling over ``--lots`` codes, values around
@@ -56,8 +56,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.readings import Reading, Stamper  # noqa: E402
-from agent.rules import (  # noqa: E402
+from coffee_telemetry.agent.alerts.rules import (  # noqa: E402
     DeviceSilentRule,
     Engine,
     HullerFaultRule,
@@ -67,8 +66,9 @@ from agent.rules import (  # noqa: E402
     SinkBacklogRule,
     WetLotRule,
 )
-from simulators.moisture import TicketMeterSim  # noqa: E402
-from simulators.pty import PtyPort  # noqa: E402
+from coffee_telemetry.agent.readings import Reading, Stamper  # noqa: E402
+from coffee_telemetry.simulators.moisture import TicketMeterSim  # noqa: E402
+from coffee_telemetry.simulators.pty import PtyPort  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
     AgentProcess,
     DeviceSpec,

@@ -3,7 +3,7 @@
 Each bus is a real pty served by ``simulators.rtu.RtuBusSim`` (addresses 1..N, odd ones in
 counter mode, even ones in timer mode). The simulators run in a child process, this same
 file started with ``--simulate``, so the process measured holds only the real
-``agent.polling.BusPoller``s and their real pymodbus clients. Prints one JSON document:
+``agent.hullers.bus.BusPoller``s and their real pymodbus clients. Prints one JSON document:
 
 * ``polls``: polls ok/failed (a poll is one FC04 0x03E8 x6 status+PV exchange, plus the
   FC02/FC04 reads of the slow interval when due) and every request the pollers' stats
@@ -48,10 +48,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.polling import BusPoller, BusSpec, DeviceError, PollEvent, UnitSpec  # noqa: E402
-from drivers.counter_autonics_ct import CounterSample, Mode  # noqa: E402
-from simulators.pty import PtyPort  # noqa: E402
-from simulators.rtu import CounterUnitSim, RtuBusSim  # noqa: E402
+from coffee_telemetry.agent.hullers.bus import BusPoller, BusSpec, DeviceError, PollEvent, UnitSpec  # noqa: E402
+from coffee_telemetry.drivers.counter_autonics_ct import CounterSample, Mode  # noqa: E402
+from coffee_telemetry.simulators.pty import PtyPort  # noqa: E402
+from coffee_telemetry.simulators.rtu import CounterUnitSim, RtuBusSim  # noqa: E402
 
 READY = "ready"
 

@@ -9,7 +9,7 @@ the API's ranges end at the server's "now". With ``--keep DIR`` the database
 stays in ``DIR`` and a later run reuses it (only the top-up runs) as long as
 the parameters match and it is less than a day old.
 
-The real web app (``agent.web.make_web_app``/``open_web``) is then served on
+The real web app (``agent.web.server.make_web_app``/``open_web``) is then served on
 127.0.0.1 by a child process, as the agent would serve it, over the history
 opened with ``open_configured_history``; this process is the browser. With one aiohttp
 session (at most ``--connections`` (6) connections, a browser's HTTP/1.1
@@ -57,15 +57,21 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from agent.alerts import AlertService
-from agent.config import parse_config
-from agent.health import Health
-from agent.history import DAY_NS, HOUR_NS, NS, History, open_configured_history
-from agent.lots import LotStore
-from agent.lotservice import LotService
-from agent.outbox import open_outbox
-from agent.readings import Reading, Stamper
 from bench.history import build, measure, value
+from coffee_telemetry.agent.alerts.service import AlertService
+from coffee_telemetry.agent.config import parse_config
+from coffee_telemetry.agent.health import Health
+from coffee_telemetry.agent.history.store import (
+    DAY_NS,
+    HOUR_NS,
+    NS,
+    History,
+    open_configured_history,
+)
+from coffee_telemetry.agent.lots.service import LotService
+from coffee_telemetry.agent.lots.store import LotStore
+from coffee_telemetry.agent.outbox.store import open_outbox
+from coffee_telemetry.agent.readings import Reading, Stamper
 from tests.services.net import free_port
 
 DB_NAME = "history.sqlite3"
@@ -223,8 +229,8 @@ async def _serve(cfg_text: str, conn: Connection) -> None:
     """
     try:
         # The modules under test, imported here so that a broken one is reported, not fatal.
-        from agent.api import WebDeps
-        from agent.web import make_web_app, open_web
+        from coffee_telemetry.agent.web.api import WebDeps
+        from coffee_telemetry.agent.web.server import make_web_app, open_web
 
         cfg = parse_config(tomllib.loads(cfg_text))
         async with contextlib.AsyncExitStack() as stack:

@@ -1,4 +1,4 @@
-"""History benchmark: dashboard query latency and disk use of ``agent.history``.
+"""History benchmark: dashboard query latency and disk use of ``agent.history.store``.
 
 Builds a history of ``--devices`` moisture meters at one reading per second (one
 field, ``moisture_pct``) without going through ``add``: 41 M raw points for 30
@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.history import DAY_NS, HOUR_NS, MINUTE_NS, NS, History
-from agent.readings import Reading
+from coffee_telemetry.agent.history.store import DAY_NS, HOUR_NS, MINUTE_NS, NS, History
+from coffee_telemetry.agent.readings import Reading
 
 
 def value(device: int, ts_s: int) -> float:

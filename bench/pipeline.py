@@ -40,11 +40,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.outbox import open_outbox, read_stats  # noqa: E402
-from agent.readings import Stamper  # noqa: E402
-from agent.sinks.lineprotocol import encode_line  # noqa: E402
-from simulators.moisture import TicketMeterSim  # noqa: E402
-from simulators.pty import PtyPort  # noqa: E402
+from coffee_telemetry.agent.outbox.store import open_outbox, read_stats  # noqa: E402
+from coffee_telemetry.agent.readings import Stamper  # noqa: E402
+from coffee_telemetry.agent.sinks.lineprotocol import encode_line  # noqa: E402
+from coffee_telemetry.simulators.moisture import TicketMeterSim  # noqa: E402
+from coffee_telemetry.simulators.pty import PtyPort  # noqa: E402
 from tests.integration.harness import AgentProcess, DeviceSpec, write_site_config  # noqa: E402
 from tests.services.influxd import InfluxServer  # noqa: E402
 from tests.services.mosquitto import MosquittoServer  # noqa: E402

@@ -3,7 +3,7 @@
 Manual: Autonics "CT Series User Manual for Communication" (register tables pp. 18-22).
 RS-485, Modbus RTU, no broadcast, units 1-127, factory default 9600 8N2. This module
 knows the register map and what the values mean; the frames are ``drivers.modbus_rtu``'s
-and the polling is ``agent.polling``'s. What the agent reads::
+and the polling is ``agent.hullers.bus``'s. What the agent reads::
 
     every poll   FC04 0x03E8 x6   status | batch PV lo hi | PV lo hi | display unit
     every 60 s   FC02 0x0000 x5   INA | INB | INHIBIT | RESET | BATCH RESET terminals
@@ -54,8 +54,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum, IntFlag
 
-from agent.errors import DriverUsageError
-from drivers.events import Discarded, FieldValue, Measurement
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 
 __all__ = [
     "BATCH_PV_MAX",

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Generic, TypeVar, assert_never
 
-from agent.errors import DriverUsageError
-from drivers._framing import cap
-from drivers.events import Discarded
+from coffee_telemetry.drivers._framing import cap
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded
 
 __all__ = [
     "COIL_OFF",

@@ -48,9 +48,9 @@ from __future__ import annotations
 import math
 import re
 
-from agent.errors import DriverUsageError
-from drivers._framing import TEXT_BYTES, cap
-from drivers.events import Discarded, Measurement
+from coffee_telemetry.drivers._framing import TEXT_BYTES, cap
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, Measurement
 
 __all__ = ["ETX", "FRAME_LEN", "STX", "TesmaParser", "decode_frame", "encode_frame"]
 

@@ -97,8 +97,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, assert_never
 
-from agent.errors import DriverUsageError
-from drivers._framing import (
+from coffee_telemetry.drivers._framing import (
     TEXT_BYTES,
     EscPosStripper,
     LineEnding,
@@ -107,7 +106,8 @@ from drivers._framing import (
     looks_misframed,
     parse_decimal,
 )
-from drivers.events import Discarded, FieldValue, Measurement
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 
 __all__ = [
     "DEFAULT_PATTERNS",

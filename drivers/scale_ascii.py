@@ -54,10 +54,10 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from agent.errors import DriverUsageError
-from drivers._framing import LineSplitter, cap, looks_misframed
-from drivers.events import Discarded, FieldValue, Measurement
-from drivers.scale_toledo import ScaleReading, ScaleReporter
+from coffee_telemetry.drivers._framing import LineSplitter, cap, looks_misframed
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
+from coffee_telemetry.drivers.scale_toledo import ScaleReading, ScaleReporter
 
 __all__ = [
     "UNIT_TO_KG",

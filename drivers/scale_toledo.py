@@ -87,9 +87,9 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final, Literal, assert_never
 
-from agent.errors import DriverUsageError
-from drivers._framing import CR, cap
-from drivers.events import Discarded, FieldValue, Measurement
+from coffee_telemetry.drivers._framing import CR, cap
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 
 __all__ = [
     "STX",

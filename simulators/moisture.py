@@ -19,9 +19,9 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from drivers.moisture_tesma import encode_frame
-from drivers.moisture_ticket import MOISTURE_RANGE, encode_ticket
-from simulators.pty import PtyPort
+from coffee_telemetry.drivers.moisture_tesma import encode_frame
+from coffee_telemetry.drivers.moisture_ticket import MOISTURE_RANGE, encode_ticket
+from coffee_telemetry.simulators.pty import PtyPort
 
 __all__ = ["Faults", "MoistureSource", "SentReading", "TesmaMeterSim", "TicketMeterSim"]
 

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import assert_never
 
-from drivers.counter_autonics_ct import (
+from coffee_telemetry.drivers.counter_autonics_ct import (
     BATCH_PV_MAX,
     PV_MAX,
     PV_MIN,
@@ -49,8 +49,8 @@ from drivers.counter_autonics_ct import (
     encode_status,
     encode_status_pv,
 )
-from drivers.events import Discarded
-from drivers.modbus_rtu import (
+from coffee_telemetry.drivers.events import Discarded
+from coffee_telemetry.drivers.modbus_rtu import (
     COIL_OFF,
     COIL_ON,
     BitsResponse,
@@ -67,7 +67,7 @@ from drivers.modbus_rtu import (
     WriteCoilResponse,
     encode_response,
 )
-from simulators.pty import PtyPort
+from coffee_telemetry.simulators.pty import PtyPort
 
 __all__ = ["CounterUnitSim", "Faults", "RtuBusSim", "serve_rtu_bus"]
 

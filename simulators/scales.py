@@ -31,17 +31,23 @@ import time
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from drivers._framing import LineSplitter
-from drivers.events import Discarded
-from drivers.scale_mtsics import (
+from coffee_telemetry.drivers._framing import LineSplitter
+from coffee_telemetry.drivers.events import Discarded
+from coffee_telemetry.drivers.scale_mtsics import (
     UNIT_TO_KG,
     ErrorCode,
     decode_command,
     encode_error,
     encode_reply,
 )
-from drivers.scale_toledo import STX, ToledoFrame, ToledoUnit, decode_frame, encode_frame
-from simulators.pty import PtyPort
+from coffee_telemetry.drivers.scale_toledo import (
+    STX,
+    ToledoFrame,
+    ToledoUnit,
+    decode_frame,
+    encode_frame,
+)
+from coffee_telemetry.simulators.pty import PtyPort
 
 __all__ = [
     "BalanceFaults",

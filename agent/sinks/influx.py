@@ -77,9 +77,9 @@ from typing import TYPE_CHECKING, cast
 import aiohttp
 from yarl import URL
 
-from agent.errors import SinkUnavailable
-from agent.sinks.base import Record, Rejection
-from agent.sinks.lineprotocol import encode_line
+from coffee_telemetry.agent.errors import SinkUnavailable
+from coffee_telemetry.agent.outbox.sink import Record, Rejection
+from coffee_telemetry.agent.sinks.lineprotocol import encode_line
 
 if TYPE_CHECKING:
     # influxdb-client costs ~25 MB of RSS to import: only the v2 sink loads it.

@@ -82,8 +82,8 @@ import functools
 import math
 import re
 
-from agent.readings import Reading
-from drivers.events import FieldValue
+from coffee_telemetry.agent.readings import Reading
+from coffee_telemetry.drivers.events import FieldValue
 
 __all__ = [
     "clean_field_key",

@@ -46,11 +46,11 @@ from collections.abc import Sequence
 
 import aiomqtt
 
-from agent.backoff import Backoff
-from agent.commands import CommandBoundary, Outgoing, RefusalLog, check_level
-from agent.errors import SinkUnavailable
-from agent.health import Health, SinkHealth
-from agent.sinks.base import Record, Rejection
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.commands import CommandBoundary, Outgoing, RefusalLog, check_level
+from coffee_telemetry.agent.errors import SinkUnavailable
+from coffee_telemetry.agent.health import Health, SinkHealth
+from coffee_telemetry.agent.outbox.sink import Record, Rejection
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ cursor moves past it). A record is a notification when its reading has
 ``kind == "event"``, ``measurement == "alert"`` and a ``notify`` that is true
 (the boolean field ``True``, or a tag ``"true"``). ``notify`` is false for the
 events nobody should be paged about (an alert turning pending, a pending one
-clearing); see ``agent.rules``.
+clearing); see ``agent.alerts.rules``.
 
 The JSON body, one per notification (chat webhooks expect one message per
 request), built by ``notification``::
@@ -23,14 +23,14 @@ request), built by ``notification``::
      "id": "ourofino/wet_lot/L-0042/1796035314123456789"}
 
 ``rule``, ``subject``, ``state``, ``severity``, ``message`` and ``site`` are
-read from the reading's fields, else from its tags. ``agent.rules.alert_point``
+read from the reading's fields, else from its tags. ``agent.alerts.rules.alert_point``
 puts ``site``, ``rule``, ``subject`` and ``state`` in tags and ``severity`` and
 ``message`` in fields, but any of them may be in either place, so a reading
 stamped by other code works too (a field value that is not a string is turned
 into one). Those six keys and ``notify`` are taken out; ``data`` holds every
 other field and tag (a field wins over a tag of the same name), except a
 ``device`` tag naming the reading's own device: that is the stamper's
-bookkeeping (``agent.alerts`` stamps alerts as device ``alerts``), while a
+bookkeeping (``agent.alerts.service`` stamps alerts as device ``alerts``), while a
 ``device`` *field* is alert data (the meter of a wet lot) and is kept.
 ``rule`` and ``subject`` are required: an alert without them can never be
 sent and is rejected. A missing ``state``, ``severity``, ``message`` or
@@ -48,7 +48,7 @@ so a receiver can drop a repeat. Repeats happen when:
   say "these, not those", so ``SinkUnavailable`` keeps the whole batch and
   they are sent again with the retry;
 * the agent stops between a 2xx and the cursor reaching the disk (within
-  ``cursor_flush_s``, see ``agent.outbox``);
+  ``cursor_flush_s``, see ``agent.outbox.store``);
 * the answer is lost (a timeout after the receiver had acted).
 
 Each notification is one POST, in record order, each bounded by ``timeout_s``
@@ -98,10 +98,10 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from agent.errors import SinkUnavailable
-from agent.readings import Reading, format_time
-from agent.sinks.base import Record, Rejection
-from agent.sinks.influx import parse_retry_after
+from coffee_telemetry.agent.errors import SinkUnavailable
+from coffee_telemetry.agent.outbox.sink import Record, Rejection
+from coffee_telemetry.agent.readings import Reading, format_time
+from coffee_telemetry.agent.sinks.influx import parse_retry_after
 
 __all__ = [
     "ALERT_MEASUREMENT",
@@ -114,7 +114,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The measurement alert events are stored under (``agent.rules.alert_point``).
+#: The measurement alert events are stored under (``agent.alerts.rules.alert_point``).
 ALERT_MEASUREMENT = "alert"
 
 #: Longest server text kept in a rejection or an error message.

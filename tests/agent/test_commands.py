@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.commands import (
+from coffee_telemetry.agent.commands import (
     MAX_COMMAND_BYTES,
     MAX_JSON_DEPTH,
     Command,
@@ -27,9 +27,9 @@ from agent.commands import (
     json_depth,
     unescape_level,
 )
-from agent.lots import LotStore
-from agent.lotservice import LotService
-from agent.readings import Reading, Stamper
+from coffee_telemetry.agent.lots.service import LotService
+from coffee_telemetry.agent.lots.store import LotStore
+from coffee_telemetry.agent.readings import Reading, Stamper
 
 
 class Recorder:

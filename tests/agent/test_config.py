@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.config import TicketDevice, load_config, parse_config
-from agent.errors import ConfigError
+from coffee_telemetry.agent.cli.main import main
+from coffee_telemetry.agent.config import TicketDevice, load_config, parse_config
+from coffee_telemetry.agent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "site.toml"
@@ -147,7 +147,7 @@ def test_console_script_refuses_invalid_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[site]\nid = "s1"\n[[devices]]\nid = "u"\ndriver = "moisture.ticket"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", "-c", str(bad)],
+        [sys.executable, "-m", "coffee_telemetry.agent.cli", "run", "-c", str(bad)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,9 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.backoff import Backoff
-from agent.lots import LotError, validate_lot
-from agent.readings import Reading, Stamper, decode_reading, encode_reading, format_time
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.lots.store import LotError, validate_lot
+from coffee_telemetry.agent.readings import (
+    Reading,
+    Stamper,
+    decode_reading,
+    encode_reading,
+    format_time,
+)
 
 text = st.text(max_size=40)
 values = st.one_of(

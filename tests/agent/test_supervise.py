@@ -7,10 +7,9 @@ import random
 
 import pytest
 
-from agent.backoff import Backoff
-from agent.health import Health, InterfaceState
-from agent.readings import Reading, Stamper
-from agent.supervise import Fanout, supervise
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.health import Health, InterfaceState
+from coffee_telemetry.agent.supervise import supervise
 
 
 async def test_a_failing_interface_is_restarted_and_counted() -> None:
@@ -51,21 +50,3 @@ async def test_an_interface_that_returns_is_finished() -> None:
     await supervise("mqtt", once, health=health)
     assert calls == 1
     assert health.interfaces["mqtt"].failures == 0
-
-
-def test_fanout_isolates_listeners() -> None:
-    health = Health()
-    got: list[int] = []
-
-    def broken(reading: Reading) -> None:
-        raise KeyError("bug")
-
-    fanout = Fanout([broken, lambda r: got.append(r.seq)], health=health)
-    stamper = Stamper()
-    for _ in range(3):
-        fanout(
-            stamper.stamp(device="d", measurement="moisture", fields={"moisture_pct": 1.0}, tags={})
-        )
-    assert got == [1, 2, 3]
-    assert health.interfaces["fanout"].failures == 3
-    assert "KeyError" in str(health.interfaces["fanout"].last_error)

@@ -30,11 +30,11 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 
-from agent.webauth import hash_password
-from drivers.counter_autonics_ct import Mode
-from simulators.moisture import TicketMeterSim
-from simulators.pty import PtyPort
-from simulators.rtu import CounterUnitSim, RtuBusSim
+from coffee_telemetry.agent.web.auth import hash_password
+from coffee_telemetry.drivers.counter_autonics_ct import Mode
+from coffee_telemetry.simulators.moisture import TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort
+from coffee_telemetry.simulators.rtu import CounterUnitSim, RtuBusSim
 from tests.browser.helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -39,7 +39,7 @@ from playwright.async_api import (
     expect,
 )
 
-from simulators.moisture import SentReading, TicketMeterSim
+from coffee_telemetry.simulators.moisture import SentReading, TicketMeterSim
 from tests.integration.harness import ROOT, AgentProcess, eventually
 
 #: Where CI picks up the screenshots (``/artifacts/`` is git-ignored).

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.errors import DriverUsageError
-from drivers.counter_autonics_ct import (
+from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.drivers.counter_autonics_ct import (
     KNOWN_STATUS_BITS,
     PV_MAX,
     PV_MIN,
@@ -28,8 +28,8 @@ from drivers.counter_autonics_ct import (
     encode_status_pv,
     to_measurement,
 )
-from drivers.events import Discarded
-from drivers.modbus_rtu import (
+from coffee_telemetry.drivers.events import Discarded
+from coffee_telemetry.drivers.modbus_rtu import (
     FunctionCode,
     RegistersResponse,
     decode_response,

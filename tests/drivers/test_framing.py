@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers._framing import (
+from coffee_telemetry.drivers._framing import (
     TEXT_BYTES,
     EscPosStripper,
     LineEnding,

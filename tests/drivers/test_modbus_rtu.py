@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.errors import DriverUsageError
-from drivers.events import Discarded
-from drivers.modbus_rtu import (
+from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded
+from coffee_telemetry.drivers.modbus_rtu import (
     COIL_OFF,
     COIL_ON,
     BitsResponse,

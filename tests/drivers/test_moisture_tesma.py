@@ -13,9 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import DriverUsageError
-from drivers.events import Discarded, Measurement
-from drivers.moisture_tesma import FRAME_LEN, TesmaParser, decode_frame, encode_frame
+from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, Measurement
+from coffee_telemetry.drivers.moisture_tesma import (
+    FRAME_LEN,
+    TesmaParser,
+    decode_frame,
+    encode_frame,
+)
 
 CASES_DIR = Path(__file__).parents[1] / "cases" / "moisture_tesma"
 

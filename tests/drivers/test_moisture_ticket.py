@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import DriverUsageError
-from drivers._framing import LineEnding
-from drivers.events import Discarded, FieldValue, Measurement
-from drivers.moisture_ticket import (
+from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.drivers._framing import LineEnding
+from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
+from coffee_telemetry.drivers.moisture_ticket import (
     DEFAULT_PATTERNS,
     FieldPattern,
     TicketOptions,

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import DriverUsageError
-from drivers.events import Discarded, FieldValue, Measurement
-from drivers.scale_ascii import (
+from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
+from coffee_telemetry.drivers.scale_ascii import (
     UNIT_TO_KG,
     AsciiScaleParser,
     AsciiWeight,
@@ -23,7 +23,7 @@ from drivers.scale_ascii import (
     decode_line,
     encode_line,
 )
-from drivers.scale_toledo import ScaleReporter
+from coffee_telemetry.drivers.scale_toledo import ScaleReporter
 
 CASES_DIR = Path(__file__).parents[1] / "cases" / "scale_ascii"
 

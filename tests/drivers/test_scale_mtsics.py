@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import DriverUsageError
-from drivers.events import Discarded, Measurement
-from drivers.scale_mtsics import (
+from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, Measurement
+from coffee_telemetry.drivers.scale_mtsics import (
     COMMANDS,
     REPLY_ID,
     TRANSITIONS,

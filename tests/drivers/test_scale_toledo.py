@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import DriverUsageError
-from drivers.events import Discarded, FieldValue, Measurement
-from drivers.scale_toledo import (
+from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
+from coffee_telemetry.drivers.scale_toledo import (
     STX,
     ChecksumMode,
     ToledoFrame,

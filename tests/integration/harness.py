@@ -1,6 +1,6 @@
 """End-to-end harness: the real agent process, a real broker and database.
 
-``AgentProcess`` runs ``python -m agent.cli run -c site.toml`` (the console
+``AgentProcess`` runs ``python -m coffee_telemetry.agent.cli run -c site.toml`` (the console
 script's entry point) as a child process, so tests can SIGKILL and restart it
 like systemd would. ``MqttCollector`` subscribes with a persistent session and
 keeps every reading by ``(device, seq)``, the way consumers dedupe.
@@ -23,8 +23,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.commands import unescape_level
-from agent.outbox import read_stats
+from coffee_telemetry.agent.commands import unescape_level
+from coffee_telemetry.agent.outbox.store import read_stats
 from tests.services.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,7 +159,7 @@ class AgentProcess:
         log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
+            [sys.executable, "-m", "coffee_telemetry.agent.cli", "run", "-c", str(self.config)],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

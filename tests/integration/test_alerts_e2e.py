@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.moisture import TicketMeterSim
-from simulators.pty import PtyPort
+from coffee_telemetry.simulators.moisture import TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort
 from tests.integration.harness import (
     ROOT,
     AgentProcess,
@@ -248,7 +248,7 @@ async def test_restart_while_firing_does_not_notify_again(
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "coffee_telemetry.agent.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

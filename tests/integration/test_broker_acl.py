@@ -32,14 +32,14 @@ import aiomqtt
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.backoff import Backoff
-from agent.commands import CommandBoundary
-from agent.health import DeviceState, Health
-from agent.lots import LotStore
-from agent.lotservice import LotService
-from agent.readings import Reading, Stamper, encode_reading
-from agent.sinks.base import Record
-from agent.sinks.mqtt import MqttSink
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.commands import CommandBoundary
+from coffee_telemetry.agent.health import DeviceState, Health
+from coffee_telemetry.agent.lots.service import LotService
+from coffee_telemetry.agent.lots.store import LotStore
+from coffee_telemetry.agent.outbox.sink import Record
+from coffee_telemetry.agent.readings import Reading, Stamper, encode_reading
+from coffee_telemetry.agent.sinks.mqtt import MqttSink
 from tests.services.mosquitto import MosquittoServer
 
 pytestmark = pytest.mark.integration

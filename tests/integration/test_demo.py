@@ -13,7 +13,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.demo import AMQTT_DEFAULTS
+from coffee_telemetry.agent.cli.demo import AMQTT_DEFAULTS
 from tests.services.net import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def test_demo_serves_readings_over_mqtt(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "coffee_telemetry.agent.cli",
             "demo",
             "--port",
             str(port),
@@ -94,7 +94,16 @@ def test_demo_serves_readings_over_mqtt(tmp_path: Path) -> None:
     # The demo leaves a site file the maintenance commands can use.
     site = tmp_path / "site.toml"
     check = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "maintenance", "status", "-c", str(site), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "coffee_telemetry.agent.cli",
+            "maintenance",
+            "status",
+            "-c",
+            str(site),
+            "--json",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

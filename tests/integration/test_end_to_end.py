@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from simulators.moisture import Faults, SentReading, TesmaMeterSim, TicketMeterSim
-from simulators.pty import PtyPort
+from coffee_telemetry.simulators.moisture import Faults, SentReading, TesmaMeterSim, TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort
 from tests.integration.harness import (
     AgentProcess,
     DeviceSpec,

@@ -32,12 +32,12 @@ from typing import Any
 
 import pytest
 
-from agent.rules import DATA_FIELDS
-from drivers.counter_autonics_ct import Mode
-from simulators.moisture import TicketMeterSim
-from simulators.pty import PtyPort, open_pty_port
-from simulators.rtu import CounterUnitSim, serve_rtu_bus
-from simulators.scales import ToledoStreamSim
+from coffee_telemetry.agent.alerts.rules import DATA_FIELDS
+from coffee_telemetry.drivers.counter_autonics_ct import Mode
+from coffee_telemetry.simulators.moisture import TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort, open_pty_port
+from coffee_telemetry.simulators.rtu import CounterUnitSim, serve_rtu_bus
+from coffee_telemetry.simulators.scales import ToledoStreamSim
 from tests.integration.harness import (
     ROOT,
     AgentProcess,
@@ -60,7 +60,7 @@ HULLER = "desc-1"
 WET_LOT = "L-WET"
 DRY_LOT = "L-0001"
 
-#: Every key of an alert's "data" (``agent.rules.DATA_FIELDS``, one type each): the README
+#: Every key of an alert's "data" (``agent.alerts.rules.DATA_FIELDS``, one type each): the README
 #: leaves them to the rule, naming wet_lot's lot, station, count, mean/max %.
 #: The device an alert is about is written as ``source_device`` (``device`` is the tag).
 RULE_DATA = (frozenset(DATA_FIELDS) - {"device"}) | {"source_device"}
@@ -383,7 +383,7 @@ async def run_cli(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agent.cli",
+        "coffee_telemetry.agent.cli",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

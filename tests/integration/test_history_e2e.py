@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.history import History
-from simulators.moisture import TicketMeterSim
-from simulators.pty import PtyPort
+from coffee_telemetry.agent.history.store import History
+from coffee_telemetry.simulators.moisture import TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort
 from tests.integration.harness import (
     AgentProcess,
     DeviceSpec,

@@ -19,8 +19,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.moisture import TicketMeterSim
-from simulators.pty import PtyPort
+from coffee_telemetry.simulators.moisture import TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort
 from tests.integration.harness import (
     AgentProcess,
     DeviceSpec,

@@ -1,9 +1,9 @@
 """Hullers end to end: RTU units on a pty → the real agent process → real Mosquitto and InfluxDB.
 
 A bag counter and an hour meter (Autonics CT units, ``simulators.rtu``) share one RS-485
-bus on a pty; the agent runs as ``python -m agent.cli run -c site.toml`` and polls them
-with pymodbus. ``coffee-telemetry maintenance done|status`` runs as its own process while
-the agent runs, as an operator would run it on the box.
+bus on a pty; the agent runs as ``python -m coffee_telemetry.agent.cli run -c site.toml``
+and polls them with pymodbus. ``coffee-telemetry maintenance done|status`` runs as its own
+process while the agent runs, as an operator would run it on the box.
 
 The first test follows a huller through a shift: ``huller`` readings on
 ``<prefix>/<site>/<huller>/reading`` and in InfluxDB, then a service recorded from the
@@ -30,10 +30,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.maintenance import MaintenanceStore
-from drivers.counter_autonics_ct import Mode
-from simulators.pty import open_pty_port
-from simulators.rtu import CounterUnitSim, RtuBusSim, serve_rtu_bus
+from coffee_telemetry.agent.hullers.maintenance import MaintenanceStore
+from coffee_telemetry.drivers.counter_autonics_ct import Mode
+from coffee_telemetry.simulators.pty import open_pty_port
+from coffee_telemetry.simulators.rtu import CounterUnitSim, RtuBusSim, serve_rtu_bus
 from tests.integration.harness import (
     ROOT,
     AgentProcess,
@@ -250,7 +250,7 @@ async def cli(rig: Rig, *args: str) -> Cli:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agent.cli",
+        "coffee_telemetry.agent.cli",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

@@ -17,15 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config, parse_config
-from agent.health import DeviceState, Health
-from agent.hullers import HullerService
-from agent.maintenance import AsyncMaintenanceStore, open_maintenance_store, record_done
-from agent.outbox import Outbox, open_outbox
-from agent.readings import Reading, Stamper
-from drivers.counter_autonics_ct import Mode
-from simulators.pty import open_pty_port
-from simulators.rtu import CounterUnitSim, serve_rtu_bus
+from coffee_telemetry.agent.config import Config, parse_config
+from coffee_telemetry.agent.health import DeviceState, Health
+from coffee_telemetry.agent.hullers.maintenance import (
+    AsyncMaintenanceStore,
+    open_maintenance_store,
+    record_done,
+)
+from coffee_telemetry.agent.hullers.service import HullerService
+from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
+from coffee_telemetry.agent.readings import Reading, Stamper
+from coffee_telemetry.drivers.counter_autonics_ct import Mode
+from coffee_telemetry.simulators.pty import open_pty_port
+from coffee_telemetry.simulators.rtu import CounterUnitSim, serve_rtu_bus
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,17 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from agent.errors import SinkUnavailable
-from agent.readings import Reading, encode_reading
-from agent.sinks.base import Record
-from agent.sinks.influx import open_influx_v1
-from agent.sinks.lineprotocol import clean_field_key, clean_name, clean_string, encode_line
-from drivers.events import FieldValue
+from coffee_telemetry.agent.errors import SinkUnavailable
+from coffee_telemetry.agent.outbox.sink import Record
+from coffee_telemetry.agent.readings import Reading, encode_reading
+from coffee_telemetry.agent.sinks.influx import open_influx_v1
+from coffee_telemetry.agent.sinks.lineprotocol import (
+    clean_field_key,
+    clean_name,
+    clean_string,
+    encode_line,
+)
+from coffee_telemetry.drivers.events import FieldValue
 from tests.services.influxd import InfluxServer
 
 pytestmark = pytest.mark.integration

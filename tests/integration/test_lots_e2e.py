@@ -13,8 +13,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.moisture import TicketMeterSim
-from simulators.pty import PtyPort
+from coffee_telemetry.simulators.moisture import TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort
 from tests.integration.harness import (
     ROOT,
     AgentProcess,
@@ -104,7 +104,7 @@ async def test_lot_command_tags_next_readings(
             [
                 sys.executable,
                 "-m",
-                "agent.cli",
+                "coffee_telemetry.agent.cli",
                 "lot",
                 "set",
                 "-c",

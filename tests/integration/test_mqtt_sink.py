@@ -14,14 +14,14 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.backoff import Backoff
-from agent.dispatch import deliver_loop
-from agent.errors import SinkUnavailable
-from agent.health import DeviceState, Health
-from agent.outbox import open_outbox
-from agent.readings import Stamper, decode_reading, encode_reading
-from agent.sinks.base import Record
-from agent.sinks.mqtt import MqttSink
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.errors import SinkUnavailable
+from coffee_telemetry.agent.health import DeviceState, Health
+from coffee_telemetry.agent.outbox.delivery import deliver_loop
+from coffee_telemetry.agent.outbox.sink import Record
+from coffee_telemetry.agent.outbox.store import open_outbox
+from coffee_telemetry.agent.readings import Stamper, decode_reading, encode_reading
+from coffee_telemetry.agent.sinks.mqtt import MqttSink
 from tests.services.mosquitto import MosquittoServer
 from tests.services.net import free_port
 
@@ -174,8 +174,8 @@ async def test_last_will_on_sigkill(mosquitto: MosquittoServer, mqtt_prefix: str
     script = textwrap.dedent(
         f"""
         import asyncio, os, signal
-        from agent.health import Health
-        from agent.sinks.mqtt import MqttSink
+        from coffee_telemetry.agent.health import Health
+        from coffee_telemetry.agent.sinks.mqtt import MqttSink
         async def main():
             sink = MqttSink(host="127.0.0.1", port={mosquitto.port}, prefix="{mqtt_prefix}",
                             site="s1", health=Health(), keepalive_s=5)

@@ -17,8 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from simulators.pty import PtyPort
-from simulators.scales import BalanceFaults, MtSicsBalanceSim, StreamFaults, ToledoStreamSim
+from coffee_telemetry.simulators.pty import PtyPort
+from coffee_telemetry.simulators.scales import (
+    BalanceFaults,
+    MtSicsBalanceSim,
+    StreamFaults,
+    ToledoStreamSim,
+)
 from tests.integration.harness import (
     AgentProcess,
     DeviceSpec,

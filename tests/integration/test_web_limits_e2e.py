@@ -28,8 +28,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from simulators.moisture import SentReading, TicketMeterSim
-from simulators.pty import PtyPort
+from coffee_telemetry.simulators.moisture import SentReading, TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort
 from tests.integration.harness import (
     AgentProcess,
     DeviceSpec,

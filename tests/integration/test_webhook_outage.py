@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from agent.backoff import Backoff
-from agent.dispatch import deliver_loop
-from agent.health import SinkHealth
-from agent.outbox import Outbox, open_outbox
-from agent.readings import Reading, Stamper
-from agent.rules import Alert, AlertState, Severity, alert_point
-from agent.sinks.webhook import open_webhook
+from coffee_telemetry.agent.alerts.rules import Alert, AlertState, Severity, alert_point
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.health import SinkHealth
+from coffee_telemetry.agent.outbox.delivery import deliver_loop
+from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
+from coffee_telemetry.agent.readings import Reading, Stamper
+from coffee_telemetry.agent.sinks.webhook import open_webhook
 from tests.integration.harness import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -136,7 +136,7 @@ async def accept_one_by_one(outbox: Outbox, readings: Sequence[Reading]) -> None
 async def test_notifications_survive_outage_and_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="agent")
+    caplog.set_level(logging.DEBUG, logger="coffee_telemetry.agent")
     path = tmp_path / "outbox.db"
     receiver = Receiver()
     stamper = Stamper()
@@ -200,7 +200,9 @@ async def test_notifications_survive_outage_and_restart(
             assert receiver.ids == dict.fromkeys([*expected, id_of(marker)], 1)
 
     # Only the origin of the URL appears in logs; never the token or the path.
-    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("agent"))
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if r.name.startswith("coffee_telemetry.agent")
+    )
     assert f"127.0.0.1:{port}" in logged
     assert "very-secret-token" not in logged
     assert HOOK_PATH not in logged

@@ -18,11 +18,11 @@ import pytest
 import serial
 import serial_asyncio_fast
 
-from drivers.events import Discarded, Measurement
-from drivers.moisture_tesma import TesmaParser
-from drivers.moisture_ticket import TicketOptions, TicketParser
-from simulators.moisture import Faults, SentReading, TesmaMeterSim, TicketMeterSim
-from simulators.pty import PtyPort, open_pty_port
+from coffee_telemetry.drivers.events import Discarded, Measurement
+from coffee_telemetry.drivers.moisture_tesma import TesmaParser
+from coffee_telemetry.drivers.moisture_ticket import TicketOptions, TicketParser
+from coffee_telemetry.simulators.moisture import Faults, SentReading, TesmaMeterSim, TicketMeterSim
+from coffee_telemetry.simulators.pty import PtyPort, open_pty_port
 
 Event = Measurement | Discarded
 Until = Callable[[list[Event]], bool]

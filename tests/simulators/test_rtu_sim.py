@@ -12,11 +12,11 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from agent.config import SerialSettings
-from agent.errors import PortError
-from agent.ports import SerialPort, open_serial_port
-from drivers.counter_autonics_ct import CounterSample, Mode, decode_status_pv
-from drivers.modbus_rtu import (
+from coffee_telemetry.agent.config import SerialSettings
+from coffee_telemetry.agent.devices.ports import SerialPort, open_serial_port
+from coffee_telemetry.agent.errors import PortError
+from coffee_telemetry.drivers.counter_autonics_ct import CounterSample, Mode, decode_status_pv
+from coffee_telemetry.drivers.modbus_rtu import (
     COIL_OFF,
     COIL_ON,
     BitsResponse,
@@ -31,8 +31,8 @@ from drivers.modbus_rtu import (
     encode_read_request,
     encode_response,
 )
-from simulators.pty import PtyPort, open_pty_port
-from simulators.rtu import CounterUnitSim, Faults, RtuBusSim, serve_rtu_bus
+from coffee_telemetry.simulators.pty import PtyPort, open_pty_port
+from coffee_telemetry.simulators.rtu import CounterUnitSim, Faults, RtuBusSim, serve_rtu_bus
 
 FC = FunctionCode
 H = bytes.fromhex

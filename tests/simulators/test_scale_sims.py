@@ -19,9 +19,9 @@ import pytest
 import serial
 import serial_asyncio_fast
 
-from agent.errors import DriverUsageError
-from drivers.events import Discarded, Measurement
-from drivers.scale_mtsics import (
+from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded, Measurement
+from coffee_telemetry.drivers.scale_mtsics import (
     DeviceReply,
     MtSicsClient,
     MtSicsEvent,
@@ -29,9 +29,9 @@ from drivers.scale_mtsics import (
     ProtocolError,
     State,
 )
-from drivers.scale_toledo import ToledoParser
-from simulators.pty import PtyPort, open_pty_port
-from simulators.scales import (
+from coffee_telemetry.drivers.scale_toledo import ToledoParser
+from coffee_telemetry.simulators.pty import PtyPort, open_pty_port
+from coffee_telemetry.simulators.scales import (
     BalanceFaults,
     MtSicsBalanceSim,
     StreamFaults,

@@ -1,0 +1,401 @@
+"""Alerts in the running agent: feed the rule engine, publish and persist what it says.
+
+Theory of operation
+-------------------
+The rules (``agent.alerts.rules``) are pure; this module is their I/O. Every reading
+the agent accepts is handed to ``on_reading`` (a live fan-out listener, called
+after the outbox commit) and evaluated at once, synchronously: a wet lot is
+known in the same event-loop turn as the reading that made it wet. A tick loop
+feeds device and sink health once a second (silent devices, huller faults,
+undelivered backlogs), and ``handle_command`` acknowledges alerts from
+``<prefix>/<site>/cmd/ack/<rule>/<subject>``.
+
+What the engine returns goes to a bounded pending list that ``run_loop``
+drains: each alert event becomes
+
+* the retained ``<prefix>/<site>/alerts/<rule>/<subject>`` state (resolved
+  alerts are kept as ``resolved``, not deleted), and
+* an ``alert`` event in the outbox (device ``alerts``), which InfluxDB stores
+  and the webhook sinks POST when the event says ``notify``.
+
+The engine's state is written to ``alerts.json`` in the data directory after a
+batch with notifications reached the outbox (at most every
+``MIN_SAVE_INTERVAL_S``: the snapshot costs time in proportion to the open
+subjects), and every minute for quieter changes (lot means). A crash between
+the outbox commit and the state write can only repeat a notification, never
+lose one; a restart in the firing state neither forgets the alert nor
+notifies it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from coffee_telemetry.agent.alerts.rules import (
+    Alert,
+    AlertState,
+    DeviceSilentRule,
+    DeviceSnapshot,
+    Engine,
+    HullerFaultRule,
+    Rule,
+    ServiceRule,
+    Severity,
+    SinkBacklogRule,
+    SinkSnapshot,
+    Tick,
+    WetLotRule,
+    alert_payload,
+    alert_point,
+    alert_topic,
+)
+from coffee_telemetry.agent.commands import Command, CommandRefused, Outgoing, encode_json
+from coffee_telemetry.agent.config import AlertsConfig, WetLotConfig
+from coffee_telemetry.agent.health import Health
+from coffee_telemetry.agent.outbox.store import Outbox
+from coffee_telemetry.agent.readings import Reading, Stamper
+
+log = logging.getLogger(__name__)
+
+#: Device id of alert events in the outbox (MQTT ``<prefix>/<site>/alerts/event``).
+ALERTS_DEVICE = "alerts"
+
+#: Alert events waiting for the outbox; past this the oldest non-notifying ones go.
+MAX_PENDING = 10_000
+
+#: Recent notified alert events kept in memory for the dashboard's alert page.
+RECENT_ALERTS = 100
+
+#: Longest alert subject an acknowledgement may name.
+MAX_SUBJECT_LEN = 120
+
+#: Shortest time between two saves of the engine state after notifications.
+MIN_SAVE_INTERVAL_S = 0.5
+
+
+def wet_lot_rule(wet: WetLotConfig) -> WetLotRule:
+    """The wet-lot rule of ``[alerts.wet_lot]`` (also what the pages' wet badges follow)."""
+    return WetLotRule(
+        default_threshold_pct=wet.default_threshold_pct,
+        thresholds_pct=dict(wet.thresholds_pct),
+        hysteresis_pct=wet.hysteresis_pct,
+        k=wet.k,
+        n=wet.n,
+        pending_s=wet.pending_s,
+        repeat_s=wet.repeat_s,
+    )
+
+
+def build_rules(cfg: AlertsConfig) -> list[Rule]:
+    """The rule objects for a site's ``[alerts]`` section."""
+    rules: list[Rule] = []
+    if cfg.wet_lot.enabled:
+        rules.append(wet_lot_rule(cfg.wet_lot))
+    silent = cfg.device_silent
+    if silent.enabled:
+        rules.append(
+            DeviceSilentRule(
+                silent_s_by_driver=dict(silent.silent_s_by_driver),
+                silent_s_by_device=dict(silent.silent_s_by_device),
+                repeat_s=silent.repeat_s,
+            )
+        )
+    fault = cfg.huller_fault
+    if fault.enabled:
+        rules.append(
+            HullerFaultRule(offline_s=fault.offline_s, jam_s=fault.jam_s, repeat_s=fault.repeat_s)
+        )
+    if cfg.service.enabled:
+        rules.append(ServiceRule())
+        rules.append(
+            ServiceRule(
+                name="service_overdue",
+                level="overdue",
+                severity=Severity.CRITICAL,
+                repeat_s=cfg.service.overdue_repeat_s,
+            )
+        )
+    backlog = cfg.sink_backlog
+    if backlog.enabled:
+        rules.append(
+            SinkBacklogRule(undelivered_s=backlog.undelivered_s, repeat_s=backlog.repeat_s)
+        )
+    return rules
+
+
+class AlertService:
+    """Feeds the engine and publishes its alerts (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        cfg: AlertsConfig,
+        site: str,
+        state_path: Path,
+        stamper: Stamper,
+        outbox: Outbox,
+        health: Health,
+        publish_state: Callable[[Outgoing], None] | None = None,
+        on_alert: Callable[[dict[str, object]], None] | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+        tick_s: float = 1.0,
+        save_s: float = 60.0,
+    ) -> None:
+        self._site = site
+        self._path = state_path
+        self._stamper = stamper
+        self._outbox = outbox
+        self._health = health
+        self._publish_state = publish_state
+        self._on_alert = on_alert
+        self._recent_path = state_path.with_name(state_path.stem + "-recent.json")
+        self._recent = self._load_recent()
+        self._clock_ns = clock_ns
+        self._tick_s = tick_s
+        self._save_s = save_s
+        self._rules = build_rules(cfg)
+        self._lang = cfg.lang
+        self._engine = self._restore()
+        self._pending: list[Alert] = []
+        self._wake = asyncio.Event()
+        self._started_ns = clock_ns()
+        self._dirty = False
+        self._save_due = False
+        self._last_save = float("-inf")
+
+    def _restore(self) -> Engine:
+        try:
+            text = self._path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Engine(self._rules, lang=self._lang)
+        except OSError as exc:
+            log.warning("Could not read alert state %s (%s); starting afresh", self._path, exc)
+            return Engine(self._rules, lang=self._lang)
+        try:
+            return Engine.restore(self._rules, text, lang=self._lang)
+        except ValueError as exc:
+            log.warning("Alert state %s unreadable (%s); starting afresh", self._path, exc)
+            return Engine(self._rules, lang=self._lang)
+
+    @property
+    def engine(self) -> Engine:
+        """The rule engine (read-only use: current alerts for pages and commands)."""
+        return self._engine
+
+    def alert_doc(self, alert: Alert) -> dict[str, object]:
+        """``alert_payload`` plus ``messages``: the message in every language (for pages)."""
+        return {**alert_payload(alert), "messages": self._engine.messages(alert)}
+
+    def open_docs(self) -> list[dict[str, object]]:
+        """Every open alert as ``alert_doc``."""
+        return [self.alert_doc(a) for a in self._engine.alerts(self._clock_ns())]
+
+    def recent(self) -> list[dict[str, object]]:
+        """The latest notified transitions and acknowledgements, newest first.
+
+        Kept beside the engine state (``alerts-recent.json``), so a restart keeps them.
+        """
+        return list(reversed(self._recent))
+
+    def _load_recent(self) -> collections.deque[dict[str, object]]:
+        recent: collections.deque[dict[str, object]] = collections.deque(maxlen=RECENT_ALERTS)
+        try:
+            doc = json.loads(self._recent_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return recent
+        except (OSError, ValueError) as exc:
+            log.warning("Recent alerts %s unreadable (%s); starting afresh", self._recent_path, exc)
+            return recent
+        if isinstance(doc, list):
+            recent.extend(d for d in doc if isinstance(d, dict))
+        return recent
+
+    def publish_all(self) -> None:
+        """Push the retained state of every open alert (at start, after a restore)."""
+        for alert in self._engine.alerts(self._clock_ns()):
+            self._retain(alert)
+
+    def on_reading(self, reading: Reading) -> None:
+        """Evaluate one accepted reading (a ``ReadingListener``)."""
+        if reading.device == ALERTS_DEVICE:
+            return
+        self._add(self._engine.on_reading(reading, self._clock_ns()))
+        self._dirty = True
+
+    def _add(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        self._pending.extend(alerts)
+        if len(self._pending) > MAX_PENDING:
+            # Keep every notification; shed the oldest silent updates first.
+            excess = len(self._pending) - MAX_PENDING
+            kept = [a for a in self._pending if a.notify]
+            silent = [a for a in self._pending if not a.notify][excess:]
+            self._pending = sorted(kept + silent, key=lambda a: a.at_ns)
+            log.warning("Alert queue over %d events: dropped %d updates", MAX_PENDING, excess)
+        self._wake.set()
+
+    def tick(self) -> None:
+        """Feed device and sink health to the engine."""
+        now = self._clock_ns()
+        devices = {
+            name: DeviceSnapshot.from_health(entry) for name, entry in self._health.devices.items()
+        }
+        sinks = {
+            name: SinkSnapshot(
+                backlog=self._outbox.backlog(name),
+                last_delivery_ns=sink.last_delivery_ns,
+                since_ns=self._started_ns,
+            )
+            for name, sink in self._health.sinks.items()
+            if name in self._outbox.sinks
+        }
+        self._add(self._engine.on_tick(Tick(devices=devices, sinks=sinks), now))
+
+    async def run_loop(self) -> None:
+        """Publish pending alerts, tick once a second, save the state."""
+        self.publish_all()
+        try:
+            await self._serve()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Write the state now if anything is unsaved (on shutdown; blocks briefly)."""
+        if self._save_due or self._dirty:
+            _write_atomic(self._path, self._engine.snapshot())
+            _write_atomic(self._recent_path, encode_json(list(self._recent)).decode())
+            self._save_due = self._dirty = False
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        next_save = loop.time() + self._save_s
+        while True:
+            if loop.time() >= next_tick:
+                self.tick()
+                next_tick = loop.time() + self._tick_s
+            if self._pending:
+                await self._flush()
+            if self._save_due and loop.time() - self._last_save >= MIN_SAVE_INTERVAL_S:
+                await self._save()
+            if loop.time() >= next_save:
+                if self._dirty:
+                    await self._save()
+                next_save = loop.time() + self._save_s
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(max(0.0, next_tick - loop.time())):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        readings = []
+        for alert in batch:
+            self._retain(alert)
+            keep = alert.notify or alert.state is AlertState.ACKNOWLEDGED
+            if keep or self._on_alert is not None:
+                doc = self.alert_doc(alert)  # one document for the recent list and the pages
+                if keep:
+                    self._recent.append(doc)
+                if self._on_alert is not None:
+                    self._on_alert(doc)
+            point = alert_point(alert, site=self._site)
+            # The device an alert is about becomes ``source_device``: ``device``
+            # is the tag every point carries (here ``alerts``), and a field of
+            # the same name makes InfluxQL queries ambiguous.
+            fields = {
+                ("source_device" if key == "device" else key): value
+                for key, value in point.fields.items()
+            }
+            readings.append(
+                self._stamper.stamp(
+                    device=ALERTS_DEVICE,
+                    measurement=point.measurement,
+                    fields=fields,
+                    tags={**point.tags, "device": ALERTS_DEVICE},
+                    kind="event",
+                    ts_ns=point.ts_ns,
+                )
+            )
+            if alert.notify:
+                log.warning(
+                    "Alert %s/%s %s: %s",
+                    alert.rule,
+                    alert.subject,
+                    alert.state.value,
+                    alert.message,
+                )
+        await self._outbox.accept(readings)
+        if any(alert.notify for alert in batch):
+            # What was notified must survive a restart (or it would be notified
+            # again); the snapshot costs O(open subjects), so at most every
+            # MIN_SAVE_INTERVAL_S, and quieter changes wait for the minute save.
+            self._save_due = True
+            if asyncio.get_running_loop().time() - self._last_save >= MIN_SAVE_INTERVAL_S:
+                await self._save()
+        else:
+            self._dirty = True
+
+    def _retain(self, alert: Alert) -> None:
+        if self._publish_state is None:
+            return
+        payload = encode_json(alert_payload(alert))
+        self._publish_state(Outgoing(topic=alert_topic(alert), payload=payload, retain=True))
+
+    async def _save(self) -> None:
+        text = self._engine.snapshot()
+        recent = encode_json(list(self._recent)).decode()
+        self._dirty = False
+        self._save_due = False
+        self._last_save = asyncio.get_running_loop().time()
+        try:
+            await asyncio.to_thread(_write_atomic, self._path, text)
+            await asyncio.to_thread(_write_atomic, self._recent_path, recent)
+        except OSError as exc:
+            # EMFILE, ENOSPC, a read-only card: the alerts still work from memory;
+            # the save is tried again at the next minute and shown in health.
+            self._dirty = True
+            entry = self._health.add_interface("alerts-state")
+            entry.failures += 1
+            entry.last_error = f"cannot save {self._path.name}: {exc}"
+            entry.last_error_ns = self._clock_ns()
+            log.error("Cannot save the alert state %s: %s; retrying", self._path, exc)
+
+    async def handle_command(self, cmd: Command) -> dict[str, object]:
+        """Acknowledge ``ack/<rule>/<subject>`` (payload ``{"by": "name"}``); the reply document.
+
+        Raises:
+            CommandRefused: Not ``ack/<rule>/<subject>``, an unknown rule, or no
+                firing alert to acknowledge.
+        """
+        if len(cmd.path) != 3 or cmd.path[0] != "ack":
+            raise CommandRefused("expected cmd/ack/<rule>/<subject>")
+        rule, subject = cmd.path[1], cmd.path[2]
+        if rule not in {r.name for r in self._rules}:
+            raise CommandRefused(f"unknown rule {rule[:40]!r}")
+        if len(subject) > MAX_SUBJECT_LEN or not subject.isprintable():
+            raise CommandRefused("subject is not valid")
+        alerts = self._engine.ack(rule, subject, cmd.by, self._clock_ns())
+        if not alerts:
+            raise CommandRefused("no firing alert to acknowledge", rule=rule, subject=subject)
+        self._add(alerts)
+        return {"rule": rule, "subject": subject, "by": cmd.by}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,2 @@
+"""The ``coffee-telemetry`` command (``main``) and the zero-setup demo (``demo``).
+"""

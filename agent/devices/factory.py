@@ -1,0 +1,76 @@
+"""Which loop runs a device: one registry entry per kind of device config.
+
+A new stream driver adds one ``case`` here (its parser is wired in
+``runner.DeviceRunner``); a device that is asked rather than listened to gets a
+runner of its own, like ``mtsics.MtSicsRunner``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import assert_never
+
+from coffee_telemetry.agent.accept import Accept
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.config import (
+    AsciiScaleDevice,
+    DeviceConfig,
+    MtSicsDevice,
+    TesmaDevice,
+    TicketDevice,
+    ToledoDevice,
+)
+from coffee_telemetry.agent.devices.mtsics import MtSicsRunner
+from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
+from coffee_telemetry.agent.devices.runner import DeviceRunner, LotLookup, Runner
+from coffee_telemetry.agent.health import Health
+from coffee_telemetry.agent.readings import Stamper
+
+
+def make_device_runner(
+    dev: DeviceConfig,
+    *,
+    site: str,
+    stamper: Stamper,
+    accept: Accept,
+    health: Health,
+    open_port: PortOpener = open_serial_port,
+    backoff: Backoff | None = None,
+    lot_for_station: LotLookup | None = None,
+    clock_ns: Callable[[], int] = time.time_ns,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Runner:
+    """The loop for ``dev``: ``DeviceRunner`` for stream devices, ``MtSicsRunner`` for balances.
+
+    Arguments are those of ``PortRunner``.
+    """
+    match dev:
+        case MtSicsDevice():
+            return MtSicsRunner(
+                dev,
+                site=site,
+                stamper=stamper,
+                accept=accept,
+                health=health,
+                open_port=open_port,
+                backoff=backoff,
+                lot_for_station=lot_for_station,
+                clock_ns=clock_ns,
+                monotonic=monotonic,
+            )
+        case TicketDevice() | TesmaDevice() | ToledoDevice() | AsciiScaleDevice():
+            return DeviceRunner(
+                dev,
+                site=site,
+                stamper=stamper,
+                accept=accept,
+                health=health,
+                open_port=open_port,
+                backoff=backoff,
+                lot_for_station=lot_for_station,
+                clock_ns=clock_ns,
+                monotonic=monotonic,
+            )
+        case _:
+            assert_never(dev)

@@ -1,0 +1,2 @@
+"""Local history for the dashboard: raw points and rollups in SQLite (``store``).
+"""

@@ -1,0 +1,85 @@
+"""Delivery loops: one per sink, each moving its own outbox cursor.
+
+A loop reads the records after its cursor, waits a little for a fuller batch
+when the sink prefers batches (InfluxDB: up to 5000 lines or ``flush_interval_s``),
+hands the batch to the sink and acknowledges what the sink confirmed. On
+``SinkUnavailable`` it keeps the batch and backs off (1 s doubling to 60 s with
+jitter, or the server's ``Retry-After``); the devices and the other sinks are
+not affected because the backlog waits on disk, not in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.errors import SinkUnavailable
+from coffee_telemetry.agent.health import SinkHealth
+from coffee_telemetry.agent.outbox.sink import Sink
+from coffee_telemetry.agent.outbox.store import Outbox
+
+log = logging.getLogger(__name__)
+
+
+async def deliver_loop(
+    outbox: Outbox,
+    sink: Sink,
+    *,
+    health: SinkHealth | None = None,
+    backoff: Backoff | None = None,
+) -> None:
+    """Deliver ``outbox`` records to ``sink`` forever (cancel to stop)."""
+    backoff = backoff or Backoff(initial_s=1.0, maximum_s=60.0)
+    loop = asyncio.get_running_loop()
+    while True:
+        cursor = outbox.cursor(sink.name)
+        if outbox.last_id <= cursor:
+            await outbox.wait_beyond(cursor)
+            continue
+        if sink.flush_interval_s > 0 and outbox.backlog(sink.name) < sink.batch_size:
+            # Let a batch fill up, but never hold a record past the interval.
+            deadline = loop.time() + sink.flush_interval_s
+            while outbox.backlog(sink.name) < sink.batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await outbox.wait_beyond(
+                    outbox.last_id, timeout_s=remaining
+                ):
+                    break
+        batch = await outbox.read_batch(sink.name, sink.batch_size)
+        if not batch:
+            continue
+        try:
+            rejections = await sink.deliver(batch)
+        except SinkUnavailable as exc:
+            delay = backoff.next_delay()
+            if exc.retry_after_s is not None:
+                delay = max(delay, min(exc.retry_after_s, 600.0))
+            if health is not None:
+                health.failures += 1
+                health.last_error = str(exc)
+            log.warning(
+                "Sink %s unavailable (%s); %d records kept, retry %d in %.1f s",
+                sink.name,
+                exc,
+                outbox.backlog(sink.name),
+                backoff.attempts,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            continue
+        for rej in rejections:
+            log.error(
+                "Sink %s refused record %d for good (status %s): %s; moved to dead letters",
+                sink.name,
+                rej.record_id,
+                rej.status,
+                rej.reason,
+            )
+        await outbox.ack(sink.name, batch[-1].id, rejected=rejections)
+        backoff.reset()
+        if health is not None:
+            health.last_delivery_ns = outbox.clock_ns()
+            health.delivered += len(batch) - len(rejections)
+            health.rejected += len(rejections)
+            health.last_error = None

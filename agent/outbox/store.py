@@ -1,0 +1,885 @@
+"""The outbox: a durable log of accepted readings, one cursor per sink.
+
+Theory of operation
+-------------------
+A reading is *accepted* when the transaction that inserts it has committed to
+SQLite in WAL mode. Until then the producer is still waiting in ``accept`` and
+has promised nothing to anyone. From then on it survives the agent's crash
+(``kill -9``): the commit is in the WAL file, which the next start reads.
+
+Power loss is a question of fsync, and two modes trade it against the CPU and
+the wear of an SD card:
+
+* ``synchronous = "normal"`` (default): commits do not wait for fsync; a
+  background task fsyncs the WAL every ``sync_interval_s`` (1 s) when
+  something was committed, so a power cut loses at most that last second.
+  Commits are ~60 µs and run on the event loop thread itself: handing each one
+  to a worker thread costs more CPU than the commit.
+* ``synchronous = "full"``: every commit fsyncs before ``accept`` returns;
+  commits run on a worker thread so a slow fsync never blocks the event loop.
+
+Either way commits are batched without adding latency (group commit):
+producers append to a pending list and one writer task commits everything
+pending in one transaction; while it is inside a commit, the next producers
+queue up behind it. Large reads (a backlog drain) use a second, read-only
+connection on the worker thread.
+
+Every sink has a cursor: the highest record id it has delivered. Sinks read
+``id > cursor`` in id order and move their cursor only after their server
+acknowledged (MQTT PUBACK, InfluxDB 204). A cursor moves in memory at once and
+is written to disk with the next commit, or within ``cursor_flush_s``: a crash
+in between only makes the sink send a few records again, which delivery is
+designed for (at least once, byte-identical). Records every sink has delivered
+are deleted then. Records a sink refuses for good (InfluxDB 4xx) are copied to
+``dead_letters`` with the reason, durably before the cursor moves past them.
+
+The disk quota bounds the bytes held in ``records``. When an accept would
+exceed it, the oldest records are dropped first; the drop is counted per sink
+(persistently), logged as a warning, and shown by ``coffee-telemetry outbox``
+and in the agent's own ``agent`` measurement. Memory stays bounded however long
+an outage lasts: only a small cache of recent records lives in RAM.
+
+Each record also stores its InfluxDB line, rendered once at acceptance by the
+``line_encoder`` given to ``open_outbox``: a backlog drain then reads lines
+and sends them, without decoding JSON or re-rendering anything.
+
+Per-device sequence numbers are persisted in the same transaction as the
+records they number, so ``(device, seq)`` stays unique across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from coffee_telemetry.agent.errors import OutboxError
+from coffee_telemetry.agent.outbox.sink import Record, Rejection
+from coffee_telemetry.agent.readings import Reading, decode_reading, encode_reading
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Bytes counted against the quota per record on top of its payload and line
+#: (row header, index entry): an estimate that keeps the quota honest.
+RECORD_OVERHEAD = 48
+
+#: Recent records kept in RAM so a sink that keeps up never reads the disk
+#: (a sink more than this far behind reads from disk, in batches).
+RECENT_CACHE = 1024
+
+#: Renders a reading as an InfluxDB line (``agent.sinks.lineprotocol.encode_line``).
+LineEncoder = Callable[[Reading], str]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'reading',
+    payload BLOB NOT NULL,
+    line TEXT
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    sink TEXT PRIMARY KEY,
+    delivered_id INTEGER NOT NULL,
+    delivered_total INTEGER NOT NULL DEFAULT 0,
+    delivered_at_ns INTEGER,
+    dropped_total INTEGER NOT NULL DEFAULT 0,
+    dead_total INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sequences (
+    device TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    record_id INTEGER NOT NULL,
+    status INTEGER,
+    reason TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    at_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_SIZE = "LENGTH(payload) + COALESCE(LENGTH(line), 0)"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkBacklog:
+    """What one sink still owes.
+
+    Attributes:
+        sink: Sink name.
+        cursor: Highest record id delivered.
+        backlog: Records accepted but not yet delivered by this sink.
+        oldest_ns: Acquisition time of the oldest undelivered record.
+        delivered_total: Records delivered since the outbox was created.
+        delivered_at_ns: Wall time of the last delivery, if any.
+        dropped_total: Records dropped by the quota before this sink had them.
+        dead_total: Records this sink refused for good (see ``dead_letters``).
+    """
+
+    sink: str
+    cursor: int
+    backlog: int
+    oldest_ns: int | None
+    delivered_total: int
+    delivered_at_ns: int | None
+    dropped_total: int
+    dead_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """A snapshot of the outbox.
+
+    Attributes:
+        path: Database file.
+        records: Records held (undelivered by at least one sink).
+        bytes_held: Bytes counted against the quota.
+        max_bytes: The quota.
+        last_id: Highest record id ever accepted.
+        dropped_total: Records dropped by the quota, all sinks together.
+        sinks: Per-sink backlog.
+    """
+
+    path: str
+    records: int
+    bytes_held: int
+    max_bytes: int
+    last_id: int
+    dropped_total: int
+    sinks: tuple[SinkBacklog, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a sink refused for good."""
+
+    id: int
+    sink: str
+    record_id: int
+    status: int | None
+    reason: str
+    payload: bytes
+    at_ns: int
+
+
+@dataclass(slots=True)
+class _Row:
+    device: str
+    seq: int
+    kind: str
+    payload: bytes
+    line: str | None
+    reading: Reading
+
+
+@dataclass(slots=True)
+class _Pending:
+    rows: list[_Row]
+    future: asyncio.Future[list[int]]
+
+
+@dataclass(slots=True)
+class _Committed:
+    """What one write transaction did, reported back to the event loop."""
+
+    ids: list[list[int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    dropped_upto: int | None = None
+
+
+@dataclass(slots=True)
+class _CursorDelta:
+    """Cursor moves not yet on disk, per sink."""
+
+    upto: int
+    delivered: int = 0
+    at_ns: int = 0
+
+
+class Outbox:
+    """The durable log. Open it with ``open_outbox``."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        reader: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        *,
+        path: Path,
+        sinks: Sequence[str],
+        max_bytes: int,
+        inline: bool,
+        line_encoder: LineEncoder | None,
+        cursor_flush_s: float,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._conn = conn
+        self._reader = reader
+        self._executor = executor
+        self._path = path
+        self._sinks = tuple(sinks)
+        self._max_bytes = max_bytes
+        self._inline = inline
+        self._line_encoder = line_encoder
+        self._cursor_flush_s = cursor_flush_s
+        self._clock_ns = clock_ns
+        self._pending: list[_Pending] = []
+        self._kick = asyncio.Event()
+        self._closing = False
+        self._changed = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._recent: collections.deque[Record] = collections.deque(maxlen=RECENT_CACHE)
+        self._cursors: dict[str, int] = {}
+        self._unsaved: dict[str, _CursorDelta] = {}
+        self._first_id = 0
+        self._last_id = 0
+        self._bytes = 0
+        self._dropped_total = 0
+        self._commits = 0
+
+    # -- running database work ----------------------------------------------
+
+    async def _write(self, fn: Callable[[], T]) -> T:
+        """Run a write on the write connection (inline or on the worker)."""
+        try:
+            if self._inline:
+                return fn()
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self._path}: {exc}") from exc
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the read-only connection, on the worker thread."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, fn, self._reader
+            )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self._path}: {exc}") from exc
+
+    def _load(self) -> None:
+        conn = self._conn
+        row = conn.execute(
+            f"SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0), COALESCE(SUM({_SIZE}), 0),"
+            " COUNT(*) FROM records"
+        ).fetchone()
+        first, last, held, count = (int(x) for x in row)
+        seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        self._last_id = max(last, int(seq_row[0]) if seq_row else 0)
+        self._first_id = first if count else self._last_id + 1
+        self._bytes = held + count * RECORD_OVERHEAD
+        with conn:
+            for sink in self._sinks:
+                # A sink configured for the first time starts with what is
+                # still held: nothing accepted after now is ever skipped.
+                conn.execute(
+                    "INSERT OR IGNORE INTO cursors (sink, delivered_id) VALUES (?, ?)",
+                    (sink, self._first_id - 1),
+                )
+        for sink, cursor in conn.execute("SELECT sink, delivered_id FROM cursors"):
+            if sink in self._sinks:
+                self._cursors[str(sink)] = int(cursor)
+        dropped = conn.execute("SELECT value FROM meta WHERE key = 'dropped_total'").fetchone()
+        self._dropped_total = int(dropped[0]) if dropped else 0
+
+    # -- the write transaction -------------------------------------------------
+
+    def _commit(
+        self,
+        batch: list[_Pending],
+        rejected: list[tuple[str, Rejection]],
+        unsaved: dict[str, _CursorDelta],
+        floor: int,
+    ) -> _Committed:
+        """One transaction: new records, dead letters, cursor moves, pruning.
+
+        Runs on the write connection's thread; it only reads the bookkeeping
+        the event loop owns and reports changes back in ``_Committed``.
+        """
+        conn = self._conn
+        done = _Committed()
+        now = self._clock_ns()
+        with conn:
+            for item in batch:
+                got: list[int] = []
+                for row in item.rows:
+                    cur = conn.execute(
+                        "INSERT INTO records (device, seq, kind, payload, line)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (row.device, row.seq, row.kind, row.payload, row.line),
+                    )
+                    assert cur.lastrowid is not None
+                    got.append(cur.lastrowid)
+                    self._bytes += _size(row.payload, row.line)
+                    conn.execute(
+                        "INSERT INTO sequences (device, seq) VALUES (?, ?)"
+                        " ON CONFLICT (device) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                        (row.device, row.seq),
+                    )
+                done.ids.append(got)
+            for sink, rej in rejected:
+                conn.execute(
+                    "INSERT INTO dead_letters (sink, record_id, status, reason, payload, at_ns)"
+                    " SELECT ?, id, ?, ?, payload, ? FROM records WHERE id = ?",
+                    (sink, rej.status, rej.reason[:500], now, rej.record_id),
+                )
+                conn.execute(
+                    "UPDATE cursors SET dead_total = dead_total + 1 WHERE sink = ?", (sink,)
+                )
+            for sink, delta in unsaved.items():
+                conn.execute(
+                    "UPDATE cursors SET delivered_id = MAX(delivered_id, ?),"
+                    " delivered_total = delivered_total + ?,"
+                    " delivered_at_ns = MAX(COALESCE(delivered_at_ns, 0), ?) WHERE sink = ?",
+                    (delta.upto, delta.delivered, delta.at_ns, sink),
+                )
+            if unsaved and floor >= self._first_id:
+                # Every sink has delivered up to floor: those records can go.
+                freed, count = conn.execute(
+                    f"SELECT COALESCE(SUM({_SIZE}), 0), COUNT(*) FROM records WHERE id <= ?",
+                    (floor,),
+                ).fetchone()
+                conn.execute("DELETE FROM records WHERE id <= ?", (floor,))
+                self._bytes -= int(freed) + int(count) * RECORD_OVERHEAD
+                self._first_id = floor + 1
+            if self._bytes > self._max_bytes:
+                self._enforce_quota(done)
+        self._commits += 1
+        return done
+
+    def _enforce_quota(self, done: _Committed) -> None:
+        """Drop the oldest records until the quota holds (inside a transaction)."""
+        conn = self._conn
+        target = int(self._max_bytes * 0.9)  # free a margin, not one record per accept
+        freed = 0
+        upto = self._first_id - 1
+        count = 0
+        newest = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0])
+        for rid, size in conn.execute(f"SELECT id, {_SIZE} FROM records ORDER BY id"):
+            # Never drop the newest record: it is the one being accepted.
+            if self._bytes - freed <= target or rid >= newest:
+                break
+            freed += int(size) + RECORD_OVERHEAD
+            upto = int(rid)
+            count += 1
+        if count == 0:
+            done.warnings.append("Outbox quota reached but nothing could be dropped")
+            return
+        conn.execute("DELETE FROM records WHERE id <= ?", (upto,))
+        per_sink: dict[str, int] = {}
+        for sink, cursor in self._cursors.items():
+            lost = max(0, upto - max(cursor, self._first_id - 1))
+            per_sink[sink] = lost
+            if lost:
+                conn.execute(
+                    "UPDATE cursors SET dropped_total = dropped_total + ?,"
+                    " delivered_id = MAX(delivered_id, ?) WHERE sink = ?",
+                    (lost, upto, sink),
+                )
+        self._dropped_total += count
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('dropped_total', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (self._dropped_total,),
+        )
+        self._bytes -= freed
+        first = self._first_id
+        self._first_id = upto + 1
+        done.dropped_upto = upto
+        detail = ", ".join(f"{s}={n}" for s, n in sorted(per_sink.items()))
+        done.warnings.append(
+            f"Outbox over its quota of {self._max_bytes} bytes: dropped {count} oldest"
+            f" records (ids {first}..{upto}); undelivered per sink: {detail}"
+        )
+
+    async def _commit_now(
+        self, batch: list[_Pending], rejected: list[tuple[str, Rejection]]
+    ) -> _Committed:
+        """Commit ``batch`` with every pending cursor move (event loop side)."""
+        unsaved, self._unsaved = self._unsaved, {}
+        floor = min(self._cursors.values()) if self._cursors else 0
+        try:
+            done = await self._write(
+                functools.partial(self._commit, batch, rejected, unsaved, floor)
+            )
+        except OutboxError:
+            for sink, delta in unsaved.items():  # try these again with the next commit
+                again = self._unsaved.setdefault(sink, _CursorDelta(upto=delta.upto))
+                again.upto = max(again.upto, delta.upto)
+                again.delivered += delta.delivered
+                again.at_ns = max(again.at_ns, delta.at_ns)
+            raise
+        if done.dropped_upto is not None:
+            for sink in self._cursors:
+                self._cursors[sink] = max(self._cursors[sink], done.dropped_upto)
+            self._recent.clear()
+        for warning in done.warnings:
+            log.warning("%s", warning)
+        return done
+
+    # -- producers -----------------------------------------------------------
+
+    def _row(self, reading: Reading) -> _Row:
+        line: str | None = None
+        if self._line_encoder is not None:
+            try:
+                line = self._line_encoder(reading)
+            except ValueError:
+                line = None  # the InfluxDB sink renders it again and rejects it, counted
+        return _Row(
+            device=reading.device,
+            seq=reading.seq,
+            kind=reading.kind,
+            payload=encode_reading(reading),
+            line=line,
+            reading=reading,
+        )
+
+    async def accept(self, readings: Sequence[Reading]) -> list[int]:
+        """Commit readings durably; return their record ids once committed.
+
+        Raises:
+            OutboxError: The database could not be written; nothing was accepted.
+        """
+        if self._closing:
+            raise OutboxError("outbox is closing")
+        rows = [self._row(r) for r in readings]
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(rows=rows, future=future))
+        self._kick.set()
+        return await asyncio.shield(future)
+
+    async def writer_loop(self) -> None:
+        """Commit what is pending (records and cursor moves) until closed."""
+        loop = asyncio.get_running_loop()
+        last_commit = loop.time()
+        while True:
+            if not self._pending and not self._closing:
+                # Idle: wake for new records, or to write cursor moves that
+                # found no commit to ride along with within cursor_flush_s.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._cursor_flush_s):
+                        await self._kick.wait()
+            self._kick.clear()
+            flush_cursors = bool(self._unsaved) and (
+                loop.time() - last_commit >= self._cursor_flush_s or self._closing
+            )
+            if not self._pending and not flush_cursors:
+                if self._closing:
+                    return
+                continue
+            batch, self._pending = self._pending, []
+            try:
+                done = await self._commit_now(batch, [])
+            except OutboxError as exc:
+                log.error("Outbox write failed, %d producers told: %s", len(batch), exc)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            last_commit = loop.time()
+            for item, got in zip(batch, done.ids, strict=True):
+                for rid, row in zip(got, item.rows, strict=True):
+                    self._recent.append(
+                        Record(
+                            id=rid,
+                            payload=row.payload,
+                            reading=row.reading,
+                            line=row.line,
+                            device=row.device,
+                            kind=row.kind,
+                        )
+                    )
+                if got:
+                    self._last_id = max(self._last_id, got[-1])
+                if not item.future.done():
+                    item.future.set_result(got)
+            while self._recent and self._recent[0].id < self._first_id:
+                self._recent.popleft()
+            if batch:
+                self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def sync_loop(self, interval_s: float) -> None:
+        """Every ``interval_s``, when something was committed: fsync the WAL and checkpoint.
+
+        In ``normal`` mode the write connection never checkpoints by itself
+        (a checkpoint fsyncs twice and would stall the event loop); this loop
+        does it on the worker thread, through a connection of its own.
+        """
+        wal = Path(f"{self._path}-wal")
+        synced = 0  # commits made before this task first ran count too
+        loop = asyncio.get_running_loop()
+        checkpointer: sqlite3.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                if self._commits == synced:
+                    continue
+                synced = self._commits
+                try:
+                    if checkpointer is None:
+                        checkpointer = await loop.run_in_executor(
+                            self._executor, _checkpoint_connection, self._path
+                        )
+                    await loop.run_in_executor(self._executor, _sync, wal, checkpointer)
+                except (OSError, sqlite3.Error) as exc:
+                    log.warning("Could not sync the outbox %s: %s", self._path, exc)
+        finally:
+            if checkpointer is not None:
+                checkpointer.close()
+
+    # -- sinks ---------------------------------------------------------------
+
+    def clock_ns(self) -> int:
+        """The outbox's wall clock (for delivery times)."""
+        return self._clock_ns()
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """The sink names this outbox keeps cursors for."""
+        return self._sinks
+
+    @property
+    def last_id(self) -> int:
+        """Highest committed record id."""
+        return self._last_id
+
+    def cursor(self, sink: str) -> int:
+        """The highest record id ``sink`` has delivered."""
+        return self._cursors[sink]
+
+    def backlog(self, sink: str) -> int:
+        """Records accepted but not yet delivered by ``sink``."""
+        return max(0, self._last_id - max(self._cursors[sink], self._first_id - 1))
+
+    async def wait_beyond(self, record_id: int, timeout_s: float | None = None) -> bool:
+        """Wait until a record with an id above ``record_id`` is committed.
+
+        Returns:
+            Whether such a record exists (False on timeout or close).
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._last_id <= record_id and not self._closing:
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        return self._last_id > record_id
+
+    async def read_batch(self, sink: str, limit: int) -> list[Record]:
+        """Return up to ``limit`` records after ``sink``'s cursor, in id order."""
+        after = max(self._cursors[sink], self._first_id - 1)
+        recent = self._recent
+        if recent and recent[0].id <= after + 1 <= recent[-1].id:
+            start = after + 1 - recent[0].id
+            stop = min(len(recent), start + limit)
+            return [recent[i] for i in range(start, stop)]
+
+        def read(conn: sqlite3.Connection) -> list[Record]:
+            return [
+                Record(id=int(rid), payload=bytes(payload), line=line, device=dev, kind=kind)
+                for rid, payload, line, dev, kind in conn.execute(
+                    "SELECT id, payload, line, device, kind FROM records WHERE id > ?"
+                    " ORDER BY id LIMIT ?",
+                    (after, limit),
+                )
+            ]
+
+        return await self._read(read)
+
+    async def ack(self, sink: str, upto_id: int, *, rejected: Sequence[Rejection] = ()) -> None:
+        """Move ``sink``'s cursor to ``upto_id``; dead-letter ``rejected`` records.
+
+        The cursor moves at once in memory and reaches the disk with the next
+        commit (dead letters are written before this returns).
+        """
+        previous = self._cursors[sink]
+        if upto_id <= previous and not rejected:
+            return
+        delivered = max(0, upto_id - max(previous, self._first_id - 1)) - len(rejected)
+        delta = self._unsaved.setdefault(sink, _CursorDelta(upto=upto_id))
+        delta.upto = max(delta.upto, upto_id)
+        delta.delivered += max(0, delivered)
+        delta.at_ns = self._clock_ns()
+        self._cursors[sink] = max(previous, upto_id)
+        if rejected:
+            # Dead letters are written now, with the cursor move after them.
+            await self._commit_now([], [(sink, rej) for rej in rejected])
+        acked, self._acked = self._acked, asyncio.Event()
+        acked.set()
+
+    async def acked(self) -> None:
+        """Wait until some sink acknowledges records."""
+        await self._acked.wait()
+
+    # -- inspection ----------------------------------------------------------
+
+    async def sequences(self) -> dict[str, int]:
+        """The last sequence number committed per device."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return {str(d): int(s) for d, s in conn.execute("SELECT device, seq FROM sequences")}
+
+        return await self._read(read)
+
+    async def flush(self) -> None:
+        """Write pending cursor moves now."""
+        if self._unsaved:
+            await self._commit_now([], [])
+
+    async def stats(self) -> OutboxStats:
+        """A consistent snapshot of backlog, quota use and drops (cursors flushed first)."""
+        await self.flush()
+        return await self._read(lambda conn: _stats(conn, self._path, self._max_bytes, self._sinks))
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead letters, newest first."""
+        return await self._read(lambda conn: _dead_letters(conn, limit))
+
+    async def close(self) -> None:
+        """Finish pending commits and cursor moves; later ``accept`` calls fail."""
+        self._closing = True
+        self._kick.set()
+        self._notify()
+
+
+def _size(payload: bytes, line: str | None) -> int:
+    return len(payload) + (len(line) if line is not None else 0) + RECORD_OVERHEAD
+
+
+def _checkpoint_connection(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=1000")
+    return conn
+
+
+def _sync(wal: Path, checkpointer: sqlite3.Connection) -> None:
+    _fsync(wal)  # what is committed is now on disk
+    # Copy it into the database file so the WAL does not grow without bound.
+    checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stats(
+    conn: sqlite3.Connection, path: Path, max_bytes: int, sinks: Sequence[str] | None
+) -> OutboxStats:
+    last_held, held, count = conn.execute(
+        f"SELECT COALESCE(MAX(id), 0), COALESCE(SUM({_SIZE}), 0), COUNT(*) FROM records"
+    ).fetchone()
+    seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    last_id = max(int(last_held), int(seq_row[0]) if seq_row else 0)
+    dropped = conn.execute("SELECT value FROM meta WHERE key = 'dropped_total'").fetchone()
+    backlogs = []
+    for sink, cursor, delivered_total, delivered_at, dropped_total, dead_total in conn.execute(
+        "SELECT sink, delivered_id, delivered_total, delivered_at_ns, dropped_total, dead_total"
+        " FROM cursors ORDER BY sink"
+    ).fetchall():
+        if sinks is not None and sink not in sinks:
+            continue
+        backlog_row = conn.execute(
+            "SELECT COUNT(*), MIN(id) FROM records WHERE id > ?", (cursor,)
+        ).fetchone()
+        oldest_ns: int | None = None
+        if backlog_row[1] is not None:
+            payload = conn.execute(
+                "SELECT payload FROM records WHERE id = ?", (backlog_row[1],)
+            ).fetchone()[0]
+            oldest_ns = decode_reading(bytes(payload)).ts_ns
+        backlogs.append(
+            SinkBacklog(
+                sink=str(sink),
+                cursor=int(cursor),
+                backlog=int(backlog_row[0]),
+                oldest_ns=oldest_ns,
+                delivered_total=int(delivered_total),
+                delivered_at_ns=None if delivered_at is None else int(delivered_at),
+                dropped_total=int(dropped_total),
+                dead_total=int(dead_total),
+            )
+        )
+    return OutboxStats(
+        path=str(path),
+        records=int(count),
+        bytes_held=int(held) + int(count) * RECORD_OVERHEAD,
+        max_bytes=max_bytes,
+        last_id=last_id,
+        dropped_total=int(dropped[0]) if dropped else 0,
+        sinks=tuple(backlogs),
+    )
+
+
+def _dead_letters(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
+    return [
+        DeadLetter(
+            id=int(i),
+            sink=str(s),
+            record_id=int(r),
+            status=None if st is None else int(st),
+            reason=str(reason),
+            payload=bytes(p),
+            at_ns=int(at),
+        )
+        for i, s, r, st, reason, p, at in conn.execute(
+            "SELECT id, sink, record_id, status, reason, payload, at_ns FROM dead_letters"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+    ]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an outbox written by an older version up to this schema."""
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(records)")}
+    if "kind" not in columns:
+        conn.execute("ALTER TABLE records ADD COLUMN kind TEXT NOT NULL DEFAULT 'reading'")
+    if "line" not in columns:
+        conn.execute("ALTER TABLE records ADD COLUMN line TEXT")
+
+
+def _connect(path: Path, synchronous: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    if synchronous == "normal":
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # sync_loop checkpoints off the loop
+    conn.executescript(SCHEMA)
+    _migrate(conn)
+    # isolation_level=None is autocommit; "with conn" below needs implicit BEGIN.
+    conn.isolation_level = "DEFERRED"
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    reader.execute("PRAGMA busy_timeout=5000")
+    return conn, reader
+
+
+@asynccontextmanager
+async def open_outbox(
+    path: Path,
+    *,
+    sinks: Sequence[str],
+    max_bytes: int = 512 * 1024 * 1024,
+    synchronous: Literal["full", "normal"] = "normal",
+    sync_interval_s: float = 1.0,
+    cursor_flush_s: float = 0.25,
+    line_encoder: LineEncoder | None = None,
+    clock_ns: Callable[[], int] = time.time_ns,
+) -> AsyncIterator[Outbox]:
+    """Open (creating if needed) the outbox at ``path`` and run its writer.
+
+    Raises:
+        OutboxError: The database cannot be opened.
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+    loop = asyncio.get_running_loop()
+    try:
+        conn, reader = await loop.run_in_executor(executor, _connect, path, synchronous)
+    except (sqlite3.Error, OSError) as exc:
+        executor.shutdown(wait=True)
+        raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+    outbox = Outbox(
+        conn,
+        reader,
+        executor,
+        path=path,
+        sinks=sinks,
+        max_bytes=max_bytes,
+        inline=synchronous == "normal",
+        line_encoder=line_encoder,
+        cursor_flush_s=cursor_flush_s,
+        clock_ns=clock_ns,
+    )
+    try:
+        await outbox._write(outbox._load)
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(outbox.writer_loop(), name="outbox-writer")
+            syncer = (
+                tg.create_task(outbox.sync_loop(sync_interval_s), name="outbox-fsync")
+                if synchronous == "normal"
+                else None
+            )
+            try:
+                yield outbox
+            finally:
+                await outbox.close()
+                await writer
+                if syncer is not None:
+                    syncer.cancel()
+    finally:
+        await loop.run_in_executor(executor, _close, conn, reader, Path(f"{path}-wal"))
+        executor.shutdown(wait=True)
+
+
+def _close(conn: sqlite3.Connection, reader: sqlite3.Connection, wal: Path) -> None:
+    reader.close()
+    conn.close()  # the last connection checkpoints and removes the WAL
+    _fsync(wal)
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise OutboxError(f"no outbox at {path}")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def read_stats(path: Path, *, max_bytes: int = 0) -> OutboxStats:
+    """Read an outbox's stats from another process (``coffee-telemetry outbox``).
+
+    Raises:
+        OutboxError: No outbox at ``path`` or it cannot be read.
+    """
+    try:
+        conn = _read_only(path)
+        try:
+            return _stats(conn, path, max_bytes, None)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot read outbox {path}: {exc}") from exc
+
+
+def read_dead_letters(path: Path, *, limit: int = 100) -> list[DeadLetter]:
+    """Read the newest dead letters from another process."""
+    try:
+        conn = _read_only(path)
+        try:
+            return _dead_letters(conn, limit)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot read outbox {path}: {exc}") from exc

@@ -1,0 +1,3 @@
+"""The web server: pages and security headers (``server``), the JSON API (``api``), login
+(``auth``), live events (``live``), bounded connections (``connlimit``).
+"""

@@ -1,0 +1,133 @@
+"""Delivery loops with recording fake sinks: keep, reject, accept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.errors import SinkUnavailable
+from coffee_telemetry.agent.health import SinkHealth
+from coffee_telemetry.agent.outbox.delivery import deliver_loop
+from coffee_telemetry.agent.outbox.sink import Record, Rejection
+from coffee_telemetry.agent.outbox.store import open_outbox
+from coffee_telemetry.agent.readings import Reading, Stamper
+
+
+def readings(stamper: Stamper, n: int) -> list[Reading]:
+    return [
+        stamper.stamp(device="d", measurement="moisture", fields={"moisture_pct": 11.0}, tags={})
+        for _ in range(n)
+    ]
+
+
+class RecordingSink:
+    """Fails ``fail_times`` batches, rejects ``poison`` ids, records the rest."""
+
+    def __init__(
+        self,
+        *,
+        fail_times: int = 0,
+        poison: Sequence[int] = (),
+        batch_size: int = 100,
+        flush_interval_s: float = 0.0,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.name = "fake"
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.fail_times = fail_times
+        self.poison = set(poison)
+        self.retry_after_s = retry_after_s
+        self.delivered: list[int] = []
+        self.batches: list[list[int]] = []
+        self.attempts = 0
+        self.event = asyncio.Event()
+
+    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
+        self.attempts += 1
+        if self.fail_times:
+            self.fail_times -= 1
+            raise SinkUnavailable("down", sink=self.name, retry_after_s=self.retry_after_s)
+        self.batches.append([r.id for r in records])
+        out = []
+        for r in records:
+            if r.id in self.poison:
+                out.append(Rejection(record_id=r.id, reason="bad", status=400))
+            else:
+                self.delivered.append(r.id)
+        self.event.set()
+        return out
+
+
+def fast_backoff() -> Backoff:
+    return Backoff(initial_s=0.01, maximum_s=0.05, jitter=0.0)
+
+
+async def wait_until(cond: object, timeout_s: float = 5.0) -> None:
+    assert callable(cond)
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            await asyncio.sleep(0.005)
+
+
+async def test_unavailable_keeps_batch_and_retries(tmp_path: Path) -> None:
+    sink = RecordingSink(fail_times=3)
+    health = SinkHealth(sink="fake")
+    async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
+        await ob.accept(readings(Stamper(), 20))
+        task = asyncio.create_task(deliver_loop(ob, sink, health=health, backoff=fast_backoff()))
+        await wait_until(lambda: ob.cursor("fake") == 20)
+        task.cancel()
+        assert sink.attempts == 4
+        assert sink.delivered == list(range(1, 21))
+        assert ob.cursor("fake") == 20
+        assert health.failures == 3
+        assert health.delivered == 20
+
+
+async def test_rejected_records_go_to_dead_letters_and_rest_delivered(tmp_path: Path) -> None:
+    sink = RecordingSink(poison=[3, 7])
+    async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
+        await ob.accept(readings(Stamper(), 10))
+        task = asyncio.create_task(deliver_loop(ob, sink, backoff=fast_backoff()))
+        await wait_until(lambda: ob.cursor("fake") == 10)
+        task.cancel()
+        letters = await ob.dead_letters()
+    assert sorted(d.record_id for d in letters) == [3, 7]
+    assert sink.delivered == [1, 2, 4, 5, 6, 8, 9, 10]
+
+
+async def test_batches_fill_up_to_flush_interval(tmp_path: Path) -> None:
+    sink = RecordingSink(batch_size=50, flush_interval_s=0.3)
+    stamper = Stamper()
+    async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
+        task = asyncio.create_task(deliver_loop(ob, sink, backoff=fast_backoff()))
+        for _ in range(10):
+            await ob.accept(readings(stamper, 1))
+            await asyncio.sleep(0.005)
+        await wait_until(lambda: len(sink.delivered) == 10)
+        # Ten records trickling in within the interval leave in one batch.
+        assert sink.batches == [list(range(1, 11))]
+        await ob.accept(readings(stamper, 120))
+        await wait_until(lambda: len(sink.delivered) == 130)
+        task.cancel()
+    # A full batch is sent without waiting for the interval.
+    assert [len(b) for b in sink.batches[1:]] == [50, 50, 20]
+
+
+async def test_dead_sink_does_not_block_other_sink(tmp_path: Path) -> None:
+    dead = RecordingSink(fail_times=10**9)
+    dead.name = "dead"
+    live = RecordingSink()
+    live.name = "live"
+    async with open_outbox(tmp_path / "o.db", sinks=["dead", "live"]) as ob:
+        t1 = asyncio.create_task(deliver_loop(ob, dead, backoff=fast_backoff()))
+        t2 = asyncio.create_task(deliver_loop(ob, live, backoff=fast_backoff()))
+        await ob.accept(readings(Stamper(), 30))
+        await wait_until(lambda: ob.cursor("live") == 30)
+        t1.cancel()
+        t2.cancel()
+        assert ob.backlog("dead") == 30
+        assert ob.backlog("live") == 0
