@@ -1,3 +1,5 @@
-"""Alerts: pure rules and their engine (``rules``), and the service that feeds it readings
-and health, publishes and persists what it says (``service``).
+"""Alerts: pure rules and their engine, and the service around them.
+
+``rules`` holds the rules and the engine; ``service`` feeds the engine readings and
+health, publishes what it says and persists it.
 """

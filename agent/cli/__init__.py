@@ -1,2 +1,1 @@
-"""The ``coffee-telemetry`` command (``main``) and the zero-setup demo (``demo``).
-"""
+"""The ``coffee-telemetry`` command (``main``) and the zero-setup demo (``demo``)."""

@@ -1,2 +1,1 @@
-"""Local history for the dashboard: raw points and rollups in SQLite (``store``).
-"""
+"""Local history for the dashboard: raw points and rollups in SQLite (``store``)."""

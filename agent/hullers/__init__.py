@@ -1,3 +1,5 @@
-"""Hullers on the RS-485 bus: the Modbus bus scheduler (``bus``), huller totals and running
-hours (``service``), service tasks and their store (``maintenance``).
+"""Hullers on the RS-485 bus.
+
+``bus`` schedules Modbus requests on a bus; ``service`` turns counters into huller
+totals and running hours; ``maintenance`` keeps service tasks and their store.
 """

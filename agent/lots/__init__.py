@@ -1,3 +1,5 @@
-"""Lots: valid lot codes and the store of active lots per station (``store``), and the
-agent's view of them, with the ``lot`` command (``service``).
+"""Lots: valid lot codes, the active lot per station and its history.
+
+``store`` validates and keeps them (SQLite); ``service`` is the agent's view of them and
+handles the ``lot`` command.
 """

@@ -1,3 +1,5 @@
-"""The outbox: the durable log every reading is committed to (``store``), what a sink is
-(``sink``), and one delivery loop per sink (``delivery``).
+"""The outbox: every accepted reading is committed here before anything else.
+
+``store`` is the durable log (SQLite WAL) with one cursor per sink; ``sink`` says what a
+sink is; ``delivery`` runs one loop per sink.
 """

@@ -1,3 +1,6 @@
-"""The web server: pages and security headers (``server``), the JSON API (``api``), login
-(``auth``), live events (``live``), bounded connections (``connlimit``).
+"""The web server and everything it serves.
+
+``server`` (pages, security headers, login routes, live events), ``api`` (the JSON API),
+``auth`` (sessions and passwords), ``live`` (the live hub), ``connlimit`` (bounded
+connections).
 """
