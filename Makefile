@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast check bench install system-deps clean
+.PHONY: demo test test-fast check bench bench-peer install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/alerts.py
 	PYTHONPATH=. $(BIN)/python bench/history.py
 	PYTHONPATH=. $(BIN)/python bench/dashboard.py
+
+# The agent and a Node-RED flow on the same serial loads, side by side (needs the
+# comparison harness: PEERS=path/to/peers, whose node-red/setup.sh has run once).
+PEERS ?= ../shared/peers
+bench-peer: $(STAMP) system-deps
+	$(BIN)/python bench/compare.py --peers $(PEERS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis artifacts

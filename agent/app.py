@@ -41,9 +41,10 @@ from coffee_telemetry.agent.config import Config
 from coffee_telemetry.agent.devices import make_device_runner
 from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
 from coffee_telemetry.agent.health import DeviceState, Health
-from coffee_telemetry.agent.history.store import open_configured_history
-from coffee_telemetry.agent.hullers.maintenance import open_maintenance_store, service_command
+from coffee_telemetry.agent.history.service import open_configured_history
+from coffee_telemetry.agent.hullers.record import service_command
 from coffee_telemetry.agent.hullers.service import HullerService
+from coffee_telemetry.agent.hullers.store import open_maintenance_store
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.outbox.delivery import deliver_loop

@@ -11,6 +11,11 @@ secrets); they are read here, once.
 Identifiers that end up in MQTT topics (site, device, station, the topic
 prefix) are restricted to lowercase ASCII letters, digits, ``-`` and ``_``,
 so no configuration can create wildcard or multi-level topic injection.
+
+This module is long on purpose: it is the one declaration of every key the site
+file may hold (its type, default and limits), read top to bottom in the order of
+the README's configuration table. Split by section, a reader would have to hunt
+for where a key lives; whole, it is the file's schema.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -388,56 +394,133 @@ class HullerConfig(_Model):
         return self
 
 
-class WetLotConfig(_Model):
+# -- alert rules ---------------------------------------------------------------------------
+# The ``*Params`` models below are the one declaration of what each alert rule takes from
+# ``[alerts.*]``: its keys, their defaults and their limits. The rule classes in
+# ``agent.alerts.kinds`` extend them (adding what a site cannot set: the rule's name, its
+# severity, fixed tuning), so a value is checked once, by the same declaration, whether
+# it comes from the file (``ConfigError`` naming ``alerts.wet_lot.k``) or from code
+# (``RuleError`` naming ``k``). The limits are those both earlier layers (config models
+# and the rules' own checks) enforced together: durations and thresholds are finite.
+
+#: Seconds a rule's condition must hold before its alert fires.
+PendingS = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: Seconds between reminders of a firing, unacknowledged alert; None: notify once.
+RepeatS = Annotated[float | None, Field(gt=0, allow_inf_nan=False)]
+#: A finite duration, threshold or amount above zero.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class RuleParams(_Model):
+    """Base of the alert rules' settings (frozen; unknown keys are refused)."""
+
+
+class WetLotParams(RuleParams):
+    """The ``wet_lot`` rule's settings (``agent.alerts.kinds.WetLotRule``).
+
+    Attributes:
+        default_threshold_pct: Threshold for products not in ``thresholds_pct``.
+        thresholds_pct: Threshold per product (the ``product`` tag), case-insensitive.
+        hysteresis_pct: The clear test uses the threshold minus this.
+        n: Size of the window of recent readings.
+        k: Readings at or above the threshold, among the last ``n``, that fire.
+        pending_s: How long the condition must hold before the alert fires.
+        repeat_s: Notify again this often while firing and unacknowledged (None: once).
+    """
+
+    default_threshold_pct: float = Field(default=12.5, gt=0, le=60)
+    thresholds_pct: dict[str, Positive] = Field(default_factory=dict)
+    hysteresis_pct: float = Field(default=0.5, ge=0, le=10)
+    n: int = Field(default=3, ge=1, le=100)
+    k: int = Field(default=2, ge=1, le=100)  # after n: its check reads n
+    pending_s: PendingS = 0.0
+    repeat_s: RepeatS = 1800.0
+
+    @field_validator("k")
+    @classmethod
+    def _k_of_n(cls, k: int, info: ValidationInfo) -> int:
+        n = info.data.get("n")  # absent when n itself was refused
+        if isinstance(n, int) and k > n:
+            raise ValueError(f"k ({k}) cannot be larger than n ({n})")
+        return k
+
+
+class WetLotConfig(WetLotParams):
     """``[alerts.wet_lot]``: a lot too wet to store."""
 
     enabled: bool = True
-    default_threshold_pct: float = Field(default=12.5, gt=0, le=60)
-    thresholds_pct: dict[str, float] = Field(default_factory=dict)
-    hysteresis_pct: float = Field(default=0.5, ge=0, le=10)
-    k: int = Field(default=2, ge=1, le=100)
-    n: int = Field(default=3, ge=1, le=100)
-    pending_s: float = Field(default=0.0, ge=0)
-    repeat_s: float | None = Field(default=1800.0, gt=0)
-
-    @model_validator(mode="after")
-    def _k_of_n(self) -> WetLotConfig:
-        if self.k > self.n:
-            raise ValueError(f"k ({self.k}) cannot be larger than n ({self.n})")
-        return self
 
 
-class DeviceSilentConfig(_Model):
+class DeviceSilentParams(RuleParams):
+    """The ``device_silent`` rule's settings (``agent.alerts.kinds.DeviceSilentRule``).
+
+    Attributes:
+        silent_s_by_driver: Limits per driver, merged over the built-in ones;
+            ``None`` (from code: TOML has no null) switches a driver off.
+        silent_s_by_device: Limits per device id, winning over the driver's;
+            ``None`` switches a device off.
+        repeat_s: Notify again this often while firing and unacknowledged (None: once).
+    """
+
+    silent_s_by_driver: dict[str, Positive | None] = Field(default_factory=dict)
+    silent_s_by_device: dict[str, Positive | None] = Field(default_factory=dict)
+    repeat_s: RepeatS = 3600.0
+
+
+class DeviceSilentConfig(DeviceSilentParams):
     """``[alerts.device_silent]``: no valid frame for too long."""
 
     enabled: bool = True
-    silent_s_by_driver: dict[str, float] = Field(default_factory=dict)
-    silent_s_by_device: dict[str, float] = Field(default_factory=dict)
-    repeat_s: float | None = Field(default=3600.0, gt=0)
 
 
-class HullerFaultConfig(_Model):
+class HullerFaultParams(RuleParams):
+    """The ``huller_fault`` rule's settings (``agent.alerts.kinds.HullerFaultRule``).
+
+    Attributes:
+        offline_s: ``comms`` fires after the huller has been offline this long.
+        jam_s: ``jam`` fires after the motor ran this long with no bag counted.
+        repeat_s: Notify again this often while firing and unacknowledged (None: once).
+    """
+
+    offline_s: Positive = 30.0
+    jam_s: Positive = 600.0
+    repeat_s: RepeatS = 1800.0
+
+
+class HullerFaultConfig(HullerFaultParams):
     """``[alerts.huller_fault]``: units offline or erroring, jams, wiring faults."""
 
     enabled: bool = True
-    offline_s: float = Field(default=30.0, gt=0)
-    jam_s: float = Field(default=600.0, gt=0)
-    repeat_s: float | None = Field(default=1800.0, gt=0)
 
 
 class ServiceAlertConfig(_Model):
-    """``[alerts.service]``: service tasks due or overdue."""
+    """``[alerts.service]``: service tasks due or overdue.
+
+    Attributes:
+        enabled: Whether the ``service_due`` and ``service_overdue`` rules run.
+        overdue_repeat_s: ``service_overdue``'s ``repeat_s`` (``service_due`` notifies once).
+    """
 
     enabled: bool = True
-    overdue_repeat_s: float | None = Field(default=86400.0, gt=0)
+    overdue_repeat_s: RepeatS = 86400.0
 
 
-class SinkBacklogConfig(_Model):
+class SinkBacklogParams(RuleParams):
+    """The ``sink_backlog`` rule's settings (``agent.alerts.kinds.SinkBacklogRule``).
+
+    Attributes:
+        undelivered_s: Fires when the sink delivered nothing for this long.
+        repeat_s: Notify again this often while firing and unacknowledged (None: once).
+    """
+
+    undelivered_s: Positive = 600.0
+    repeat_s: RepeatS = 3600.0
+
+
+class SinkBacklogConfig(SinkBacklogParams):
     """``[alerts.sink_backlog]``: a sink that has not delivered for too long."""
 
     enabled: bool = True
-    undelivered_s: float = Field(default=600.0, gt=0)
-    repeat_s: float | None = Field(default=3600.0, gt=0)
 
 
 class WebhookConfig(_Model):
@@ -659,8 +742,11 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
             key = _loc(err["loc"])
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "union_tag_invalid":
-                msg = "unknown driver; expected one of " + ", ".join(repr(d) for d in DRIVERS)
-                key = key or "devices"
+                given = (err.get("ctx") or {}).get("tag")
+                msg = f"unknown driver {given!r}; expected one of " + ", ".join(
+                    repr(d) for d in DRIVERS
+                )
+                key = f"{key or 'devices'}.driver"
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check spelling)"
             if err["type"] == "string_pattern_mismatch" and key.endswith(".password_hash"):

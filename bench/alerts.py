@@ -2,7 +2,7 @@
 
 Prints one JSON document with the machine, the parameters and two measurements:
 
-* ``rule_cost``: in-process and pure (no agent, no I/O). An ``agent.alerts.rules.Engine`` with
+* ``rule_cost``: in-process and pure (no agent, no I/O). An ``agent.alerts.engine.Engine`` with
   50 rules (10 of each kind: ``wet_lot``, ``device_silent``, ``huller_fault``,
   ``service``, ``sink_backlog``; distinct names and thresholds) is fed ``--readings``
   pre-stamped readings: ``moisture`` (lots cycling over ``--lots`` codes, values around
@@ -56,16 +56,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from coffee_telemetry.agent.alerts.rules import (  # noqa: E402
+from coffee_telemetry.agent.alerts.engine import Engine  # noqa: E402
+from coffee_telemetry.agent.alerts.kinds import (  # noqa: E402
     DeviceSilentRule,
-    Engine,
     HullerFaultRule,
     Rule,
     ServiceRule,
-    Severity,
     SinkBacklogRule,
     WetLotRule,
 )
+from coffee_telemetry.agent.alerts.model import Severity  # noqa: E402
 from coffee_telemetry.agent.readings import Reading, Stamper  # noqa: E402
 from coffee_telemetry.simulators.moisture import TicketMeterSim  # noqa: E402
 from coffee_telemetry.simulators.pty import PtyPort  # noqa: E402

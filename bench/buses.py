@@ -42,16 +42,17 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from coffee_telemetry.agent.hullers.bus import BusPoller, BusSpec, DeviceError, PollEvent, UnitSpec  # noqa: E402
-from coffee_telemetry.drivers.counter_autonics_ct import CounterSample, Mode  # noqa: E402
+from coffee_telemetry.agent.hullers.bus import BusPoller, UnitSpec  # noqa: E402
+from coffee_telemetry.agent.hullers.rtu import BusSpec  # noqa: E402
+from coffee_telemetry.drivers.counter_autonics_ct import Mode  # noqa: E402
 from coffee_telemetry.simulators.pty import PtyPort  # noqa: E402
 from coffee_telemetry.simulators.rtu import CounterUnitSim, RtuBusSim  # noqa: E402
+from tests.fakes import PollRecorder  # noqa: E402
 
 READY = "ready"
 
@@ -110,20 +111,6 @@ async def simulate(links: Sequence[str], units: int) -> dict[str, object]:
 # -- the poller process -----------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Recorder:
-    """When each unit's samples arrived (loop time, s), and its failed polls."""
-
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    errors: dict[str, list[DeviceError]] = field(default_factory=dict)
-
-    async def on_event(self, unit: str, event: PollEvent) -> None:
-        if isinstance(event, CounterSample):
-            self.samples.setdefault(unit, []).append(asyncio.get_running_loop().time())
-        else:
-            self.errors.setdefault(unit, []).append(event)
-
-
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest rank, as ``bench/pipeline.py`` does."""
     if not values:
@@ -162,7 +149,7 @@ def cpu_model() -> str:
 
 
 async def poll_buses(args: argparse.Namespace, links: Sequence[str]) -> dict[str, object]:
-    recorder = Recorder()
+    recorder = PollRecorder()
     pollers = [
         BusPoller(
             BusSpec(port=link, name=f"bus{b}"),
@@ -175,7 +162,7 @@ async def poll_buses(args: argparse.Namespace, links: Sequence[str]) -> dict[str
                 )
                 for address in range(1, args.units + 1)
             ],
-            on_event=recorder.on_event,
+            on_event=recorder,
         )
         for b, link in enumerate(links)
     ]
@@ -194,7 +181,7 @@ async def poll_buses(args: argparse.Namespace, links: Sequence[str]) -> dict[str
     per_unit: dict[str, object] = {}
     everything: list[float] = []
     for name, s in stats.items():
-        times = recorder.samples.get(name, [])
+        times = [t for t, _ in recorder.samples(name)]
         jitter = [(b - a - args.interval) * 1e3 for a, b in itertools.pairwise(times)]
         everything += jitter
         per_unit[name] = {
@@ -203,8 +190,8 @@ async def poll_buses(args: argparse.Namespace, links: Sequence[str]) -> dict[str
             "jitter_ms": jitter_summary(jitter),
         }
     faults: dict[str, int] = {}
-    for errors in recorder.errors.values():
-        for error in errors:
+    for name in stats:
+        for error in recorder.errors(name):
             faults[error.fault.value] = faults.get(error.fault.value, 0) + 1
     return {
         "wall_s": round(t1 - t0, 3),

@@ -61,13 +61,9 @@ from bench.history import build, measure, value
 from coffee_telemetry.agent.alerts.service import AlertService
 from coffee_telemetry.agent.config import parse_config
 from coffee_telemetry.agent.health import Health
-from coffee_telemetry.agent.history.store import (
-    DAY_NS,
-    HOUR_NS,
-    NS,
-    History,
-    open_configured_history,
-)
+from coffee_telemetry.agent.history.schema import DAY_NS, HOUR_NS, NS
+from coffee_telemetry.agent.history.service import open_configured_history
+from coffee_telemetry.agent.history.store import History
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.outbox.store import open_outbox

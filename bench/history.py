@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coffee_telemetry.agent.history.store import DAY_NS, HOUR_NS, MINUTE_NS, NS, History
+from coffee_telemetry.agent.history.schema import DAY_NS, HOUR_NS, MINUTE_NS, NS
+from coffee_telemetry.agent.history.store import History
 from coffee_telemetry.agent.readings import Reading
 
 

@@ -40,7 +40,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from coffee_telemetry.agent.outbox.store import open_outbox, read_stats  # noqa: E402
+from coffee_telemetry.agent.outbox.stats import read_stats  # noqa: E402
+from coffee_telemetry.agent.outbox.store import open_outbox  # noqa: E402
 from coffee_telemetry.agent.readings import Stamper  # noqa: E402
 from coffee_telemetry.agent.sinks.lineprotocol import encode_line  # noqa: E402
 from coffee_telemetry.simulators.moisture import TicketMeterSim  # noqa: E402
@@ -106,6 +107,18 @@ async def wait_for(cond: object, timeout_s: float) -> bool:
     return bool(cond())
 
 
+def without_features(toml: str, features: str) -> str:
+    """The site file with the named features (``history,alerts,api``) turned off."""
+    for feature in filter(None, features.split(",")):
+        if feature == "api":
+            toml = toml.replace("[api]\n", "[api]\nenabled = false\n")
+        elif feature in ("history", "alerts"):
+            toml += f"[{feature}]\nenabled = false\n"
+        else:
+            raise SystemExit(f"--without: unknown feature {feature!r}")
+    return toml
+
+
 async def steady_and_outage(
     args: argparse.Namespace, tmp: Path, cleanup: contextlib.ExitStack
 ) -> dict[str, object]:
@@ -133,7 +146,7 @@ async def steady_and_outage(
         flush_interval_s=1.0,
     )
     text = config.read_text().replace('log_level = "debug"', 'log_level = "warning"')
-    config.write_text(text)
+    config.write_text(without_features(text, args.without))
     agent = AgentProcess(config, tmp / "agent.log")
     agent.start()
     cleanup.callback(agent.stop)
@@ -279,6 +292,9 @@ async def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--outage", type=float, default=60.0)
     parser.add_argument("--bulk", type=int, default=200_000)
+    parser.add_argument(
+        "--without", default="", help="features to turn off, e.g. history,alerts,api"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="coffee-bench-") as tmp_name:
         tmp = Path(tmp_name)

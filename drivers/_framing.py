@@ -7,9 +7,16 @@ so a device that never sends a terminator cannot grow memory.
 - ``EscPosStripper``: removes ESC/POS printer commands from a byte stream that may be
   cut anywhere (device-protocols.md §4.2 and §6 A2).
 - ``LineSplitter``: CR, LF or CRLF lines, with long lines wrapped at a limit.
+- ``LineReader``: whole lines for line protocols, over-long lines dropped as one
+  ``Discarded("too-long")``.
+- ``IdleGap``: the silence after the last bytes that ends what a parser holds.
 - ``parse_decimal``: ``12,3`` and ``12.3`` alike.
 - ``looks_misframed``: the wrong-baud heuristic of §4.2.
 - ``cap``: copy at most N bytes, for ``raw`` and ``Discarded.data``.
+- ``EventQueue``: the base of every driver's parser (and of the MT-SICS client): the
+  ``events()`` drain, the ``frames_ok``/``frames_discarded`` counters, and
+  ``Discarded`` with capped data.
+- ``StrayBytes``: a run of bytes outside any frame, capped, reported as one ``Discarded``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ from __future__ import annotations
 import math
 import re
 from enum import Enum, auto
-from typing import Literal, assert_never
+from typing import Generic, Literal, TypeVar, assert_never
+
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded
 
 __all__ = [
     "CR",
@@ -28,8 +38,12 @@ __all__ = [
     "TAB",
     "TEXT_BYTES",
     "EscPosStripper",
+    "EventQueue",
+    "IdleGap",
     "LineEnding",
+    "LineReader",
     "LineSplitter",
+    "StrayBytes",
     "cap",
     "looks_misframed",
     "parse_decimal",
@@ -355,3 +369,188 @@ class LineSplitter:
         self._buf.clear()
         self._cr = False
         return line
+
+
+class LineReader:
+    r"""Whole lines of a line protocol: CR and LF taken out, blank lines skipped.
+
+    Lines come from a ``LineSplitter``. One that wraps there (``max_line`` bytes without
+    a terminator) is not a line: it comes out once as ``Discarded(reason="too-long")``
+    with those bytes, and the rest of it is skipped up to the next terminator, where
+    reading resyncs.
+
+    Args:
+        ending: Which terminators end a line.
+        max_line: Bytes without a terminator after which a line is dropped.
+    """
+
+    __slots__ = ("_skipping", "_splitter")
+
+    def __init__(self, ending: LineEnding = "auto", *, max_line: int) -> None:
+        self._splitter = LineSplitter(ending, max_line=max_line)
+        self._skipping = False  # dropping the rest of a too-long line
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for the line in progress."""
+        return self._splitter.pending
+
+    def feed(self, data: bytes) -> list[bytes | Discarded]:
+        """Split one chunk: the lines it completed, and the too-long ones."""
+        taken = (self._take(line) for line in self._splitter.feed(data))
+        return [line for line in taken if line is not None]
+
+    def flush(self) -> list[bytes | Discarded]:
+        """End the line in progress at a silence.
+
+        A line held to see whether an LF follows its CR comes out whole; a line cut
+        short comes out as ``Discarded(reason="truncated")``, unless it is the rest of
+        a too-long line.
+        """
+        out: list[bytes | Discarded] = []
+        for line in self._splitter.flush():
+            if line.endswith(b"\r"):
+                taken = self._take(line)
+                if taken is not None:
+                    out.append(taken)
+            elif not self._skipping:
+                out.append(Discarded(data=line, reason="truncated"))
+        self._skipping = False
+        return out
+
+    def _take(self, line: bytes) -> bytes | Discarded | None:
+        if not line.endswith((b"\r", b"\n")):  # wrapped at max_line
+            if self._skipping:
+                return None
+            self._skipping = True
+            return Discarded(data=line, reason="too-long")
+        if self._skipping:
+            self._skipping = False
+            return None
+        content = line.translate(None, b"\r\n")
+        return content if content.strip() else None
+
+
+class IdleGap:
+    """The silence after the last bytes that ends what a parser holds.
+
+    Parsers never read a clock: they pass the agent's monotonic time with each chunk
+    (``received``) and each ``tick``, and ask ``deadline`` when the next tick is due.
+
+    Args:
+        idle_gap_s: The silence, in seconds.
+
+    Raises:
+        DriverUsageError: ``idle_gap_s`` negative or not finite.
+    """
+
+    __slots__ = ("_gap_s", "_last_at")
+
+    def __init__(self, idle_gap_s: float) -> None:
+        if not (math.isfinite(idle_gap_s) and idle_gap_s >= 0):
+            raise DriverUsageError(f"idle_gap_s must be >= 0: {idle_gap_s!r}")
+        self._gap_s = idle_gap_s
+        self._last_at: float | None = None
+
+    def received(self, now: float) -> None:
+        """Bytes arrived at ``now``."""
+        self._last_at = now
+
+    def deadline(self, *, holding: bool) -> float | None:
+        """When the silence ends, if the parser is ``holding`` bytes that it would end."""
+        if holding and self._last_at is not None:
+            return self._last_at + self._gap_s
+        return None
+
+    def ended(self, now: float, *, holding: bool) -> bool:
+        """Whether, at ``now``, the silence has ended what the parser is ``holding``."""
+        deadline = self.deadline(holding=holding)
+        return deadline is not None and now >= deadline
+
+
+class StrayBytes:
+    """A run of bytes outside any frame, held until it ends (at the next frame's start).
+
+    Only the first ``limit`` bytes are kept, for ``Discarded.data``, so a line that
+    never sends a frame cannot grow memory; ``take`` still tells that a run was seen.
+
+    Args:
+        limit: Bytes kept of one run.
+    """
+
+    __slots__ = ("_held", "_limit", "_seen")
+
+    def __init__(self, limit: int) -> None:
+        self._held = bytearray()
+        self._limit = max(limit, 0)
+        self._seen = False
+
+    @property
+    def held(self) -> int:
+        """Bytes kept of the run in progress."""
+        return len(self._held)
+
+    def extend(self, data: bytes | bytearray) -> None:
+        """Add bytes to the run (an empty chunk starts none)."""
+        if data:
+            self._seen = True
+            self._held += data[: self._limit - len(self._held)]
+
+    def append(self, byte: int) -> None:
+        """Add one byte to the run."""
+        self._seen = True
+        if len(self._held) < self._limit:
+            self._held.append(byte)
+
+    def clear(self) -> None:
+        """Forget the run in progress, without reporting it."""
+        self._held.clear()
+        self._seen = False
+
+    def take(self) -> bytes | None:
+        """End the run: its kept bytes, or ``None`` if there was none."""
+        if not self._seen:
+            return None
+        data = bytes(self._held)
+        self.clear()
+        return data
+
+
+_E = TypeVar("_E")
+
+
+class EventQueue(Generic[_E]):
+    """What every parser keeps: the events not yet drained, and two counters.
+
+    A parser appends what a frame meant (an ``_E``) to ``_events`` and counts
+    ``frames_ok`` itself, since what counts as a good frame is the protocol's business
+    (a debounced repeat, a frame that publishes nothing); line noise goes through
+    ``_discard`` or ``_flush_stray``, which count ``frames_discarded``.
+
+    Args:
+        max_discarded: Cap on ``Discarded.data``.
+
+    Attributes:
+        frames_ok: Valid frames decoded.
+        frames_discarded: ``Discarded`` events produced.
+    """
+
+    def __init__(self, *, max_discarded: int) -> None:
+        self._events: list[_E | Discarded] = []
+        self._max_discarded = max_discarded
+        self.frames_ok = 0
+        self.frames_discarded = 0
+
+    def events(self) -> list[_E | Discarded]:
+        """Return and forget the events completed so far."""
+        events, self._events = self._events, []
+        return events
+
+    def _discard(self, data: bytes | bytearray, reason: str) -> None:
+        self.frames_discarded += 1
+        self._events.append(Discarded(data=cap(data, self._max_discarded), reason=reason))
+
+    def _flush_stray(self, stray: StrayBytes, reason: str) -> None:
+        data = stray.take()
+        if data is not None:
+            self._discard(data, reason)

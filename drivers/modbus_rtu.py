@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Generic, TypeVar, assert_never
 
-from coffee_telemetry.drivers._framing import cap
+from coffee_telemetry.drivers._framing import EventQueue, StrayBytes, cap
 from coffee_telemetry.drivers.errors import DriverUsageError
 from coffee_telemetry.drivers.events import Discarded
 
@@ -185,6 +185,28 @@ def _crc_ok(adu: bytes | bytearray) -> bool:
 
 # -- events --------------------------------------------------------------------------
 
+# A request and its reply are distinct events, even where the wire gives them the
+# same fields (an FC05 reply echoes its request); the private bases hold those fields.
+
+
+@dataclass(frozen=True, slots=True)
+class _CoilWrite:
+    unit: int
+    address: int
+    value: int
+
+    @property
+    def function(self) -> FunctionCode:
+        """Always ``WRITE_SINGLE_COIL``."""
+        return FunctionCode.WRITE_SINGLE_COIL
+
+
+@dataclass(frozen=True, slots=True)
+class _OtherFrame:
+    unit: int
+    function: int
+    data: bytes
+
 
 @dataclass(frozen=True, slots=True)
 class ReadRequest:
@@ -201,26 +223,13 @@ class ReadRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteCoilRequest:
+class WriteCoilRequest(_CoilWrite):
     """FC05: set one coil. ``value`` is the raw field, ``COIL_ON`` or ``COIL_OFF`` when legal."""
-
-    unit: int
-    address: int
-    value: int
-
-    @property
-    def function(self) -> FunctionCode:
-        """Always ``WRITE_SINGLE_COIL``."""
-        return FunctionCode.WRITE_SINGLE_COIL
 
 
 @dataclass(frozen=True, slots=True)
-class OtherRequest:
+class OtherRequest(_OtherFrame):
     """A request with a good CRC and a function this module does not decode."""
-
-    unit: int
-    function: int
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,17 +251,8 @@ class RegistersResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteCoilResponse:
+class WriteCoilResponse(_CoilWrite):
     """FC05 reply: the request echoed."""
-
-    unit: int
-    address: int
-    value: int
-
-    @property
-    def function(self) -> FunctionCode:
-        """Always ``WRITE_SINGLE_COIL``."""
-        return FunctionCode.WRITE_SINGLE_COIL
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,12 +270,8 @@ class ExceptionResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class OtherResponse:
+class OtherResponse(_OtherFrame):
     """A reply with a good CRC and a function this module does not decode."""
-
-    unit: int
-    function: int
-    data: bytes
 
 
 #: What a slave hears.
@@ -449,6 +445,15 @@ def _function(code: int) -> FunctionCode | None:
         return None
 
 
+def _fields(adu: bytes) -> tuple[int, int, bytes] | Discarded:
+    # Unit, function code and data of a frame whose length and CRC hold, or why not.
+    if not _MIN_ADU <= len(adu) <= MAX_ADU:
+        return Discarded(data=cap(adu, MAX_ADU), reason="bad-length")
+    if not _crc_ok(adu):
+        return Discarded(data=adu, reason="bad-crc")
+    return adu[0], adu[1], adu[2:-2]
+
+
 def decode_request(adu: bytes) -> Request | Discarded:
     """Decode one whole request frame, CRC included; never raises.
 
@@ -457,11 +462,10 @@ def decode_request(adu: bytes) -> Request | Discarded:
         ``bad-unit`` (above 247) or ``bad-function`` (0 or with the exception bit).
     """
     adu = bytes(adu)
-    if not _MIN_ADU <= len(adu) <= MAX_ADU:
-        return Discarded(data=cap(adu, MAX_ADU), reason="bad-length")
-    if not _crc_ok(adu):
-        return Discarded(data=adu, reason="bad-crc")
-    unit, code, data = adu[0], adu[1], adu[2:-2]
+    fields = _fields(adu)
+    if isinstance(fields, Discarded):
+        return fields
+    unit, code, data = fields
     if unit > 247:
         return Discarded(data=adu, reason="bad-unit")
     if not 1 <= code <= 0x7F:
@@ -488,11 +492,10 @@ def decode_response(adu: bytes) -> Response | Discarded:
         in a register reply).
     """
     adu = bytes(adu)
-    if not _MIN_ADU <= len(adu) <= MAX_ADU:
-        return Discarded(data=cap(adu, MAX_ADU), reason="bad-length")
-    if not _crc_ok(adu):
-        return Discarded(data=adu, reason="bad-crc")
-    unit, code, data = adu[0], adu[1], adu[2:-2]
+    fields = _fields(adu)
+    if isinstance(fields, Discarded):
+        return fields
+    unit, code, data = fields
     if not 1 <= unit <= 247:
         return Discarded(data=adu, reason="bad-unit")
     if code in (0, 0x80):
@@ -620,25 +623,23 @@ _REQUESTS: _Side[Request] = _Side(0, _request_length, decode_request)
 _RESPONSES: _Side[Response] = _Side(1, _response_length, decode_response)
 
 
-class _FrameParser(Generic[_E]):
-    def __init__(self, side: _Side[_E], *, max_frame: int) -> None:
+class _FrameParser(EventQueue[_E]):
+    _side: _Side[_E]  # the direction, set by each subclass
+
+    def __init__(self, *, max_frame: int = MAX_ADU) -> None:
         if not 8 <= max_frame <= MAX_ADU:
             raise DriverUsageError(f"max_frame must be 8..{MAX_ADU}: {max_frame!r}")
-        self._side: _Side[_E] = side
+        super().__init__(max_discarded=max_frame)
         self._max = max_frame
         self._buf = bytearray()
-        self._junk = bytearray()
-        self._junk_len = 0
+        self._junk = StrayBytes(max_frame)
         self._junk_crc = False  # a whole candidate in the dropped run failed its CRC
-        self._events: list[_E | Discarded] = []
-        self.frames_ok = 0
-        self.frames_discarded = 0
         self.crc_errors = 0
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held: the frame in progress and the start of a dropped run."""
-        return len(self._buf) + len(self._junk)
+        return len(self._buf) + self._junk.held
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes as they arrive, cut anywhere."""
@@ -654,13 +655,7 @@ class _FrameParser(Generic[_E]):
         """Forget everything buffered (after a reconnect), without reporting it."""
         self._buf.clear()
         self._junk.clear()
-        self._junk_len = 0
         self._junk_crc = False
-
-    def events(self) -> list[_E | Discarded]:
-        """Return and forget the events completed so far."""
-        events, self._events = self._events, []
-        return events
 
     def _scan(self, *, final: bool) -> None:
         buf = self._buf
@@ -709,18 +704,11 @@ class _FrameParser(Generic[_E]):
         if crc and not self._junk_crc:
             self._junk_crc = True
             self.crc_errors += 1
-        self._junk_len += 1
-        if len(self._junk) < self._max:
-            self._junk.append(buf[pos])
+        self._junk.append(buf[pos])
 
     def _flush_junk(self) -> None:
-        if self._junk_len:
-            reason = "bad-crc" if self._junk_crc else "no-frame"
-            self.frames_discarded += 1
-            self._events.append(Discarded(data=bytes(self._junk), reason=reason))
-            self._junk.clear()
-            self._junk_len = 0
-            self._junk_crc = False
+        self._flush_stray(self._junk, "bad-crc" if self._junk_crc else "no-frame")
+        self._junk_crc = False
 
     def _frame(self, adu: bytes) -> None:
         self._flush_junk()
@@ -730,25 +718,6 @@ class _FrameParser(Generic[_E]):
         else:
             self.frames_ok += 1
         self._events.append(event)
-
-
-class RequestParser(_FrameParser[Request]):
-    """Slave-side stream parser: bytes from the master in, requests out (see the module doc).
-
-    Args:
-        max_frame: Longest frame accepted, and the cap on ``Discarded.data``.
-
-    Attributes:
-        frames_ok: Requests decoded.
-        frames_discarded: ``Discarded`` events produced.
-        crc_errors: Dropped runs that held a whole candidate frame with a bad CRC.
-
-    Raises:
-        DriverUsageError: ``max_frame`` not 8..256.
-    """
-
-    def __init__(self, *, max_frame: int = MAX_ADU) -> None:
-        super().__init__(_REQUESTS, max_frame=max_frame)
 
 
 class ResponseParser(_FrameParser[Response]):
@@ -766,5 +735,14 @@ class ResponseParser(_FrameParser[Response]):
         DriverUsageError: ``max_frame`` not 8..256.
     """
 
-    def __init__(self, *, max_frame: int = MAX_ADU) -> None:
-        super().__init__(_RESPONSES, max_frame=max_frame)
+    _side = _RESPONSES
+
+
+class RequestParser(_FrameParser[Request]):
+    """Slave-side stream parser: bytes from the master in, requests out (see the module doc).
+
+    Arguments, attributes and errors are those of ``ResponseParser``; ``frames_ok``
+    counts requests. Unlike responses, requests may be broadcast (unit 0).
+    """
+
+    _side = _REQUESTS

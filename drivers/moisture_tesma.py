@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 import re
 
-from coffee_telemetry.drivers._framing import TEXT_BYTES, cap
+from coffee_telemetry.drivers._framing import TEXT_BYTES, EventQueue, StrayBytes
 from coffee_telemetry.drivers.errors import DriverUsageError
 from coffee_telemetry.drivers.events import Discarded, Measurement
 
@@ -127,7 +127,7 @@ def encode_frame(grain: str, moisture_pct: float) -> bytes:
     return b"\x02" + raw_grain.ljust(_GRAIN_LEN) + b"\r\n" + text.encode() + b"\r\n\x03"
 
 
-class TesmaParser:
+class TesmaParser(EventQueue[Measurement]):
     """Stream parser for Tesma frames (see the module docstring).
 
     Args:
@@ -148,27 +148,19 @@ class TesmaParser:
             raise DriverUsageError(f"debounce must be >= 1: {debounce!r}")
         if max_frame < FRAME_LEN:
             raise DriverUsageError(f"max_frame must be >= {FRAME_LEN}: {max_frame!r}")
+        super().__init__(max_discarded=max_frame)
         self._debounce = debounce
         self._max = max_frame
         self._frame = bytearray()  # from an STX on; empty while hunting
-        self._junk = bytearray()  # first bytes of the stray run, capped
-        self._junk_len = 0
+        self._stray = StrayBytes(max_frame)
         self._run: tuple[str, float] | None = None
         self._run_len = 0
         self._reported: tuple[str, float] | None = None
-        self._events: list[Measurement | Discarded] = []
-        self.frames_ok = 0
-        self.frames_discarded = 0
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held: the frame in progress and the start of a stray run."""
-        return len(self._frame) + len(self._junk)
-
-    def events(self) -> list[Measurement | Discarded]:
-        """Return and forget the events completed so far."""
-        events, self._events = self._events, []
-        return events
+        return len(self._frame) + self._stray.held
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes as they arrive, cut anywhere."""
@@ -177,10 +169,11 @@ class TesmaParser:
         while pos < end:
             if not self._frame:
                 found = data.find(STX, pos)
-                self._add_junk(data[pos : end if found < 0 else found])
+                self._stray.extend(data[pos : end if found < 0 else found])
                 if found < 0:
                     return
-                self._flush_junk()
+                # Stray bytes are reported but do not break a debounce run (see above).
+                self._flush_stray(self._stray, "outside-frame")
                 self._frame.append(STX)
                 pos = found + 1
                 continue
@@ -190,10 +183,10 @@ class TesmaParser:
                 self._frame += data[pos:limit]
                 pos = limit
                 if len(self._frame) >= self._max:
-                    self._discard(self._take_frame(), "too-long")
+                    self._reject(self._take_frame(), "too-long")
             elif data[found_.start()] == STX:
                 self._frame += data[pos : found_.start()]
-                self._discard(self._take_frame(), "truncated")
+                self._reject(self._take_frame(), "truncated")
                 self._frame.append(STX)
                 pos = found_.end()
             else:
@@ -206,28 +199,16 @@ class TesmaParser:
         self._frame.clear()
         return frame
 
-    def _add_junk(self, data: bytes) -> None:
-        self._junk_len += len(data)
-        self._junk += data[: self._max - len(self._junk)]
-
-    def _flush_junk(self) -> None:
-        if self._junk_len:
-            # Stray bytes are reported but do not break a debounce run (see above).
-            self.frames_discarded += 1
-            self._events.append(Discarded(data=bytes(self._junk), reason="outside-frame"))
-            self._junk.clear()
-            self._junk_len = 0
-
-    def _discard(self, data: bytes, reason: str) -> None:
+    def _reject(self, frame: bytes, reason: str) -> None:
+        # An invalid frame breaks the debounce run.
         self._run = None
         self._run_len = 0
-        self.frames_discarded += 1
-        self._events.append(Discarded(data=cap(data, self._max), reason=reason))
+        self._discard(frame, reason)
 
     def _complete(self, frame: bytes) -> None:
         pair = _decode(frame)
         if isinstance(pair, str):
-            self._discard(frame, pair)
+            self._reject(frame, pair)
             return
         self.frames_ok += 1
         if pair == self._run:

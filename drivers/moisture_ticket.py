@@ -100,6 +100,7 @@ from typing import Literal, assert_never
 from coffee_telemetry.drivers._framing import (
     TEXT_BYTES,
     EscPosStripper,
+    EventQueue,
     LineEnding,
     LineSplitter,
     cap,
@@ -238,7 +239,7 @@ def _compile_patterns(options: TicketOptions) -> tuple[_Pattern, ...]:
 _DedupKey = tuple[tuple[tuple[str, FieldValue], ...], tuple[tuple[str, str], ...]]
 
 
-class TicketParser:
+class TicketParser(EventQueue[Measurement]):
     """Stream parser for printed moisture tickets (see the module docstring).
 
     Sans-I/O: the agent passes the monotonic time of each chunk and calls ``tick``
@@ -252,6 +253,7 @@ class TicketParser:
 
     def __init__(self, options: TicketOptions = TicketOptions()) -> None:
         self._patterns = _compile_patterns(options)
+        super().__init__(max_discarded=options.max_audit_bytes)
         self._start = (
             None if options.start_regex is None else _compile(options.start_regex, "start_regex")
         )
@@ -266,19 +268,11 @@ class TicketParser:
         self._skipping = False  # the ticket went too long: skip to the next boundary
         self._last_at: float | None = None  # last byte, or the first tick
         self._accepted: tuple[_DedupKey, float] | None = None
-        self._events: list[Measurement | Discarded] = []
-        self.frames_ok = 0
-        self.frames_discarded = 0
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for the ticket in progress (never more than ``max_bytes``)."""
         return len(self._raw) + self._splitter.pending
-
-    def events(self) -> list[Measurement | Discarded]:
-        """Return and forget the events completed so far."""
-        events, self._events = self._events, []
-        return events
 
     def next_deadline(self) -> float | None:
         """When to call ``tick`` next, in the agent's monotonic seconds.
@@ -374,7 +368,7 @@ class TicketParser:
             self._clean = self._start is None
 
     def _too_long(self) -> None:
-        data = cap(self._raw + self._splitter.partial, self._opts.max_audit_bytes)
+        data = self._raw + self._splitter.partial  # a copy; _discard caps it
         self._reset_ticket()
         self._skipping = True
         self._discard(data, "too-long")
@@ -443,10 +437,6 @@ class TicketParser:
                     fields[name] = value
                 break
         return fields, tags
-
-    def _discard(self, data: bytes, reason: str) -> None:
-        self.frames_discarded += 1
-        self._events.append(Discarded(data=data, reason=reason))
 
 
 _BOUNDARY = re.compile(b"[\x0c\x1b]")  # FF, and the ESC that marks ESC @

@@ -54,7 +54,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from coffee_telemetry.drivers._framing import LineSplitter, cap, looks_misframed
+from coffee_telemetry.drivers._framing import EventQueue, IdleGap, LineReader, looks_misframed
 from coffee_telemetry.drivers.errors import DriverUsageError
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 from coffee_telemetry.drivers.scale_toledo import ScaleReading, ScaleReporter
@@ -197,7 +197,7 @@ def encode_line(
     return text.encode("ascii") + b"\r\n"
 
 
-class AsciiScaleParser:
+class AsciiScaleParser(EventQueue[Measurement]):
     """Stream parser for A&D and generic ASCII weight lines (see the module docstring).
 
     Args:
@@ -224,70 +224,38 @@ class AsciiScaleParser:
         idle_gap_s: float = 0.5,
         max_line: int = 64,
     ) -> None:
-        if not (math.isfinite(idle_gap_s) and idle_gap_s >= 0):
-            raise DriverUsageError(f"idle_gap_s must be >= 0: {idle_gap_s!r}")
+        self._idle = IdleGap(idle_gap_s)
         if max_line < 16:
             raise DriverUsageError(f"max_line must be >= 16: {max_line!r}")
+        super().__init__(max_discarded=max_line)
         self._reporter = ScaleReporter(
             republish_s=republish_s,
             weighment_stable_s=weighment_stable_s,
             weighment_divisions=weighment_divisions,
         )
-        self._idle_gap_s = idle_gap_s
-        self._max_line = max_line
-        self._splitter = LineSplitter("auto", max_line=max_line)
-        self._overlong = False
-        self._last_at: float | None = None
-        self._events: list[Measurement | Discarded] = []
-        self.frames_ok = 0
-        self.frames_discarded = 0
-
-    def events(self) -> list[Measurement | Discarded]:
-        """Return and forget the events so far."""
-        events, self._events = self._events, []
-        return events
+        self._lines = LineReader("auto", max_line=max_line)
 
     def next_deadline(self) -> float | None:
         """When to call ``tick``: only while part of a line is held."""
-        if self._splitter.pending and self._last_at is not None:
-            return self._last_at + self._idle_gap_s
-        return None
+        return self._idle.deadline(holding=self._lines.pending > 0)
 
     def tick(self, now: float) -> None:
         """Tell the parser the time; a silence ends the line held."""
-        deadline = self.next_deadline()
-        if deadline is None or now < deadline:
-            return
-        for line in self._splitter.flush():
-            if line.endswith(b"\r"):
+        if self._idle.ended(now, holding=self._lines.pending > 0):
+            for line in self._lines.flush():
                 self._line(line, now)
-            elif not self._overlong:
-                self._discard(line, "truncated")
-        self._overlong = False
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed bytes that arrived at ``now`` (monotonic seconds), cut anywhere."""
         if not data:
             return
-        self._last_at = now
-        for line in self._splitter.feed(data):
+        self._idle.received(now)
+        for line in self._lines.feed(data):
             self._line(line, now)
 
-    def _discard(self, data: bytes, reason: str) -> None:
-        self.frames_discarded += 1
-        self._events.append(Discarded(data=cap(data, self._max_line), reason=reason))
-
-    def _line(self, line: bytes, now: float) -> None:
-        if not line.endswith((b"\r", b"\n")):
-            if not self._overlong:
-                self._discard(line, "too-long")
-            self._overlong = True
-            return
-        if self._overlong:
-            self._overlong = False
-            return
-        content = line.rstrip(b"\r\n")
-        if not content.strip():
+    def _line(self, content: bytes | Discarded, now: float) -> None:
+        if isinstance(content, Discarded):  # too long, or cut by a silence
+            self._discard(content.data, content.reason)
             return
         decoded = decode_line(content)
         if isinstance(decoded, Discarded):

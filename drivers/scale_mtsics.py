@@ -125,7 +125,13 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final, Literal, assert_never, get_args
 
-from coffee_telemetry.drivers._framing import LineEnding, LineSplitter, cap, looks_misframed
+from coffee_telemetry.drivers._framing import (
+    EventQueue,
+    LineEnding,
+    LineReader,
+    cap,
+    looks_misframed,
+)
 from coffee_telemetry.drivers.errors import DriverUsageError
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 
@@ -473,7 +479,7 @@ TRANSITIONS: Final[Mapping[tuple[State, Input], State]] = {
 _PublishKey = tuple[tuple[str, FieldValue], ...]
 
 
-class MtSicsClient:
+class MtSicsClient(EventQueue[Measurement | NoResponse | DeviceReply | ProtocolError]):
     """Sans-I/O MT-SICS client (see the module docstring for how to drive it).
 
     Args:
@@ -536,6 +542,7 @@ class MtSicsClient:
             raise DriverUsageError(f"max_retries must be >= 0: {max_retries!r}")
         if max_line < 16:
             raise DriverUsageError(f"max_line must be >= 16: {max_line!r}")
+        super().__init__(max_discarded=max_line)
         self._mode = mode
         self._publish_unstable = publish_unstable
         self._poll_s = poll_s
@@ -546,9 +553,7 @@ class MtSicsClient:
         self._retry_s = retry_s
         self._max_retries = max_retries
         self._republish_s = republish_s
-        self._max_line = max_line
-        self._splitter = LineSplitter(line_ending, max_line=max_line)
-        self._overlong = False  # skipping the rest of a too-long line
+        self._lines = LineReader(line_ending, max_line=max_line)
         self._state = State.IDLE
         self._command: str | None = None  # in flight, to retry, or streaming (SIR)
         self._deadline = 0.0  # reply due, retry due, or stream silent since
@@ -558,9 +563,6 @@ class MtSicsClient:
         self._echo = b""
         self._et_run = 0
         self._published: tuple[_PublishKey, float] | None = None
-        self._events: list[MtSicsEvent] = []
-        self.frames_ok = 0
-        self.frames_discarded = 0
         self.echoes = 0
 
     # -- state ---------------------------------------------------------------------
@@ -691,28 +693,14 @@ class MtSicsClient:
 
     # -- what comes back -----------------------------------------------------------
 
-    def events(self) -> list[MtSicsEvent]:
-        """Return and forget the events so far."""
-        events, self._events = self._events, []
-        return events
-
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed bytes that arrived at ``now``, cut anywhere; never raises."""
-        for line in self._splitter.feed(data):
+        for line in self._lines.feed(data):
             self._line(line, now)
 
-    def _line(self, line: bytes, now: float) -> None:
-        if not line.endswith((b"\r", b"\n")):
-            # The splitter wrapped a line at max_line: drop it and its remainder.
-            if not self._overlong:
-                self._discard(cap(line, self._max_line), "too-long")
-            self._overlong = True
-            return
-        if self._overlong:
-            self._overlong = False
-            return
-        content = line.translate(None, b"\r\n")
-        if not content.strip():
+    def _line(self, content: bytes | Discarded, now: float) -> None:
+        if isinstance(content, Discarded):  # a too-long line
+            self._discard(content.data, content.reason)
             return
         if content.rstrip() == self._echo:
             self.echoes += 1
@@ -725,10 +713,6 @@ class MtSicsClient:
         if self._state is State.STREAMING:
             self._deadline = now + self._stream_timeout_s  # the balance is alive
         self._reply(reply, content, now)
-
-    def _discard(self, data: bytes, reason: str) -> None:
-        self.frames_discarded += 1
-        self._events.append(Discarded(data=data, reason=reason))
 
     def _expects(self, reply_id: str) -> bool:
         return (

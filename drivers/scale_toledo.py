@@ -87,7 +87,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final, Literal, assert_never
 
-from coffee_telemetry.drivers._framing import CR, cap
+from coffee_telemetry.drivers._framing import CR, EventQueue, IdleGap, StrayBytes, cap
 from coffee_telemetry.drivers.errors import DriverUsageError
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 
@@ -110,6 +110,7 @@ _BODY_LONG: Final = 15  # SWA SWB SWC W1..W6 T1..T6
 _BODY_SHORT: Final = 9  # SWA SWB SWC W1..W6
 _DIGITS: Final = 6
 _MAX_COUNT: Final = 10**_DIGITS - 1
+_MAX_DISCARDED: Final = 64  # cap on Discarded.data
 _LB_KG: Final = 0.45359237
 
 #: How the byte after CR is read (see the module docstring).
@@ -234,12 +235,12 @@ def decode_frame(frame: bytes) -> ToledoFrame | Discarded:
     has_checksum = len(data) in (_BODY_SHORT + 3, _BODY_LONG + 3)
     end = len(data) - 1 if has_checksum else len(data)
     if end < 2 or data[0] != STX or data[end - 1] != CR:
-        return Discarded(data=cap(data, 64), reason="bad-length")
+        return Discarded(data=cap(data, _MAX_DISCARDED), reason="bad-length")
     if has_checksum and checksum(data[:end]) != data[end]:
         return Discarded(data=data, reason="bad-checksum")
     decoded = _decode(data[1 : end - 1], has_checksum)
     if isinstance(decoded, str):
-        return Discarded(data=cap(data, 64), reason=decoded)
+        return Discarded(data=cap(data, _MAX_DISCARDED), reason=decoded)
     return decoded[0]
 
 
@@ -484,7 +485,11 @@ class _Framer(Enum):
     EITHER = auto()  # auto: after CR came 0x02, a valid checksum and an STX alike
 
 
-class ToledoParser:
+#: A whole frame is held to see whether a checksum follows.
+_AFTER_CR: Final = frozenset({_Framer.CHECK, _Framer.EITHER})
+
+
+class ToledoParser(EventQueue[Measurement]):
     """Stream parser for Toledo continuous output (see the module docstring).
 
     Args:
@@ -513,44 +518,30 @@ class ToledoParser:
     ) -> None:
         if checksum not in ("auto", "on", "off"):
             raise DriverUsageError(f"checksum must be 'auto', 'on' or 'off': {checksum!r}")
-        if not (math.isfinite(idle_gap_s) and idle_gap_s >= 0):
-            raise DriverUsageError(f"idle_gap_s must be >= 0: {idle_gap_s!r}")
+        self._idle = IdleGap(idle_gap_s)
+        super().__init__(max_discarded=_MAX_DISCARDED)
         self._reporter = ScaleReporter(
             republish_s=republish_s,
             weighment_stable_s=weighment_stable_s,
             weighment_divisions=weighment_divisions,
         )
         self._mode: ChecksumMode = checksum
-        self._idle_gap_s = idle_gap_s
         self._framer = _Framer.HUNT
         self._frame = bytearray()
-        self._junk = bytearray()
-        self._junk_len = 0
-        self._last_at: float | None = None
-        self._events: list[Measurement | Discarded] = []
-        self.frames_ok = 0
-        self.frames_discarded = 0
+        self._stray = StrayBytes(_MAX_DISCARDED)
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held: the frame in progress and the start of a stray run."""
-        return len(self._frame) + len(self._junk)
-
-    def events(self) -> list[Measurement | Discarded]:
-        """Return and forget the events so far."""
-        events, self._events = self._events, []
-        return events
+        return len(self._frame) + self._stray.held
 
     def next_deadline(self) -> float | None:
         """When to call ``tick``: only while a frame waits to see if a checksum follows."""
-        if self._framer in (_Framer.CHECK, _Framer.EITHER) and self._last_at is not None:
-            return self._last_at + self._idle_gap_s
-        return None
+        return self._idle.deadline(holding=self._framer in _AFTER_CR)
 
     def tick(self, now: float) -> None:
         """Tell the parser the time; silence after CR finishes a held frame."""
-        deadline = self.next_deadline()
-        if deadline is None or now < deadline:
+        if not self._idle.ended(now, holding=self._framer in _AFTER_CR):
             return
         if self._framer is _Framer.EITHER:
             # CR, 0x02, silence: a lone STX does not start a frame, so it was the checksum.
@@ -566,7 +557,7 @@ class ToledoParser:
         """Feed bytes that arrived at ``now`` (monotonic seconds), cut anywhere."""
         if not data:
             return
-        self._last_at = now
+        self._idle.received(now)
         for byte in data.translate(_MASK):
             self._byte(byte, now)
 
@@ -574,12 +565,10 @@ class ToledoParser:
         match self._framer:
             case _Framer.HUNT:
                 if byte == STX:
-                    self._flush_junk()
+                    self._flush_stray(self._stray, "outside-frame")
                     self._start()
                 else:
-                    self._junk_len += 1
-                    if len(self._junk) < 64:
-                        self._junk.append(byte)
+                    self._stray.append(byte)
             case _Framer.BODY:
                 if byte == STX:
                     self._discard(bytes(self._frame), "truncated")
@@ -622,17 +611,6 @@ class ToledoParser:
         self._frame.clear()
         self._frame.append(STX)
         self._framer = _Framer.BODY
-
-    def _flush_junk(self) -> None:
-        if self._junk_len:
-            self.frames_discarded += 1
-            self._events.append(Discarded(data=bytes(self._junk), reason="outside-frame"))
-            self._junk.clear()
-            self._junk_len = 0
-
-    def _discard(self, data: bytes, reason: str) -> None:
-        self.frames_discarded += 1
-        self._events.append(Discarded(data=cap(data, 64), reason=reason))
 
     def _finish(self, frame: bytes, chk: int | None, now: float) -> None:
         raw = frame if chk is None else frame + bytes((chk,))

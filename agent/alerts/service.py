@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-The rules (``agent.alerts.rules``) are pure; this module is their I/O. Every reading
-the agent accepts is handed to ``on_reading`` (a live fan-out listener, called
-after the outbox commit) and evaluated at once, synchronously: a wet lot is
-known in the same event-loop turn as the reading that made it wet. A tick loop
+The rules and their engine (``agent.alerts.engine``) are pure; this module is their
+I/O. Every reading the agent accepts is handed to ``on_reading`` (a live fan-out
+listener, called after the outbox commit) and evaluated at once, synchronously: a
+wet lot is known in the same event-loop turn as the reading that made it wet. A tick loop
 feeds device and sink health once a second (silent devices, huller faults,
 undelivered backlogs), and ``handle_command`` acknowledges alerts from
 ``<prefix>/<site>/cmd/ack/<rule>/<subject>``.
@@ -38,26 +38,18 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from coffee_telemetry.agent.alerts.rules import (
+from coffee_telemetry.agent.alerts.engine import Engine
+from coffee_telemetry.agent.alerts.formats import alert_payload, alert_point, alert_topic
+from coffee_telemetry.agent.alerts.kinds import build_rules
+from coffee_telemetry.agent.alerts.model import (
     Alert,
     AlertState,
-    DeviceSilentRule,
     DeviceSnapshot,
-    Engine,
-    HullerFaultRule,
-    Rule,
-    ServiceRule,
-    Severity,
-    SinkBacklogRule,
     SinkSnapshot,
     Tick,
-    WetLotRule,
-    alert_payload,
-    alert_point,
-    alert_topic,
 )
 from coffee_telemetry.agent.commands import Command, CommandRefused, Outgoing, encode_json
-from coffee_telemetry.agent.config import AlertsConfig, WetLotConfig
+from coffee_telemetry.agent.config import AlertsConfig
 from coffee_telemetry.agent.health import Health
 from coffee_telemetry.agent.outbox.store import Outbox
 from coffee_telemetry.agent.readings import Reading, Stamper
@@ -78,56 +70,6 @@ MAX_SUBJECT_LEN = 120
 
 #: Shortest time between two saves of the engine state after notifications.
 MIN_SAVE_INTERVAL_S = 0.5
-
-
-def wet_lot_rule(wet: WetLotConfig) -> WetLotRule:
-    """The wet-lot rule of ``[alerts.wet_lot]`` (also what the pages' wet badges follow)."""
-    return WetLotRule(
-        default_threshold_pct=wet.default_threshold_pct,
-        thresholds_pct=dict(wet.thresholds_pct),
-        hysteresis_pct=wet.hysteresis_pct,
-        k=wet.k,
-        n=wet.n,
-        pending_s=wet.pending_s,
-        repeat_s=wet.repeat_s,
-    )
-
-
-def build_rules(cfg: AlertsConfig) -> list[Rule]:
-    """The rule objects for a site's ``[alerts]`` section."""
-    rules: list[Rule] = []
-    if cfg.wet_lot.enabled:
-        rules.append(wet_lot_rule(cfg.wet_lot))
-    silent = cfg.device_silent
-    if silent.enabled:
-        rules.append(
-            DeviceSilentRule(
-                silent_s_by_driver=dict(silent.silent_s_by_driver),
-                silent_s_by_device=dict(silent.silent_s_by_device),
-                repeat_s=silent.repeat_s,
-            )
-        )
-    fault = cfg.huller_fault
-    if fault.enabled:
-        rules.append(
-            HullerFaultRule(offline_s=fault.offline_s, jam_s=fault.jam_s, repeat_s=fault.repeat_s)
-        )
-    if cfg.service.enabled:
-        rules.append(ServiceRule())
-        rules.append(
-            ServiceRule(
-                name="service_overdue",
-                level="overdue",
-                severity=Severity.CRITICAL,
-                repeat_s=cfg.service.overdue_repeat_s,
-            )
-        )
-    backlog = cfg.sink_backlog
-    if backlog.enabled:
-        rules.append(
-            SinkBacklogRule(undelivered_s=backlog.undelivered_s, repeat_s=backlog.repeat_s)
-        )
-    return rules
 
 
 class AlertService:

@@ -23,7 +23,13 @@ from coffee_telemetry.agent.config import (
 )
 from coffee_telemetry.agent.devices.mtsics import MtSicsRunner
 from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
-from coffee_telemetry.agent.devices.runner import DeviceRunner, LotLookup, Runner
+from coffee_telemetry.agent.devices.runner import (
+    DeviceRunner,
+    DeviceT,
+    LotLookup,
+    PortRunner,
+    Runner,
+)
 from coffee_telemetry.agent.health import Health
 from coffee_telemetry.agent.readings import Stamper
 
@@ -45,32 +51,25 @@ def make_device_runner(
 
     Arguments are those of ``PortRunner``.
     """
+
+    def build(runner: type[PortRunner[DeviceT]], device: DeviceT) -> Runner:
+        return runner(
+            device,
+            site=site,
+            stamper=stamper,
+            accept=accept,
+            health=health,
+            open_port=open_port,
+            backoff=backoff,
+            lot_for_station=lot_for_station,
+            clock_ns=clock_ns,
+            monotonic=monotonic,
+        )
+
     match dev:
         case MtSicsDevice():
-            return MtSicsRunner(
-                dev,
-                site=site,
-                stamper=stamper,
-                accept=accept,
-                health=health,
-                open_port=open_port,
-                backoff=backoff,
-                lot_for_station=lot_for_station,
-                clock_ns=clock_ns,
-                monotonic=monotonic,
-            )
+            return build(MtSicsRunner, dev)
         case TicketDevice() | TesmaDevice() | ToledoDevice() | AsciiScaleDevice():
-            return DeviceRunner(
-                dev,
-                site=site,
-                stamper=stamper,
-                accept=accept,
-                health=health,
-                open_port=open_port,
-                backoff=backoff,
-                lot_for_station=lot_for_station,
-                clock_ns=clock_ns,
-                monotonic=monotonic,
-            )
+            return build(DeviceRunner, dev)
         case _:
             assert_never(dev)

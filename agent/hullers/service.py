@@ -12,7 +12,7 @@ polled every ``poll_interval_s``, and turns what they report into readings:
   the PV may drop (front-panel reset, power loss, the wrap after 999999, a replaced unit
   that starts near 0), the total never does. The huller's whole state is committed to
   the maintenance store before any reading carrying it is accepted; the order of steps
-  and what a SIGKILL between them costs are in ``agent/maintenance.py``. A sample that
+  and what a SIGKILL between them costs are in ``store``. A sample that
   changes nothing (a stopped huller) writes nothing. Samples of one huller are handled
   one at a time (a lock per huller), so its counter and timer never race on its row.
 - A PV drop becomes a ``counter_reset`` event (fields ``unit``, ``previous_pv``, ``pv``,
@@ -30,7 +30,7 @@ The ``huller`` reading (kind ``reading``; tags site, device = huller id, station
     Otherwise: the hour meter advanced within one count of its unit plus two polls
     (``HOUR_METER_UNITS``: within ~5 s for a meter counting seconds, an hour for one
     counting hours). Without an hour meter: a bag was counted in the last
-    ``BAG_RUNNING_HOLD_S`` (or two polls, if longer). Only advances seen between two polls
+    ``state.BAG_RUNNING_HOLD_S`` (or two polls, if longer). Only advances seen between two polls
     of this process count, so ``running`` starts false after a restart.
 ``bags_total`` (float)
     Counter total x ``bags_per_pulse``.
@@ -45,7 +45,7 @@ The ``huller`` reading (kind ``reading``; tags site, device = huller id, station
     last total seen before the day's first sample (the agent down across midnight puts
     what it missed into the new day); a unit's very first PV starts its day at 0.
 ``bags_per_hour`` (float)
-    Bags counted over the last ``RATE_WINDOW_S`` (10 min) scaled to an hour, measured
+    Bags counted over the last ``state.RATE_WINDOW_S`` (10 min) scaled to an hour, measured
     between the counter sample just before the window and the newest one; 0.0 until two
     samples exist in this process. It falls to 0 within the window after the huller stops.
 ``counter_pv``, ``timer_pv`` (int)
@@ -68,32 +68,30 @@ counts its fault (``no-response``, ``bad-crc``, ...) in the device's errors.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal, assert_never
+from typing import assert_never
 
-from coffee_telemetry.agent.config import HOUR_METER_UNITS, BusConfig, Config, HullerConfig
+from coffee_telemetry.agent.config import HOUR_METER_UNITS, Config
 from coffee_telemetry.agent.health import DeviceHealth, DeviceState, Health
-from coffee_telemetry.agent.hullers.bus import (
-    BusPoller,
-    BusSpec,
-    ClientFactory,
-    DeviceError,
-    Fault,
-    PollEvent,
-    UnitSpec,
-    pymodbus_client,
+from coffee_telemetry.agent.hullers.bus import BusPoller, DeviceError, PollEvent, UnitSpec
+from coffee_telemetry.agent.hullers.rtu import BusSpec, ClientFactory, Fault, pymodbus_client
+from coffee_telemetry.agent.hullers.state import (
+    Huller,
+    Role,
+    advance,
+    bags_per_hour,
+    count_runtime,
+    is_running,
+    roll_day,
+    snapshot_due,
+    wrong_mode,
 )
-from coffee_telemetry.agent.hullers.maintenance import (
-    SNAPSHOT_EVERY_NS,
-    AsyncMaintenanceStore,
+from coffee_telemetry.agent.hullers.store import AsyncMaintenanceStore, MaintenanceError
+from coffee_telemetry.agent.hullers.tasks import (
     HullerState,
-    MaintenanceError,
     ResetRecord,
     ServiceRecord,
     bags_total,
@@ -103,53 +101,17 @@ from coffee_telemetry.agent.hullers.maintenance import (
 from coffee_telemetry.agent.readings import Reading, Stamper
 from coffee_telemetry.drivers.counter_autonics_ct import (
     CounterSample,
-    Mode,
-    TerminalInputs,
-    advance_total,
 )
 from coffee_telemetry.drivers.events import FieldValue
 
-__all__ = [
-    "BAG_RUNNING_HOLD_S",
-    "DRIVER",
-    "RATE_WINDOW_S",
-    "HullerService",
-    "Role",
-]
+__all__ = ["DRIVER", "HullerService"]
 
 log = logging.getLogger(__name__)
 
 #: The driver name hullers have in ``Health``.
 DRIVER = "counter.autonics_ct"
-#: ``bags_per_hour`` is measured over this window.
-RATE_WINDOW_S = 600.0
-#: Without a motor input or hour meter, running = a bag counted this recently.
-BAG_RUNNING_HOLD_S = 120.0
 #: How often the agent thins old hour snapshots.
 THIN_EVERY_S = 24 * 3600.0
-
-#: Which unit of a huller: its bag counter or its hour meter.
-Role = Literal["counter", "timer"]
-_EXPECTED_MODE: Mapping[Role, Mode] = {"counter": Mode.COUNTER, "timer": Mode.TIMER}
-_NS = 1_000_000_000
-
-
-@dataclass(slots=True)
-class _Huller:
-    # One huller's live state; ``state`` is what the store holds (None before any sample).
-    cfg: HullerConfig
-    bus: BusConfig
-    state: HullerState | None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    seen: set[Role] = field(default_factory=set)  # units sampled by this process
-    advanced_ns: dict[Role, int] = field(default_factory=dict)  # last total increase seen
-    inputs: dict[Role, TerminalInputs] = field(default_factory=dict)
-    units_up: dict[Role, bool] = field(default_factory=dict)
-    last_counter_ns: int | None = None
-    window: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
-    snapshot_ns: int = 0
-    snapshot_hours: float | None = None
-    mode_warned: set[Role] = field(default_factory=set)
 
 
 class HullerService:
@@ -193,12 +155,12 @@ class HullerService:
         self._restored = False
         self._restore_lock = asyncio.Lock()
         buses = {b.id: b for b in cfg.buses}
-        self._hullers: dict[str, _Huller] = {}
-        self._units: dict[str, tuple[_Huller, Role]] = {}
+        self._hullers: dict[str, Huller] = {}
+        self._units: dict[str, tuple[Huller, Role]] = {}
         units_by_bus: dict[str, list[UnitSpec]] = {}
         for hc in cfg.hullers:
             bus = buses[hc.bus]
-            h = _Huller(cfg=hc, bus=bus, state=None)
+            h = Huller(cfg=hc, bus=bus, state=None)
             self._hullers[hc.id] = h
             if hc.id not in health.devices:
                 health.add_device(hc.id, driver=DRIVER, port=bus.port, station=hc.station)
@@ -313,16 +275,16 @@ class HullerService:
             case _:
                 assert_never(event)
 
-    def _entry(self, h: _Huller) -> DeviceHealth:
+    def _entry(self, h: Huller) -> DeviceHealth:
         return self._health.devices[h.cfg.id]
 
-    def _refresh_health(self, h: _Huller, error: str | None = None) -> None:
+    def _refresh_health(self, h: Huller, error: str | None = None) -> None:
         if any(up is False for up in h.units_up.values()):
             self._health.set_device_state(h.cfg.id, DeviceState.OFFLINE, error=error)
         elif h.units_up:
             self._health.set_device_state(h.cfg.id, DeviceState.ONLINE, error=error)
 
-    def _on_error(self, h: _Huller, role: Role, event: DeviceError) -> None:
+    def _on_error(self, h: Huller, role: Role, event: DeviceError) -> None:
         entry = self._entry(h)
         entry.errors[event.fault.value] += 1
         error = f"{role}: {event.detail}"
@@ -332,7 +294,7 @@ class HullerService:
             h.inputs.pop(role, None)  # a dead unit's terminals say nothing about the motor
         self._refresh_health(h, error)
 
-    async def _on_sample(self, h: _Huller, role: Role, sample: CounterSample) -> None:
+    async def _on_sample(self, h: Huller, role: Role, sample: CounterSample) -> None:
         async with h.lock:
             now = self._clock_ns()
             entry = self._entry(h)
@@ -340,20 +302,39 @@ class HullerService:
             entry.last_frame_ns = now
             h.units_up[role] = True
             self._refresh_health(h)
-            self._check_mode(h, role, sample)
+            expected = wrong_mode(h, role, sample)
+            if expected is not None:
+                log.warning(
+                    "Huller %s %s unit reports %s mode, expected %s: check its setup and"
+                    " the site config",
+                    h.cfg.id,
+                    role,
+                    sample.mode.value,
+                    expected.value,
+                )
             if sample.inputs is not None:
                 h.inputs[role] = sample.inputs
 
             old = h.state if h.state is not None else HullerState()
-            new, reset = self._advance(h, role, old, sample.pv, now)
-            running = self._running(h, now)
+            new, reset = advance(h, role, old, sample.pv, now)
+            if reset is not None:
+                log.warning(
+                    "Huller %s %s PV dropped from %d to %d (reset, power loss, wrap or new"
+                    " unit); total continues at %d",
+                    h.cfg.id,
+                    role,
+                    reset.previous_pv,
+                    reset.pv,
+                    (new.counter if role == "counter" else new.timer).total,
+                )
+            running = is_running(h, now)
             if role == "counter":
-                new = self._count_runtime(h, new, now, running)
-            new = self._roll_day(h, old, new, role, now)
+                new = count_runtime(h, new, now, running)
+            new = roll_day(old, new, now, self._zone)
 
             stored: list[ResetRecord] = []
             if new != h.state:
-                snapshot = self._snapshot_due(h, new, now)
+                snapshot = snapshot_due(h, new, now)
                 try:
                     stored = await self._store.save_state(
                         h.cfg.id,
@@ -387,125 +368,10 @@ class HullerService:
             if stored:
                 await self._mark_resets([r.id for r in stored])
 
-    def _advance(
-        self, h: _Huller, role: Role, old: HullerState, pv: int, now: int
-    ) -> tuple[HullerState, ResetRecord | None]:
-        before = old.counter if role == "counter" else old.timer
-        after, drop = advance_total(before, pv)
-        if role in h.seen and after.total > before.total:
-            h.advanced_ns[role] = now
-        # A unit's very first PV starts its day there, not at 0 (the PV is history).
-        first = before.last_pv is None
-        if role == "counter":
-            day_counter = after.total if first else old.day_counter
-            new = dataclasses.replace(old, counter=after, day_counter=day_counter)
-        else:
-            day_timer = after.total if first else old.day_timer
-            new = dataclasses.replace(old, timer=after, day_timer=day_timer)
-        if drop is None:
-            return new, None
-        log.warning(
-            "Huller %s %s PV dropped from %d to %d (reset, power loss, wrap or new unit);"
-            " total continues at %d",
-            h.cfg.id,
-            role,
-            drop.previous_pv,
-            drop.pv,
-            drop.total,
-        )
-        record = ResetRecord(
-            id=0,
-            huller=h.cfg.id,
-            unit=role,
-            at_ns=now,
-            previous_pv=drop.previous_pv,
-            pv=drop.pv,
-            offset=after.offset,
-        )
-        return new, record
-
-    def _count_runtime(self, h: _Huller, new: HullerState, now: int, running: bool) -> HullerState:
-        # Without an hour meter, the agent counts running time between counter polls.
-        last = h.last_counter_ns
-        if h.cfg.hour_meter is not None or last is None or not running or now <= last:
-            return new
-        cap_ns = int(2 * h.cfg.poll_interval_s * _NS)
-        ran_ms = min(now - last, cap_ns) // 1_000_000
-        return dataclasses.replace(new, runtime_ms=new.runtime_ms + ran_ms)
-
-    def _roll_day(
-        self, h: _Huller, old: HullerState, new: HullerState, role: Role, now: int
-    ) -> HullerState:
-        today = datetime.fromtimestamp(now / _NS, self._zone).date().isoformat()
-        if new.day == today:
-            return new
-        # The day's start is the last total seen before its first sample; a unit seen for
-        # the first time just now starts at its own total (set by ``_advance``).
-        fresh = {
-            r for r, s in (("counter", old.counter), ("timer", old.timer)) if s.last_pv is None
-        }
-        return dataclasses.replace(
-            new,
-            day=today,
-            day_counter=new.day_counter if "counter" in fresh else old.counter.total,
-            day_timer=new.day_timer if "timer" in fresh else old.timer.total,
-            day_runtime_ms=old.runtime_ms,
-        )
-
-    def _running(self, h: _Huller, now: int) -> bool:
-        cfg = h.cfg
-        if cfg.motor_input != "none":
-            role, _, pin = cfg.motor_input.partition(".")
-            inputs = h.inputs.get("counter" if role == "counter" else "timer")
-            if inputs is not None:
-                level = {"INA": inputs.ina, "INB": inputs.inb, "INHIBIT": inputs.inhibit}[pin]
-                return level != cfg.motor_input_inverted
-        poll_s = cfg.poll_interval_s
-        if cfg.hour_meter is not None:
-            advanced = h.advanced_ns.get("timer")
-            hold_s = HOUR_METER_UNITS[cfg.hour_meter_unit] * 3600 + 2 * poll_s
-        else:
-            advanced = h.advanced_ns.get("counter")
-            hold_s = max(BAG_RUNNING_HOLD_S, 2 * poll_s)
-        return advanced is not None and now - advanced <= hold_s * _NS
-
-    def _snapshot_due(self, h: _Huller, state: HullerState, now: int) -> float | None:
-        hours = hours_total(h.cfg, state)
-        if hours is None or hours == h.snapshot_hours:
-            return None
-        if h.snapshot_hours is not None and now - h.snapshot_ns < SNAPSHOT_EVERY_NS:
-            return None
-        return hours
-
-    def _check_mode(self, h: _Huller, role: Role, sample: CounterSample) -> None:
-        expected = _EXPECTED_MODE[role]
-        if sample.mode is not expected and role not in h.mode_warned:
-            h.mode_warned.add(role)
-            log.warning(
-                "Huller %s %s unit reports %s mode, expected %s: check its setup and"
-                " the site config",
-                h.cfg.id,
-                role,
-                sample.mode.value,
-                expected.value,
-            )
-
     # -- readings ----------------------------------------------------------------------
 
-    def _rate(self, h: _Huller, now: int, bags: float) -> float:
-        window = h.window
-        window.append((now, bags))
-        cutoff = now - int(RATE_WINDOW_S * _NS)
-        # Keep one sample at or before the window's start, so the rate spans the window.
-        while len(window) > 2 and window[1][0] <= cutoff:
-            window.popleft()
-        (t0, b0), (t1, b1) = window[0], window[-1]
-        if t1 <= t0:
-            return 0.0
-        return max(0.0, (b1 - b0) * 3600 * _NS / (t1 - t0))
-
     def _huller_reading(
-        self, h: _Huller, state: HullerState, sample: CounterSample, now: int, running: bool
+        self, h: Huller, state: HullerState, sample: CounterSample, now: int, running: bool
     ) -> Reading:
         cfg = h.cfg
         per_pulse = cfg.bags_per_pulse
@@ -515,7 +381,7 @@ class HullerService:
             "running": running,
             "bags_total": round(bags, 6),
             "bags_today": round((state.counter.total - state.day_counter) * per_pulse, 6),
-            "bags_per_hour": round(self._rate(h, now, bags), 3),
+            "bags_per_hour": round(bags_per_hour(h, now, bags), 3),
             "counter_pv": sample.pv,
         }
         hours = hours_total(cfg, state)

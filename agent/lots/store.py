@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coffee_telemetry.agent.errors import LotError as LotError
+from coffee_telemetry.agent.sqlite import connect
 
 LOT_MAX_LEN = 32
 _LOT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,30}[A-Za-z0-9])?")
@@ -65,6 +66,11 @@ CREATE TABLE IF NOT EXISTS lot_history (
     published INTEGER NOT NULL DEFAULT 0
 );
 """
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+
 
 #: Longest ``by`` (who set a lot) kept.
 BY_MAX_LEN = 64
@@ -116,7 +122,7 @@ def check_by(by: str) -> str:
 
 
 class LotStore:
-    """Active lot per station, and the history of changes, in SQLite (WAL).
+    """Active lot per station, and the history of changes, in SQLite (WAL, ``agent.sqlite``).
 
     Used by the agent and, concurrently, by ``coffee-telemetry lot`` in another
     process. Every change is one transaction: the active row and a history row
@@ -136,12 +142,7 @@ class LotStore:
             LotError: The database cannot be opened.
         """
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(_SCHEMA)
-            conn.isolation_level = "DEFERRED"
+            conn = connect(path, prepare=_create_schema)
         except (sqlite3.Error, OSError) as exc:
             raise LotError(f"cannot open the lot store {path}: {exc}") from exc
         return cls(conn, path)

@@ -45,6 +45,12 @@ and sends them, without decoding JSON or re-rendering anything.
 
 Per-device sequence numbers are persisted in the same transaction as the
 records they number, so ``(device, seq)`` stays unique across restarts.
+
+The tables are in ``schema``, the read-only views (``coffee-telemetry outbox``) in
+``stats``. This module stays one piece, longer than most: the group commit, the cursors
+and the quota share one set of counters (first id held, bytes held, cursors, unsaved
+cursor moves) that the event loop and the write transaction hand back and forth, and
+they read best next to each other.
 """
 
 from __future__ import annotations
@@ -58,23 +64,37 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from coffee_telemetry.agent.errors import OutboxError
+from coffee_telemetry.agent.outbox.schema import (
+    RECORD_OVERHEAD,
+    SIZE_SQL,
+    create_schema,
+    record_size,
+)
 from coffee_telemetry.agent.outbox.sink import Record, Rejection
-from coffee_telemetry.agent.readings import Reading, decode_reading, encode_reading
+from coffee_telemetry.agent.outbox.stats import (
+    DeadLetter,
+    OutboxStats,
+    dead_letters_from,
+    stats_from,
+)
+from coffee_telemetry.agent.readings import Reading, encode_reading
+from coffee_telemetry.agent.sqlite import (
+    StoreThread,
+    Synchronous,
+    connect,
+    connect_read_only,
+    open_on_thread,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Bytes counted against the quota per record on top of its payload and line
-#: (row header, index entry): an estimate that keeps the quota honest.
-RECORD_OVERHEAD = 48
 
 #: Recent records kept in RAM so a sink that keeps up never reads the disk
 #: (a sink more than this far behind reads from disk, in batches).
@@ -82,105 +102,6 @@ RECENT_CACHE = 1024
 
 #: Renders a reading as an InfluxDB line (``agent.sinks.lineprotocol.encode_line``).
 LineEncoder = Callable[[Reading], str]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    device TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'reading',
-    payload BLOB NOT NULL,
-    line TEXT
-);
-CREATE TABLE IF NOT EXISTS cursors (
-    sink TEXT PRIMARY KEY,
-    delivered_id INTEGER NOT NULL,
-    delivered_total INTEGER NOT NULL DEFAULT 0,
-    delivered_at_ns INTEGER,
-    dropped_total INTEGER NOT NULL DEFAULT 0,
-    dead_total INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS sequences (
-    device TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sink TEXT NOT NULL,
-    record_id INTEGER NOT NULL,
-    status INTEGER,
-    reason TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    at_ns INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
-_SIZE = "LENGTH(payload) + COALESCE(LENGTH(line), 0)"
-
-
-@dataclass(frozen=True, slots=True)
-class SinkBacklog:
-    """What one sink still owes.
-
-    Attributes:
-        sink: Sink name.
-        cursor: Highest record id delivered.
-        backlog: Records accepted but not yet delivered by this sink.
-        oldest_ns: Acquisition time of the oldest undelivered record.
-        delivered_total: Records delivered since the outbox was created.
-        delivered_at_ns: Wall time of the last delivery, if any.
-        dropped_total: Records dropped by the quota before this sink had them.
-        dead_total: Records this sink refused for good (see ``dead_letters``).
-    """
-
-    sink: str
-    cursor: int
-    backlog: int
-    oldest_ns: int | None
-    delivered_total: int
-    delivered_at_ns: int | None
-    dropped_total: int
-    dead_total: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxStats:
-    """A snapshot of the outbox.
-
-    Attributes:
-        path: Database file.
-        records: Records held (undelivered by at least one sink).
-        bytes_held: Bytes counted against the quota.
-        max_bytes: The quota.
-        last_id: Highest record id ever accepted.
-        dropped_total: Records dropped by the quota, all sinks together.
-        sinks: Per-sink backlog.
-    """
-
-    path: str
-    records: int
-    bytes_held: int
-    max_bytes: int
-    last_id: int
-    dropped_total: int
-    sinks: tuple[SinkBacklog, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record a sink refused for good."""
-
-    id: int
-    sink: str
-    record_id: int
-    status: int | None
-    reason: str
-    payload: bytes
-    at_ns: int
 
 
 @dataclass(slots=True)
@@ -224,7 +145,7 @@ class Outbox:
         self,
         conn: sqlite3.Connection,
         reader: sqlite3.Connection,
-        executor: ThreadPoolExecutor,
+        thread: StoreThread,
         *,
         path: Path,
         sinks: Sequence[str],
@@ -236,7 +157,7 @@ class Outbox:
     ) -> None:
         self._conn = conn
         self._reader = reader
-        self._executor = executor
+        self._thread = thread
         self._path = path
         self._sinks = tuple(sinks)
         self._max_bytes = max_bytes
@@ -265,23 +186,21 @@ class Outbox:
         try:
             if self._inline:
                 return fn()
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            return await self._thread.run(fn)
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self._path}: {exc}") from exc
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read on the read-only connection, on the worker thread."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, fn, self._reader
-            )
+            return await self._thread.run(fn, self._reader)
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self._path}: {exc}") from exc
 
     def _load(self) -> None:
         conn = self._conn
         row = conn.execute(
-            f"SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0), COALESCE(SUM({_SIZE}), 0),"
+            f"SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0), COALESCE(SUM({SIZE_SQL}), 0),"
             " COUNT(*) FROM records"
         ).fetchone()
         first, last, held, count = (int(x) for x in row)
@@ -331,7 +250,7 @@ class Outbox:
                     )
                     assert cur.lastrowid is not None
                     got.append(cur.lastrowid)
-                    self._bytes += _size(row.payload, row.line)
+                    self._bytes += record_size(row.payload, row.line)
                     conn.execute(
                         "INSERT INTO sequences (device, seq) VALUES (?, ?)"
                         " ON CONFLICT (device) DO UPDATE SET seq = MAX(seq, excluded.seq)",
@@ -357,7 +276,7 @@ class Outbox:
             if unsaved and floor >= self._first_id:
                 # Every sink has delivered up to floor: those records can go.
                 freed, count = conn.execute(
-                    f"SELECT COALESCE(SUM({_SIZE}), 0), COUNT(*) FROM records WHERE id <= ?",
+                    f"SELECT COALESCE(SUM({SIZE_SQL}), 0), COUNT(*) FROM records WHERE id <= ?",
                     (floor,),
                 ).fetchone()
                 conn.execute("DELETE FROM records WHERE id <= ?", (floor,))
@@ -376,7 +295,7 @@ class Outbox:
         upto = self._first_id - 1
         count = 0
         newest = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0])
-        for rid, size in conn.execute(f"SELECT id, {_SIZE} FROM records ORDER BY id"):
+        for rid, size in conn.execute(f"SELECT id, {SIZE_SQL} FROM records ORDER BY id"):
             # Never drop the newest record: it is the one being accepted.
             if self._bytes - freed <= target or rid >= newest:
                 break
@@ -533,7 +452,6 @@ class Outbox:
         """
         wal = Path(f"{self._path}-wal")
         synced = 0  # commits made before this task first ran count too
-        loop = asyncio.get_running_loop()
         checkpointer: sqlite3.Connection | None = None
         try:
             while True:
@@ -543,10 +461,8 @@ class Outbox:
                 synced = self._commits
                 try:
                     if checkpointer is None:
-                        checkpointer = await loop.run_in_executor(
-                            self._executor, _checkpoint_connection, self._path
-                        )
-                    await loop.run_in_executor(self._executor, _sync, wal, checkpointer)
+                        checkpointer = await self._thread.run(_checkpoint_connection, self._path)
+                    await self._thread.run(_sync, wal, checkpointer)
                 except (OSError, sqlite3.Error) as exc:
                     log.warning("Could not sync the outbox %s: %s", self._path, exc)
         finally:
@@ -655,11 +571,13 @@ class Outbox:
     async def stats(self) -> OutboxStats:
         """A consistent snapshot of backlog, quota use and drops (cursors flushed first)."""
         await self.flush()
-        return await self._read(lambda conn: _stats(conn, self._path, self._max_bytes, self._sinks))
+        return await self._read(
+            lambda conn: stats_from(conn, self._path, self._max_bytes, self._sinks)
+        )
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters, newest first."""
-        return await self._read(lambda conn: _dead_letters(conn, limit))
+        return await self._read(lambda conn: dead_letters_from(conn, limit))
 
     async def close(self) -> None:
         """Finish pending commits and cursor moves; later ``accept`` calls fail."""
@@ -668,14 +586,9 @@ class Outbox:
         self._notify()
 
 
-def _size(payload: bytes, line: str | None) -> int:
-    return len(payload) + (len(line) if line is not None else 0) + RECORD_OVERHEAD
-
-
 def _checkpoint_connection(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=1000")
-    return conn
+    # The database is in WAL mode already; this connection only checkpoints.
+    return connect(path, busy_timeout_ms=1000, wal=False, isolation_level=None)
 
 
 def _sync(wal: Path, checkpointer: sqlite3.Connection) -> None:
@@ -695,97 +608,30 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _stats(
-    conn: sqlite3.Connection, path: Path, max_bytes: int, sinks: Sequence[str] | None
-) -> OutboxStats:
-    last_held, held, count = conn.execute(
-        f"SELECT COALESCE(MAX(id), 0), COALESCE(SUM({_SIZE}), 0), COUNT(*) FROM records"
-    ).fetchone()
-    seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-    last_id = max(int(last_held), int(seq_row[0]) if seq_row else 0)
-    dropped = conn.execute("SELECT value FROM meta WHERE key = 'dropped_total'").fetchone()
-    backlogs = []
-    for sink, cursor, delivered_total, delivered_at, dropped_total, dead_total in conn.execute(
-        "SELECT sink, delivered_id, delivered_total, delivered_at_ns, dropped_total, dead_total"
-        " FROM cursors ORDER BY sink"
-    ).fetchall():
-        if sinks is not None and sink not in sinks:
-            continue
-        backlog_row = conn.execute(
-            "SELECT COUNT(*), MIN(id) FROM records WHERE id > ?", (cursor,)
-        ).fetchone()
-        oldest_ns: int | None = None
-        if backlog_row[1] is not None:
-            payload = conn.execute(
-                "SELECT payload FROM records WHERE id = ?", (backlog_row[1],)
-            ).fetchone()[0]
-            oldest_ns = decode_reading(bytes(payload)).ts_ns
-        backlogs.append(
-            SinkBacklog(
-                sink=str(sink),
-                cursor=int(cursor),
-                backlog=int(backlog_row[0]),
-                oldest_ns=oldest_ns,
-                delivered_total=int(delivered_total),
-                delivered_at_ns=None if delivered_at is None else int(delivered_at),
-                dropped_total=int(dropped_total),
-                dead_total=int(dead_total),
-            )
+def _open(path: Path, synchronous: Synchronous) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    # The write connection, then a read-only one for large reads.
+    try:
+        conn = connect(
+            path,
+            synchronous=synchronous,
+            # In normal mode sync_loop checkpoints, off the event loop; commits must not.
+            wal_autocheckpoint=0 if synchronous == "normal" else None,
+            prepare=create_schema,
         )
-    return OutboxStats(
-        path=str(path),
-        records=int(count),
-        bytes_held=int(held) + int(count) * RECORD_OVERHEAD,
-        max_bytes=max_bytes,
-        last_id=last_id,
-        dropped_total=int(dropped[0]) if dropped else 0,
-        sinks=tuple(backlogs),
-    )
+        try:
+            return conn, connect_read_only(path)
+        except BaseException:
+            conn.close()
+            raise
+    except (sqlite3.Error, OSError) as exc:
+        raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
 
 
-def _dead_letters(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
-    return [
-        DeadLetter(
-            id=int(i),
-            sink=str(s),
-            record_id=int(r),
-            status=None if st is None else int(st),
-            reason=str(reason),
-            payload=bytes(p),
-            at_ns=int(at),
-        )
-        for i, s, r, st, reason, p, at in conn.execute(
-            "SELECT id, sink, record_id, status, reason, payload, at_ns FROM dead_letters"
-            " ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-    ]
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an outbox written by an older version up to this schema."""
-    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(records)")}
-    if "kind" not in columns:
-        conn.execute("ALTER TABLE records ADD COLUMN kind TEXT NOT NULL DEFAULT 'reading'")
-    if "line" not in columns:
-        conn.execute("ALTER TABLE records ADD COLUMN line TEXT")
-
-
-def _connect(path: Path, synchronous: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    conn.execute("PRAGMA busy_timeout=5000")
-    if synchronous == "normal":
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # sync_loop checkpoints off the loop
-    conn.executescript(SCHEMA)
-    _migrate(conn)
-    # isolation_level=None is autocommit; "with conn" below needs implicit BEGIN.
-    conn.isolation_level = "DEFERRED"
-    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-    reader.execute("PRAGMA busy_timeout=5000")
-    return conn, reader
+def _close(conns: tuple[sqlite3.Connection, sqlite3.Connection], wal: Path) -> None:
+    conn, reader = conns
+    reader.close()
+    conn.close()  # the last connection checkpoints and removes the WAL
+    _fsync(wal)
 
 
 @asynccontextmanager
@@ -794,7 +640,7 @@ async def open_outbox(
     *,
     sinks: Sequence[str],
     max_bytes: int = 512 * 1024 * 1024,
-    synchronous: Literal["full", "normal"] = "normal",
+    synchronous: Synchronous = "normal",
     sync_interval_s: float = 1.0,
     cursor_flush_s: float = 0.25,
     line_encoder: LineEncoder | None = None,
@@ -805,26 +651,22 @@ async def open_outbox(
     Raises:
         OutboxError: The database cannot be opened.
     """
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-    loop = asyncio.get_running_loop()
-    try:
-        conn, reader = await loop.run_in_executor(executor, _connect, path, synchronous)
-    except (sqlite3.Error, OSError) as exc:
-        executor.shutdown(wait=True)
-        raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
-    outbox = Outbox(
-        conn,
-        reader,
-        executor,
-        path=path,
-        sinks=sinks,
-        max_bytes=max_bytes,
-        inline=synchronous == "normal",
-        line_encoder=line_encoder,
-        cursor_flush_s=cursor_flush_s,
-        clock_ns=clock_ns,
-    )
-    try:
+    wal = Path(f"{path}-wal")
+    async with open_on_thread(
+        "outbox", functools.partial(_open, path, synchronous), functools.partial(_close, wal=wal)
+    ) as ((conn, reader), thread):
+        outbox = Outbox(
+            conn,
+            reader,
+            thread,
+            path=path,
+            sinks=sinks,
+            max_bytes=max_bytes,
+            inline=synchronous == "normal",
+            line_encoder=line_encoder,
+            cursor_flush_s=cursor_flush_s,
+            clock_ns=clock_ns,
+        )
         await outbox._write(outbox._load)
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(outbox.writer_loop(), name="outbox-writer")
@@ -840,46 +682,3 @@ async def open_outbox(
                 await writer
                 if syncer is not None:
                     syncer.cancel()
-    finally:
-        await loop.run_in_executor(executor, _close, conn, reader, Path(f"{path}-wal"))
-        executor.shutdown(wait=True)
-
-
-def _close(conn: sqlite3.Connection, reader: sqlite3.Connection, wal: Path) -> None:
-    reader.close()
-    conn.close()  # the last connection checkpoints and removes the WAL
-    _fsync(wal)
-
-
-def _read_only(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise OutboxError(f"no outbox at {path}")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
-def read_stats(path: Path, *, max_bytes: int = 0) -> OutboxStats:
-    """Read an outbox's stats from another process (``coffee-telemetry outbox``).
-
-    Raises:
-        OutboxError: No outbox at ``path`` or it cannot be read.
-    """
-    try:
-        conn = _read_only(path)
-        try:
-            return _stats(conn, path, max_bytes, None)
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise OutboxError(f"cannot read outbox {path}: {exc}") from exc
-
-
-def read_dead_letters(path: Path, *, limit: int = 100) -> list[DeadLetter]:
-    """Read the newest dead letters from another process."""
-    try:
-        conn = _read_only(path)
-        try:
-            return _dead_letters(conn, limit)
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise OutboxError(f"cannot read outbox {path}: {exc}") from exc

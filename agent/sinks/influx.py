@@ -6,6 +6,12 @@ it. ``InfluxV2Sink`` writes through influxdb-client's ``InfluxDBClientAsync``
 to ``/api/v2/write`` (2.x, Cloud, 1.8+). Both are opened with an ``open_*``
 async context manager that owns the HTTP session.
 
+The two are one implementation, ``_InfluxSink``: delivery, the error policy
+below and the translation of a request that got no answer. What differs is a
+small API object (``_V1Api``, ``_V2Api``): how one body is written (URL,
+parameters, authentication, compression) and how the answer is read. Both APIs
+classify statuses the same way.
+
 Theory of operation
 -------------------
 
@@ -67,12 +73,12 @@ import enum
 import gzip as gzip_module
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
 
 import aiohttp
 from yarl import URL
@@ -83,7 +89,7 @@ from coffee_telemetry.agent.sinks.lineprotocol import encode_line
 
 if TYPE_CHECKING:
     # influxdb-client costs ~25 MB of RSS to import: only the v2 sink loads it.
-    from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+    from influxdb_client.client.write_api_async import WriteApiAsync
 
 __all__ = ["InfluxV1Sink", "InfluxV2Sink", "open_influx_v1", "open_influx_v2"]
 
@@ -127,11 +133,6 @@ class _Answer:
     status: int
     text: str
     retry_after_s: float | None = None
-
-
-#: Sends one request body (lines joined by newlines) and reports the answer.
-#: Raises ``SinkUnavailable`` when there was no answer (timeout, no connection).
-_Writer = Callable[[bytes], Awaitable[_Answer]]
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -186,15 +187,56 @@ def _public_url(url: str) -> str:
     return str(URL(url).with_user(None))
 
 
-class _BatchWriter:
-    """The error policy shared by both sinks (see the module docstring)."""
+class _NoAnswer(Exception):
+    """Raised by a write API when a request got no HTTP answer; the message says why."""
 
-    def __init__(self, *, name: str, where: str, write: _Writer) -> None:
-        self._name = name
-        self._where = where
-        self._write = write
+
+class _WriteApi(Protocol):
+    """What differs between the InfluxDB APIs: how one request body is written."""
+
+    async def write(self, body: bytes) -> _Answer:
+        """Write ``body`` (lines joined by newlines) and report the server's answer.
+
+        Raises:
+            _NoAnswer: No answer; so may ``TimeoutError``, ``aiohttp.ClientError``
+                and ``OSError``.
+        """
+        ...
+
+
+_ApiT = TypeVar("_ApiT", bound=_WriteApi)
+
+
+class _InfluxSink(Generic[_ApiT]):
+    """Both sinks: delivery and the error policy of the module docstring, over one API.
+
+    ``api`` holds what the two APIs do differently (URL, parameters, authentication,
+    compression, how the client library reports an answer); everything else is here.
+    """
+
+    def __init__(
+        self,
+        *,
+        api: _ApiT,
+        url: str,
+        timeout_s: float,
+        batch_size: int,
+        flush_interval_s: float,
+        name: str,
+    ) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self._api = api
+        self._timeout_s = timeout_s
+        self._where = _public_url(url)
 
     async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
+        """Deliver ``records``; return the ones refused for good.
+
+        Raises:
+            SinkUnavailable: Nothing is known to be delivered; retry later.
+        """
         rejections: list[Rejection] = []
         lines: list[_Line] = []
         for record in records:
@@ -204,7 +246,7 @@ class _BatchWriter:
                 data = line.encode("utf-8")
             except ValueError as exc:
                 reason = _shorten(f"cannot encode as line protocol: {exc}")
-                logger.warning("Rejected record %d for %s: %s", record.id, self._name, reason)
+                logger.warning("Rejected record %d for %s: %s", record.id, self.name, reason)
                 rejections.append(Rejection(record.id, reason, None))
                 continue
             lines.append(_Line(record.id, data))
@@ -214,14 +256,14 @@ class _BatchWriter:
         return rejections
 
     async def _send(self, lines: Sequence[_Line]) -> list[Rejection]:
-        answer = await self._write(b"\n".join(line.data for line in lines))
+        answer = await self._request(self._api.write(b"\n".join(line.data for line in lines)))
         verdict = _classify(answer.status)
         if verdict is _Verdict.DELIVERED:
             return []
         if verdict is _Verdict.UNAVAILABLE:
             raise SinkUnavailable(
                 self._unavailable_message(answer),
-                sink=self._name,
+                sink=self.name,
                 retry_after_s=answer.retry_after_s,
             )
         if len(lines) == 1:
@@ -230,13 +272,13 @@ class _BatchWriter:
             logger.warning(
                 "Rejected record %d for %s: HTTP %d: %s",
                 record_id,
-                self._name,
+                self.name,
                 answer.status,
                 reason,
             )
             return [Rejection(record_id, reason, answer.status)]
         if verdict is _Verdict.SPLIT:
-            logger.debug("Splitting %d lines for %s after HTTP 413", len(lines), self._name)
+            logger.debug("Splitting %d lines for %s after HTTP 413", len(lines), self.name)
         middle = len(lines) // 2
         first = await self._send(lines[:middle])
         return first + await self._send(lines[middle:])
@@ -251,47 +293,79 @@ class _BatchWriter:
             hint = "server unavailable"
         return f"{self._where}: HTTP {answer.status}, {hint}{detail}"
 
+    async def _request(self, request: Awaitable[_Answer]) -> _Answer:
+        """Await one request within ``timeout_s``; no answer is ``SinkUnavailable``."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await request
+        except _NoAnswer as exc:
+            # Chained to the client library's exception, like the cases below.
+            raise SinkUnavailable(f"{self._where}: {exc}", sink=self.name) from exc.__cause__
+        except TimeoutError as exc:
+            raise SinkUnavailable(
+                f"{self._where}: no answer within {self._timeout_s:g} s", sink=self.name
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise SinkUnavailable(
+                f"{self._where}: {type(exc).__name__}: {_shorten(str(exc))}", sink=self.name
+            ) from exc
 
-class InfluxV1Sink:
+
+# -- the v1 HTTP API -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _V1Api:
+    """``/write`` and ``/query`` of the v1 HTTP API, with aiohttp."""
+
+    session: aiohttp.ClientSession
+    base: URL
+    database: str
+    retention_policy: str | None
+    headers: Mapping[str, str]  # authentication
+    gzip: bool
+
+    async def write(self, body: bytes) -> _Answer:
+        params = {"db": self.database, "precision": "ns"}
+        if self.retention_policy:
+            params["rp"] = self.retention_policy
+        headers = {**self.headers, "Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip:
+            # Level 1: line protocol is so repetitive that the fastest level
+            # gets most of the saving and keeps the event loop free (5000
+            # lines: 435 kB to 43 kB in 1.3 ms; level 6 saves 3 % more in 3.5 ms).
+            body = gzip_module.compress(body, compresslevel=1, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        return await self._post(self.base / "write", params=params, data=body, headers=headers)
+
+    async def query(self, statement: str) -> _Answer:
+        return await self._post(
+            self.base / "query", params={"q": statement}, data=b"", headers=self.headers
+        )
+
+    async def _post(
+        self, url: URL, *, params: Mapping[str, str], data: bytes, headers: Mapping[str, str]
+    ) -> _Answer:
+        async with self.session.post(url, params=params, data=data, headers=headers) as response:
+            body = await response.read()
+            status = response.status
+            retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+            if not 200 <= status <= 299:
+                text = _error_text(body, response.headers)
+            elif url.path.endswith("/query"):
+                # /query answers 200 even when a statement failed, with
+                # {"results": [{"error": ...}]}.
+                text = _query_error(body)
+            else:
+                text = ""
+        return _Answer(status=status, text=text, retry_after_s=retry_after_s)
+
+
+class InfluxV1Sink(_InfluxSink[_V1Api]):
     """Writes to the InfluxDB v1 HTTP API (``/write``); see the module docstring.
 
     Open it with ``open_influx_v1``.
     """
-
-    def __init__(
-        self,
-        *,
-        session: aiohttp.ClientSession,
-        url: str,
-        database: str,
-        retention_policy: str | None,
-        headers: Mapping[str, str],
-        timeout_s: float,
-        batch_size: int,
-        flush_interval_s: float,
-        gzip: bool,
-        name: str,
-    ) -> None:
-        self.name = name
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self._session = session
-        self._base = URL(url)
-        self._database = database
-        self._retention_policy = retention_policy
-        self._headers = dict(headers)
-        self._timeout_s = timeout_s
-        self._gzip = gzip
-        self._where = _public_url(url)
-        self._writer = _BatchWriter(name=name, where=self._where, write=self._post_write)
-
-    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
-        """Deliver ``records``; return the ones refused for good.
-
-        Raises:
-            SinkUnavailable: Nothing is known to be delivered; retry later.
-        """
-        return await self._writer.deliver(records)
 
     async def ensure_database(self) -> bool:
         """Create the database if it does not exist (``CREATE DATABASE`` is idempotent).
@@ -303,69 +377,23 @@ class InfluxV1Sink:
         Returns:
             Whether the server confirmed the database exists.
         """
-        statement = f"CREATE DATABASE {quote_identifier(self._database)}"
+        database = self._api.database
+        statement = f"CREATE DATABASE {quote_identifier(database)}"
         try:
-            answer = await self._post(
-                self._base / "query",
-                params={"q": statement},
-                data=b"",
-                headers=self._headers,
-            )
+            answer = await self._request(self._api.query(statement))
         except SinkUnavailable as exc:
-            logger.warning("Could not create database %r: %s", self._database, exc)
+            logger.warning("Could not create database %r: %s", database, exc)
             return False
         if 200 <= answer.status <= 299 and not answer.text:
             return True
         logger.warning(
             "Could not create database %r on %s: HTTP %d %s",
-            self._database,
+            database,
             self._where,
             answer.status,
             answer.text,
         )
         return False
-
-    async def _post_write(self, body: bytes) -> _Answer:
-        params = {"db": self._database, "precision": "ns"}
-        if self._retention_policy:
-            params["rp"] = self._retention_policy
-        headers = {**self._headers, "Content-Type": "text/plain; charset=utf-8"}
-        if self._gzip:
-            # Level 1: line protocol is so repetitive that the fastest level
-            # gets most of the saving and keeps the event loop free (5000
-            # lines: 435 kB to 43 kB in 1.3 ms; level 6 saves 3 % more in 3.5 ms).
-            body = gzip_module.compress(body, compresslevel=1, mtime=0)
-            headers["Content-Encoding"] = "gzip"
-        return await self._post(self._base / "write", params=params, data=body, headers=headers)
-
-    async def _post(
-        self, url: URL, *, params: Mapping[str, str], data: bytes, headers: Mapping[str, str]
-    ) -> _Answer:
-        try:
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._session.post(url, params=params, data=data, headers=headers) as response,
-            ):
-                body = await response.read()
-                status = response.status
-                retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
-                if not 200 <= status <= 299:
-                    text = _error_text(body, response.headers)
-                elif url.path.endswith("/query"):
-                    # /query answers 200 even when a statement failed, with
-                    # {"results": [{"error": ...}]}.
-                    text = _query_error(body)
-                else:
-                    text = ""
-        except TimeoutError as exc:
-            raise SinkUnavailable(
-                f"{self._where}: no answer within {self._timeout_s:g} s", sink=self.name
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise SinkUnavailable(
-                f"{self._where}: {type(exc).__name__}: {_shorten(str(exc))}", sink=self.name
-            ) from exc
-        return _Answer(status=status, text=text, retry_after_s=retry_after_s)
 
 
 def _query_error(body: bytes) -> str:
@@ -445,69 +473,47 @@ async def open_influx_v1(
         headers["Authorization"] = _basic_auth(username, password)
     # No session-wide timeout: each request runs in its own asyncio.timeout scope.
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        yield InfluxV1Sink(
+        api = _V1Api(
             session=session,
-            url=url,
+            base=URL(url),
             database=database,
             retention_policy=retention_policy,
             headers=headers,
+            gzip=gzip,
+        )
+        yield InfluxV1Sink(
+            api=api,
+            url=url,
             timeout_s=timeout_s,
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
-            gzip=gzip,
             name=name,
         )
 
 
-class InfluxV2Sink:
-    """Writes through influxdb-client's async v2 write API; see the module docstring.
+# -- the v2 API ----------------------------------------------------------------------
 
-    Open it with ``open_influx_v2``.
-    """
 
-    def __init__(
-        self,
-        *,
-        client: InfluxDBClientAsync,
-        url: str,
-        org: str,
-        bucket: str,
-        timeout_s: float,
-        batch_size: int,
-        flush_interval_s: float,
-        name: str,
-    ) -> None:
-        self.name = name
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self._write_api = client.write_api()
-        self._org = org
-        self._bucket = bucket
-        self._timeout_s = timeout_s
-        self._where = _public_url(url)
-        self._writer = _BatchWriter(name=name, where=self._where, write=self._write)
+@dataclass(frozen=True, slots=True)
+class _V2Api:
+    """``/api/v2/write`` through influxdb-client, which sends the token itself."""
 
-    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
-        """Deliver ``records``; return the ones refused for good.
+    write_api: WriteApiAsync
+    org: str
+    bucket: str
 
-        Raises:
-            SinkUnavailable: Nothing is known to be delivered; retry later.
-        """
-        return await self._writer.deliver(records)
-
-    async def _write(self, body: bytes) -> _Answer:
+    async def write(self, body: bytes) -> _Answer:
         from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
 
         try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._write_api.write(
-                    bucket=self._bucket,
-                    org=self._org,
-                    record=body,
-                    # The members are plain strings; the client annotates the class.
-                    write_precision=cast(WritePrecision, WritePrecision.NS),
-                )
+            await self.write_api.write(
+                bucket=self.bucket,
+                org=self.org,
+                record=body,
+                # The members are plain strings; the client annotates the class.
+                write_precision=cast(WritePrecision, WritePrecision.NS),
+            )
         except ApiException as exc:
             # The client raises ApiException for any non-2xx answer. Status 0
             # means it could not even build the request.
@@ -515,23 +521,20 @@ class InfluxV2Sink:
             headers: Mapping[str, str] = exc.headers if exc.headers is not None else {}
             body_bytes = exc.body if isinstance(exc.body, bytes) else b""
             if status == 0:
-                raise SinkUnavailable(
-                    f"{self._where}: client error: {_shorten(str(exc.reason))}", sink=self.name
-                ) from exc
+                raise _NoAnswer(f"client error: {_shorten(str(exc.reason))}") from exc
             return _Answer(
                 status=status,
                 text=_error_text(body_bytes, headers),
                 retry_after_s=parse_retry_after(headers.get("Retry-After")),
             )
-        except TimeoutError as exc:
-            raise SinkUnavailable(
-                f"{self._where}: no answer within {self._timeout_s:g} s", sink=self.name
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise SinkUnavailable(
-                f"{self._where}: {type(exc).__name__}: {_shorten(str(exc))}", sink=self.name
-            ) from exc
         return _Answer(status=204, text="")
+
+
+class InfluxV2Sink(_InfluxSink[_V2Api]):
+    """Writes through influxdb-client's async v2 write API; see the module docstring.
+
+    Open it with ``open_influx_v2``.
+    """
 
 
 @asynccontextmanager
@@ -568,10 +571,8 @@ async def open_influx_v2(
         url=url, token=token, org=org, timeout=int(timeout_s * 1000) + 1000
     ) as client:
         yield InfluxV2Sink(
-            client=client,
+            api=_V2Api(write_api=client.write_api(), org=org, bucket=bucket),
             url=url,
-            org=org,
-            bucket=bucket,
             timeout_s=timeout_s,
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,

@@ -11,7 +11,7 @@ cursor moves past it). A record is a notification when its reading has
 ``kind == "event"``, ``measurement == "alert"`` and a ``notify`` that is true
 (the boolean field ``True``, or a tag ``"true"``). ``notify`` is false for the
 events nobody should be paged about (an alert turning pending, a pending one
-clearing); see ``agent.alerts.rules``.
+clearing); see ``agent.alerts``.
 
 The JSON body, one per notification (chat webhooks expect one message per
 request), built by ``notification``::
@@ -23,7 +23,7 @@ request), built by ``notification``::
      "id": "ourofino/wet_lot/L-0042/1796035314123456789"}
 
 ``rule``, ``subject``, ``state``, ``severity``, ``message`` and ``site`` are
-read from the reading's fields, else from its tags. ``agent.alerts.rules.alert_point``
+read from the reading's fields, else from its tags. ``agent.alerts.formats.alert_point``
 puts ``site``, ``rule``, ``subject`` and ``state`` in tags and ``severity`` and
 ``message`` in fields, but any of them may be in either place, so a reading
 stamped by other code works too (a field value that is not a string is turned
@@ -114,7 +114,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The measurement alert events are stored under (``agent.alerts.rules.alert_point``).
+#: The measurement alert events are stored under (``agent.alerts.formats.alert_point``).
 ALERT_MEASUREMENT = "alert"
 
 #: Longest server text kept in a rejection or an error message.

@@ -20,7 +20,7 @@ Writes (who may, and the CSRF rule, in ``agent.web.auth``)::
     POST /api/hullers/{huller}/services   {"task": "oil", "note": "...", "at": "2026-11-30 08:00"}
 
 Writes go through the same code as the MQTT commands and the CLI (the lot
-service, the alert engine, ``maintenance.record_service``), so validation and
+service, the alert engine, ``hullers.record.record_service``), so validation and
 replies are identical. A refused write is 400 with ``{"ok": false, "error":
 ...}``; a body over ``MAX_COMMAND_BYTES`` is 413. Who wrote is the logged-in
 user (a ``by`` in the body is ignored), or the body's ``by`` with the API token.
@@ -39,18 +39,18 @@ from typing import Literal
 
 from aiohttp import web
 
-from coffee_telemetry.agent.alerts.rules import WetLotRule
-from coffee_telemetry.agent.alerts.service import AlertService, wet_lot_rule
+from coffee_telemetry.agent.alerts.kinds import WetLotRule, wet_lot_rule
+from coffee_telemetry.agent.alerts.service import AlertService
 from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES, CommandBoundary, Outgoing
 from coffee_telemetry.agent.config import Config
 from coffee_telemetry.agent.health import DeviceState, Health
-from coffee_telemetry.agent.history.store import NS, AsyncHistory, choose_resolution
-from coffee_telemetry.agent.hullers.maintenance import (
-    AsyncMaintenanceStore,
-    huller_status,
-    service_command,
-)
+from coffee_telemetry.agent.history.queries import choose_resolution
+from coffee_telemetry.agent.history.schema import NS
+from coffee_telemetry.agent.history.service import AsyncHistory
+from coffee_telemetry.agent.hullers.record import service_command
 from coffee_telemetry.agent.hullers.service import HullerService
+from coffee_telemetry.agent.hullers.store import AsyncMaintenanceStore
+from coffee_telemetry.agent.hullers.tasks import huller_status
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.outbox.store import Outbox
 from coffee_telemetry.agent.readings import Reading

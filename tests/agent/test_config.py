@@ -59,7 +59,7 @@ def test_errors_name_the_key() -> None:
         }
     )
     assert "devices[0].serial.baudrate" in found
-    assert "unknown driver" in found["devices[1]"]
+    assert "unknown driver 'moisture.bogus'" in found["devices[1].driver"]
 
 
 def test_unknown_keys_are_refused() -> None:

@@ -1,4 +1,4 @@
-"""Shared framing helpers: ESC/POS stripping, line splitting, decimals, the wrong-baud check."""
+"""Shared framing helpers: ESC/POS stripping, lines, decimals, the wrong-baud check, events."""
 
 from __future__ import annotations
 
@@ -11,13 +11,19 @@ from hypothesis import strategies as st
 from coffee_telemetry.drivers._framing import (
     TEXT_BYTES,
     EscPosStripper,
+    EventQueue,
+    IdleGap,
     LineEnding,
+    LineReader,
     LineSplitter,
+    StrayBytes,
     cap,
     looks_misframed,
     parse_decimal,
     strip_escpos,
 )
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.events import Discarded
 
 
 def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -162,6 +168,82 @@ def test_line_splitter_is_lossless_bounded_and_chunking_free(
     assert b"".join(lines) + partial == data
     assert all(len(line.translate(None, b"\r\n")) <= max_line for line in lines)
     assert split(pieces(data, cuts)) == (lines, partial)
+
+
+def test_line_reader_drops_long_lines_once_and_resyncs_at_the_line_end() -> None:
+    reader = LineReader("auto", max_line=4)
+    assert reader.feed(b"ab\r\n \r\nabcdefghij") == [
+        b"ab",  # CR and LF taken out; the blank line is skipped
+        Discarded(data=b"abcd", reason="too-long"),  # once, not per wrap
+    ]
+    assert reader.pending == 2
+    assert reader.feed(b"\r\nok\n") == [b"ok"]  # the rest of the long line is skipped
+
+
+def test_line_reader_flush_ends_a_line_at_a_silence() -> None:
+    reader = LineReader("auto", max_line=8)
+    assert reader.flush() == []
+    assert reader.feed(b"a\rb") == [b"a"]
+    assert reader.flush() == [Discarded(data=b"b", reason="truncated")]
+    assert reader.feed(b"c\r") == []  # held: an LF may follow
+    assert reader.flush() == [b"c"]
+    assert reader.feed(b" \r") == []
+    assert reader.flush() == []  # a blank line
+    assert reader.feed(b"123456789") == [Discarded(data=b"12345678", reason="too-long")]
+    assert reader.flush() == []  # the rest of a long line is not "truncated"
+    assert reader.feed(b"123456789\r") == [Discarded(data=b"12345678", reason="too-long")]
+    assert reader.flush() == []  # nor is it a line when its CR is held
+    assert reader.feed(b"d\n") == [b"d"]
+
+
+def test_idle_gap() -> None:
+    with pytest.raises(DriverUsageError):
+        IdleGap(-1.0)
+    with pytest.raises(DriverUsageError):
+        IdleGap(float("nan"))
+    gap = IdleGap(0.5)
+    assert gap.deadline(holding=True) is None  # no bytes yet
+    gap.received(10.0)
+    assert gap.deadline(holding=False) is None
+    assert gap.deadline(holding=True) == 10.5
+    assert not gap.ended(10.4, holding=True)
+    assert gap.ended(10.5, holding=True)
+    assert not gap.ended(99.0, holding=False)
+
+
+def test_stray_bytes_are_counted_whole_and_kept_up_to_the_limit() -> None:
+    stray = StrayBytes(3)
+    assert stray.take() is None
+    stray.extend(b"")
+    assert stray.take() is None  # an empty chunk starts no run
+    stray.extend(b"ab")
+    stray.append(0x63)
+    stray.append(0x64)
+    stray.extend(b"ef")
+    assert stray.held == 3
+    assert stray.take() == b"abc"
+    assert (stray.held, stray.take()) == (0, None)
+    stray = StrayBytes(0)
+    stray.append(0x61)
+    assert stray.take() == b""  # nothing kept, but a run was seen
+    stray.extend(b"x")
+    stray.clear()
+    assert stray.take() is None
+
+
+def test_event_queue_counts_caps_and_drains() -> None:
+    queue: EventQueue[str] = EventQueue(max_discarded=2)
+    stray = StrayBytes(8)
+    queue._flush_stray(stray, "outside-frame")  # no run: no event
+    stray.extend(b"xyz")
+    queue._flush_stray(stray, "outside-frame")
+    queue._discard(b"abc", "bad")
+    assert queue.events() == [
+        Discarded(data=b"xy", reason="outside-frame"),
+        Discarded(data=b"ab", reason="bad"),
+    ]
+    assert queue.events() == []
+    assert (queue.frames_ok, queue.frames_discarded) == (0, 2)
 
 
 # -- numbers, noise, caps ----------------------------------------------------------

@@ -24,7 +24,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from coffee_telemetry.agent.commands import unescape_level
-from coffee_telemetry.agent.outbox.store import read_stats
+from coffee_telemetry.agent.outbox.stats import read_stats
 from tests.services.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

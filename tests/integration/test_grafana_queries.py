@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from coffee_telemetry.agent.alerts.rules import DATA_FIELDS
+from coffee_telemetry.agent.alerts.model import DATA_FIELDS
 from coffee_telemetry.drivers.counter_autonics_ct import Mode
 from coffee_telemetry.simulators.moisture import TicketMeterSim
 from coffee_telemetry.simulators.pty import PtyPort, open_pty_port
@@ -60,7 +60,7 @@ HULLER = "desc-1"
 WET_LOT = "L-WET"
 DRY_LOT = "L-0001"
 
-#: Every key of an alert's "data" (``agent.alerts.rules.DATA_FIELDS``, one type each): the README
+#: Every key of an alert's "data" (``agent.alerts.model.DATA_FIELDS``, one type each): the README
 #: leaves them to the rule, naming wet_lot's lot, station, count, mean/max %.
 #: The device an alert is about is written as ``source_device`` (``device`` is the tag).
 RULE_DATA = (frozenset(DATA_FIELDS) - {"device"}) | {"source_device"}

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from coffee_telemetry.agent.hullers.maintenance import MaintenanceStore
+from coffee_telemetry.agent.hullers.store import MaintenanceStore
 from coffee_telemetry.drivers.counter_autonics_ct import Mode
 from coffee_telemetry.simulators.pty import open_pty_port
 from coffee_telemetry.simulators.rtu import CounterUnitSim, RtuBusSim, serve_rtu_bus

@@ -17,14 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from coffee_telemetry.agent.cli.maintenance import record_done
 from coffee_telemetry.agent.config import Config, parse_config
 from coffee_telemetry.agent.health import DeviceState, Health
-from coffee_telemetry.agent.hullers.maintenance import (
-    AsyncMaintenanceStore,
-    open_maintenance_store,
-    record_done,
-)
 from coffee_telemetry.agent.hullers.service import HullerService
+from coffee_telemetry.agent.hullers.store import AsyncMaintenanceStore, open_maintenance_store
 from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
 from coffee_telemetry.agent.readings import Reading, Stamper
 from coffee_telemetry.drivers.counter_autonics_ct import Mode

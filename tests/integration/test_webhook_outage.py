@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from coffee_telemetry.agent.alerts.rules import Alert, AlertState, Severity, alert_point
+from coffee_telemetry.agent.alerts.formats import alert_point
+from coffee_telemetry.agent.alerts.model import Alert, AlertState, Severity
 from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.health import SinkHealth
 from coffee_telemetry.agent.outbox.delivery import deliver_loop

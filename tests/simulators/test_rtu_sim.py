@@ -33,19 +33,12 @@ from coffee_telemetry.drivers.modbus_rtu import (
 )
 from coffee_telemetry.simulators.pty import PtyPort, open_pty_port
 from coffee_telemetry.simulators.rtu import CounterUnitSim, Faults, RtuBusSim, serve_rtu_bus
+from tests.fakes import ManualClock
 
 FC = FunctionCode
 H = bytes.fromhex
 LINE = SerialSettings(baudrate=9600, parity="N", stopbits=2)  # the CT default, 8N2
 STATUS_PV = ReadRequest(1, FC.READ_INPUT_REGISTERS, 0x03E8, 6)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def pv_of(unit: CounterUnitSim) -> int:
@@ -66,7 +59,7 @@ def test_spec_vector_from_the_unit() -> None:
 
 
 def test_counter_counts_while_running() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     unit = CounterUnitSim(1, rate_per_s=2.0, clock=clock)
     clock.now += 10
     assert pv_of(unit) == 20
@@ -80,7 +73,7 @@ def test_counter_counts_while_running() -> None:
 
 
 def test_timer_accumulates_run_seconds_over_run_stop_cycles() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     unit = CounterUnitSim(2, mode=Mode.TIMER, run_cycle_s=(2.0, 1.0), clock=clock)
     assert unit.running
     clock.now += 2.5
@@ -94,7 +87,7 @@ def test_timer_accumulates_run_seconds_over_run_stop_cycles() -> None:
 
 
 def test_counter_wraps_after_999999() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     unit = CounterUnitSim(1, pv=999998, rate_per_s=1.0, clock=clock)
     clock.now += 1
     assert pv_of(unit) == 999999
@@ -103,7 +96,7 @@ def test_counter_wraps_after_999999() -> None:
 
 
 def test_front_panel_reset_and_fc05_reset() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     unit = CounterUnitSim(1, pv=500, rate_per_s=0, batch_pv=9, clock=clock)
     unit.front_panel_reset()
     assert pv_of(unit) == 0

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coffee_telemetry.agent.alerts.rules import (
+from coffee_telemetry.agent.alerts import (
     DATA_FIELDS,
     Alert,
     AlertState,
@@ -41,11 +41,14 @@ from coffee_telemetry.agent.alerts.rules import (
     alert_payload,
     alert_point,
     alert_topic,
+    build_rules,
     default_rules,
     evaluate,
     from_json,
     to_json,
 )
+from coffee_telemetry.agent.config import AlertsConfig, parse_config
+from coffee_telemetry.agent.errors import ConfigError
 from coffee_telemetry.agent.health import DeviceHealth, DeviceState
 from coffee_telemetry.agent.readings import Reading
 
@@ -184,6 +187,59 @@ def test_invalid_rules_are_refused_naming_the_key(make: Callable[[], Rule], key:
         make()
     assert info.value.key == key
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("alerts", "key"),
+    [
+        ({"wet_lot": {"k": 4, "n": 3}}, "alerts.wet_lot.k"),
+        (
+            {"wet_lot": {"thresholds_pct": {"natural": 0.0}}},
+            "alerts.wet_lot.thresholds_pct.natural",
+        ),
+        ({"wet_lot": {"repeat_s": math.inf}}, "alerts.wet_lot.repeat_s"),
+        ({"wet_lot": {"mean_min_readings": 2}}, "alerts.wet_lot.mean_min_readings"),  # code only
+        (
+            {"device_silent": {"silent_s_by_device": {"x": 0.0}}},
+            "alerts.device_silent.silent_s_by_device.x",
+        ),
+        ({"huller_fault": {"jam_s": math.inf}}, "alerts.huller_fault.jam_s"),
+        ({"service": {"overdue_repeat_s": 0}}, "alerts.service.overdue_repeat_s"),
+        ({"sink_backlog": {"undelivered_s": math.nan}}, "alerts.sink_backlog.undelivered_s"),
+    ],
+)
+def test_rule_settings_in_the_site_file_are_refused_naming_the_key(
+    alerts: dict[str, object], key: str
+) -> None:
+    # The same declarations as the rules' own: nothing the rule would refuse gets past.
+    with pytest.raises(ConfigError) as info:
+        parse_config({"site": {"id": "s1"}, "alerts": alerts})
+    assert key in dict(info.value.problems)
+
+
+def test_rules_take_their_section_settings() -> None:
+    cfg = AlertsConfig.model_validate(
+        {
+            "wet_lot": {"thresholds_pct": {"Natural": 13}, "k": 1, "n": 1, "pending_s": 5},
+            "device_silent": {"silent_s_by_device": {"umid-1": 20}, "repeat_s": 60},
+            "huller_fault": {"offline_s": 5, "jam_s": 90},
+            "service": {"overdue_repeat_s": 600},
+            "sink_backlog": {"undelivered_s": 30},
+        }
+    )
+    wet, silent, fault, due, overdue, backlog = build_rules(cfg)
+    assert wet == WetLotRule(thresholds_pct={"Natural": 13.0}, k=1, n=1, pending_s=5.0)
+    assert wet.threshold_for("NATURAL") == 13.0
+    assert silent == DeviceSilentRule(silent_s_by_device={"umid-1": 20.0}, repeat_s=60.0)
+    assert fault == HullerFaultRule(offline_s=5.0, jam_s=90.0)
+    assert due == ServiceRule()
+    assert overdue == ServiceRule(
+        name="service_overdue", level="overdue", severity=Severity.CRITICAL, repeat_s=600.0
+    )
+    assert backlog == SinkBacklogRule(undelivered_s=30.0)
+    assert tuple(build_rules(AlertsConfig())) == default_rules()
+    with pytest.raises(TypeError, match="not built from"):
+        WetLotRule.from_config(cfg.sink_backlog)
 
 
 def test_rule_names_must_be_unique() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from coffee_telemetry.agent.alerts.service import ALERTS_DEVICE, AlertService, build_rules
+from coffee_telemetry.agent.alerts.kinds import build_rules
+from coffee_telemetry.agent.alerts.service import ALERTS_DEVICE, AlertService
 from coffee_telemetry.agent.commands import CommandBoundary, Outgoing
 from coffee_telemetry.agent.config import AlertsConfig
 from coffee_telemetry.agent.health import Health

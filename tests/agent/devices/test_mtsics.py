@@ -5,77 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from coffee_telemetry.agent.backoff import Backoff
-from coffee_telemetry.agent.config import DeviceConfig, SerialSettings, parse_config
+from coffee_telemetry.agent.config import DeviceConfig, parse_config
 from coffee_telemetry.agent.devices import make_device_runner
 from coffee_telemetry.agent.devices.mtsics import MtSicsRunner
-from coffee_telemetry.agent.devices.ports import SerialPort
 from coffee_telemetry.agent.devices.runner import DeviceRunner, LotLookup
-from coffee_telemetry.agent.errors import PortError
 from coffee_telemetry.agent.health import DeviceHealth, DeviceState, Health
 from coffee_telemetry.agent.readings import Reading, Stamper
-from coffee_telemetry.drivers._framing import LineSplitter
 from coffee_telemetry.drivers.scale_ascii import encode_line
-from coffee_telemetry.drivers.scale_mtsics import decode_command, encode_error, encode_reply
+from coffee_telemetry.drivers.scale_mtsics import encode_error, encode_reply
 from coffee_telemetry.drivers.scale_toledo import encode_frame
+from tests.fakes import FakePorts, FakeSerialPort, ManualClock
 
 STABLE_100_G = encode_reply("S", "S", value=100.0, unit="g")
 DEVICE = "balanca-1"
-
-
-class ManualClock:
-    """The drivers' monotonic clock, set by the port as bytes arrive."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakePort:
-    """A port fed from a queue; ``None`` in the queue means 'unplugged'.
-
-    Command lines written to it are answered from ``replies`` (a missing command gets
-    no answer), as an MT-SICS balance would; stream devices have no replies. Bytes put
-    with ``send(data, at=t)`` set ``clock`` to ``t`` when the device loop reads them.
-    """
-
-    def __init__(self, replies: dict[str, bytes], clock: ManualClock | None) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, float | None] | None] = asyncio.Queue()
-        self.replies = replies
-        self.clock = clock
-        self.commands: list[str] = []
-        self._lines = LineSplitter("crlf")
-
-    async def read(self) -> bytes:
-        item = await self.queue.get()
-        if item is None:
-            raise PortError("gone", device=DEVICE, port="/dev/fake")
-        data, at = item
-        if at is not None and self.clock is not None:
-            self.clock.now = at
-        return data
-
-    async def write(self, data: bytes) -> None:
-        for line in self._lines.feed(data):
-            name = decode_command(line)
-            assert isinstance(name, str), f"the agent wrote a bad command line: {line!r}"
-            self.commands.append(name)
-            reply = self.replies.get(name)
-            if reply is not None:
-                self.send(reply)
-
-    def send(self, data: bytes, *, at: float | None = None) -> None:
-        self.queue.put_nowait((data, at))
-
-    def unplug(self) -> None:
-        self.queue.put_nowait(None)
 
 
 class Harness:
@@ -94,8 +41,7 @@ class Harness:
         self.health = Health()
         self.replies = replies if replies is not None else {}
         self.clock = ManualClock() if manual_clock else None
-        self.ports: list[FakePort] = []
-        self.missing = False
+        self.opener = FakePorts(replies=self.replies, clock=self.clock)
         dev: dict[str, object] = {
             "id": DEVICE,
             "driver": driver,
@@ -110,35 +56,37 @@ class Harness:
             stamper=Stamper(),
             accept=self._accept,
             health=self.health,
-            open_port=self._open,
+            open_port=self.opener.open,
             backoff=Backoff(initial_s=0.01, maximum_s=0.02, jitter=0.0),
             lot_for_station=lot_for_station,
             monotonic=time.monotonic if self.clock is None else self.clock,
         )
         self.task: asyncio.Task[None] | None = None
 
-    @asynccontextmanager
-    async def _open(
-        self, *, device: str, path: str, settings: SerialSettings
-    ) -> AsyncIterator[SerialPort]:
-        if self.missing:
-            raise PortError("no such file", device=device, port=path)
-        port = FakePort(self.replies, self.clock)
-        self.ports.append(port)
-        yield port
+    @property
+    def ports(self) -> list[FakeSerialPort]:
+        return self.opener.opened
+
+    @property
+    def missing(self) -> bool:
+        return self.opener.missing
+
+    @missing.setter
+    def missing(self, value: bool) -> None:
+        self.opener.missing = value
 
     async def _accept(self, readings: Sequence[Reading]) -> None:
         self.accepted.extend(readings)
 
     @property
-    def port(self) -> FakePort:
+    def port(self) -> FakeSerialPort:
         return self.ports[-1]
 
     @property
     def entry(self) -> DeviceHealth:
         return self.health.devices[DEVICE]
 
-    async def start(self) -> FakePort:
+    async def start(self) -> FakeSerialPort:
         self.task = asyncio.create_task(self.runner.run_loop())
         await until(lambda: bool(self.ports))
         return self.port

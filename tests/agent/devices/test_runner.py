@@ -3,59 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
 from coffee_telemetry.agent.backoff import Backoff
-from coffee_telemetry.agent.config import SerialSettings, parse_config
-from coffee_telemetry.agent.devices.ports import SerialPort
+from coffee_telemetry.agent.config import parse_config
 from coffee_telemetry.agent.devices.runner import DeviceRunner
-from coffee_telemetry.agent.errors import PortError
 from coffee_telemetry.agent.health import DeviceState, Health
 from coffee_telemetry.agent.readings import Reading, Stamper
 from coffee_telemetry.drivers.moisture_tesma import encode_frame
 from coffee_telemetry.drivers.moisture_ticket import encode_ticket
-
-
-class FakePort:
-    """A port fed from a queue; ``None`` in the queue means 'unplugged'."""
-
-    def __init__(self, device: str, path: str) -> None:
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.device = device
-        self.path = path
-        self.written: list[bytes] = []
-
-    async def read(self) -> bytes:
-        data = await self.queue.get()
-        if data is None:
-            raise PortError("gone", device=self.device, port=self.path)
-        return data
-
-    async def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-
-class FakePorts:
-    """Opens FakePorts; ``missing`` paths raise like an absent adapter."""
-
-    def __init__(self) -> None:
-        self.current: FakePort | None = None
-        self.opened = 0
-        self.missing = False
-        self.changed = asyncio.Event()
-
-    @asynccontextmanager
-    async def open(
-        self, *, device: str, path: str, settings: SerialSettings
-    ) -> AsyncIterator[SerialPort]:
-        if self.missing:
-            raise PortError("no such file", device=device, port=path)
-        port = FakePort(device, path)
-        self.current = port
-        self.opened += 1
-        self.changed.set()
-        yield port
+from tests.fakes import FakePorts
 
 
 def config(driver: str = "moisture.ticket", **extra: object) -> object:

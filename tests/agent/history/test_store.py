@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from coffee_telemetry.agent.history.store import (
-    DAY_NS,
-    HOUR_NS,
-    MINUTE_NS,
-    NS,
-    History,
-    LotSummary,
-    Resolution,
-    choose_resolution,
-    open_history,
-)
+from coffee_telemetry.agent.history.lots import LotSummary
+from coffee_telemetry.agent.history.queries import choose_resolution
+from coffee_telemetry.agent.history.schema import DAY_NS, HOUR_NS, MINUTE_NS, NS, Resolution
+from coffee_telemetry.agent.history.service import open_history
+from coffee_telemetry.agent.history.store import History
 from coffee_telemetry.agent.readings import Reading
 
 T0 = 1_796_000_400 * NS  # a whole hour, UTC

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,22 +19,16 @@ from pymodbus.pdu.bit_message import ReadDiscreteInputsResponse, WriteSingleCoil
 from pymodbus.pdu.register_message import ReadInputRegistersResponse
 
 from coffee_telemetry.agent.errors import PortError
-from coffee_telemetry.agent.hullers.bus import (
-    Block,
-    BusPoller,
+from coffee_telemetry.agent.hullers.bus import Block, BusPoller, DeviceError, UnitSpec, UnitState
+from coffee_telemetry.agent.hullers.rtu import (
     BusSpec,
-    DeviceError,
     ExchangeFailed,
     Fault,
-    ModbusClient,
-    PollEvent,
     RtuMaster,
-    UnitSpec,
-    UnitState,
     open_rtu_master,
     pymodbus_client,
 )
-from coffee_telemetry.drivers.counter_autonics_ct import CounterSample, Mode
+from coffee_telemetry.drivers.counter_autonics_ct import Mode
 from coffee_telemetry.drivers.modbus_rtu import (
     COIL_ON,
     BitsResponse,
@@ -51,33 +45,10 @@ from coffee_telemetry.drivers.modbus_rtu import (
 )
 from coffee_telemetry.simulators.pty import PtyPort, open_pty_port
 from coffee_telemetry.simulators.rtu import CounterUnitSim, Faults, serve_rtu_bus
+from tests.fakes import Answer, FakeModbusClient, PollRecorder
 
 FC = FunctionCode
 STATUS_PV = ReadRequest(1, FC.READ_INPUT_REGISTERS, 0x03E8, 6)
-
-
-class Recorder:
-    """The poller's event callback: keeps ``(loop time, unit, event)``."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[float, str, PollEvent]] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, unit: str, event: PollEvent) -> None:
-        self.events.append((asyncio.get_running_loop().time(), unit, event))
-        self._changed.set()
-
-    def samples(self, unit: str) -> list[tuple[float, CounterSample]]:
-        return [(t, e) for t, u, e in self.events if u == unit and isinstance(e, CounterSample)]
-
-    def errors(self, unit: str) -> list[DeviceError]:
-        return [e for _, u, e in self.events if u == unit and isinstance(e, DeviceError)]
-
-    async def wait_for(self, check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not check():
-                self._changed.clear()
-                await self._changed.wait()
 
 
 @asynccontextmanager
@@ -130,7 +101,7 @@ def fast_unit(name: str, address: int, interval_s: float = 0.2, **kw: float) -> 
 async def test_two_units_on_one_bus(pty: PtyPort) -> None:
     bags = CounterUnitSim(1, rate_per_s=20)
     hours = CounterUnitSim(2, mode=Mode.TIMER, pv=7200, running=False, display_code=3)
-    rec = Recorder()
+    rec = PollRecorder()
     units = [fast_unit("bags", 1), fast_unit("hours", 2)]
     poller = BusPoller(fast_bus(pty.path), units, on_event=rec)
     async with serve_rtu_bus(pty, [bags, hours]), running(poller):
@@ -161,7 +132,7 @@ async def test_two_units_on_one_bus(pty: PtyPort) -> None:
 
 async def test_faults_are_counted(pty: PtyPort) -> None:
     unit = CounterUnitSim(1, rate_per_s=0, pv=5)
-    rec = Recorder()
+    rec = PollRecorder()
     poller = BusPoller(fast_bus(pty.path), [fast_unit("bags", 1)], on_event=rec)
     stats = poller.stats["bags"]
 
@@ -199,7 +170,7 @@ async def test_dead_unit_does_not_delay_the_other(pty: PtyPort) -> None:
     healthy = CounterUnitSim(1, rate_per_s=5)
     dead = CounterUnitSim(2)
     dead.faults = Faults(no_reply=True)
-    rec = Recorder()
+    rec = PollRecorder()
     units = [
         fast_unit("healthy", 1, interval_s=interval),
         fast_unit("dead", 2, interval_s=interval, backoff_max_s=0.6),
@@ -236,7 +207,7 @@ async def test_exceptions_back_off_or_disable(pty: PtyPort) -> None:
     wrong = CounterUnitSim(2)
     wrong.faults = Faults(exception=ExceptionCode.ILLEGAL_DATA_ADDRESS)
     no_inputs = NoInputs(3, pv=9, rate_per_s=0)
-    rec = Recorder()
+    rec = PollRecorder()
     units = [
         fast_unit("failing", 1),
         fast_unit("wrong", 2),
@@ -266,7 +237,7 @@ async def test_exceptions_back_off_or_disable(pty: PtyPort) -> None:
 
 async def test_unplug_and_replug(pty: PtyPort) -> None:
     units = [CounterUnitSim(1, rate_per_s=10), CounterUnitSim(2, mode=Mode.TIMER)]
-    rec = Recorder()
+    rec = PollRecorder()
     poller = BusPoller(
         fast_bus(pty.path), [fast_unit("bags", 1), fast_unit("hours", 2)], on_event=rec
     )
@@ -298,7 +269,7 @@ async def test_unplug_and_replug(pty: PtyPort) -> None:
 
 async def test_operator_reset(pty: PtyPort) -> None:
     unit = CounterUnitSim(1, pv=5000, rate_per_s=0)
-    rec = Recorder()
+    rec = PollRecorder()
     poller = BusPoller(fast_bus(pty.path), [fast_unit("bags", 1)], on_event=rec)
     async with serve_rtu_bus(pty, [unit]), running(poller):
         await rec.wait_for(lambda: bool(rec.samples("bags")))
@@ -321,73 +292,6 @@ async def test_operator_reset(pty: PtyPort) -> None:
 
 
 # -- the pymodbus boundary, with fake clients -----------------------------------------
-
-Answer = Callable[[str, int, int], Awaitable[ModbusPDU]]
-
-
-class FakeClient:
-    """Stands for pymodbus' client; ``answer(kind, address, unit)`` scripts the replies."""
-
-    def __init__(self, answer: Answer, *, connects: bool = True) -> None:
-        self.answer = answer
-        self.connects = connects
-        self.connected = False
-        self.closed = False
-        self.max_no_responses = 0
-        self.calls: list[tuple[float, str, int]] = []
-        self.trace_connect: Callable[[bool], None] = lambda up: None
-        self.trace_packet: Callable[[bool, bytes], bytes] = lambda sending, data: data
-
-    async def connect(self) -> bool:
-        self.connected = self.connects
-        return self.connects
-
-    def close(self) -> None:
-        self.closed = True
-        self.connected = False
-
-    def set_max_no_responses(self, max_count: int) -> None:
-        self.max_no_responses = max_count
-
-    def _call(self, kind: str, address: int, unit: int) -> Awaitable[ModbusPDU]:
-        self.calls.append((asyncio.get_running_loop().time(), kind, unit))
-        return self.answer(kind, address, unit)
-
-    def read_input_registers(
-        self,
-        address: int,
-        *,
-        count: int = 1,
-        device_id: int = 1,
-        no_response_expected: bool = False,
-    ) -> Awaitable[ModbusPDU]:
-        return self._call("fc04", address, device_id)
-
-    def read_discrete_inputs(
-        self,
-        address: int,
-        *,
-        count: int = 1,
-        device_id: int = 1,
-        no_response_expected: bool = False,
-    ) -> Awaitable[ModbusPDU]:
-        return self._call("fc02", address, device_id)
-
-    def write_coil(
-        self, address: int, value: bool, *, device_id: int = 1, no_response_expected: bool = False
-    ) -> Awaitable[ModbusPDU]:
-        return self._call("fc05", address, device_id)
-
-    def factory(
-        self,
-        bus: BusSpec,
-        *,
-        trace_packet: Callable[[bool, bytes], bytes],
-        trace_connect: Callable[[bool], None],
-    ) -> ModbusClient:
-        self.trace_connect = trace_connect
-        self.trace_packet = trace_packet
-        return self
 
 
 def modbus_error(cls: type[ModbusException], text: str) -> ModbusException:
@@ -441,7 +345,7 @@ async def good(kind: str, address: int, unit: int) -> ModbusPDU:
 
 @asynccontextmanager
 async def master_with(answer: Answer, timeout_s: float = 0.05) -> AsyncIterator[RtuMaster]:
-    fake = FakeClient(answer)
+    fake = FakeModbusClient(answer)
     async with open_rtu_master(
         BusSpec("/dev/fake", timeout_s=timeout_s), client_factory=fake.factory
     ) as master:
@@ -481,7 +385,7 @@ async def test_other_modbus_exceptions_are_bad_replies(exc: Exception) -> None:
 
 
 async def test_io_error_after_the_port_went_is_a_port_error() -> None:
-    fake = FakeClient(good)
+    fake = FakeModbusClient(good)
 
     async def lose_port(kind: str, address: int, unit: int) -> ModbusPDU:
         fake.connected = False  # as pymodbus does when the transport drops mid-request
@@ -514,7 +418,7 @@ async def test_io_error_after_the_port_went_is_a_port_error() -> None:
 async def test_silence_is_told_apart_by_what_was_heard(
     heard: bytes, fault: Fault, detail: str
 ) -> None:
-    fake = FakeClient(good)
+    fake = FakeModbusClient(good)
 
     async def mumble(kind: str, address: int, unit: int) -> ModbusPDU:
         fake.trace_packet(True, b"request")
@@ -553,11 +457,11 @@ async def test_cancellation_is_not_swallowed(answer: Answer) -> None:
 
 
 async def test_cancelling_the_poller_mid_request_ends_it() -> None:
-    fake = FakeClient(hang_like_pymodbus)
+    fake = FakeModbusClient(hang_like_pymodbus)
     poller = BusPoller(
         BusSpec("/dev/fake", timeout_s=30),
         [fast_unit("a", 1), fast_unit("b", 2)],
-        on_event=Recorder(),
+        on_event=PollRecorder(),
         client_factory=fake.factory,
     )
     task = asyncio.create_task(poller.run_loop())
@@ -589,13 +493,13 @@ async def test_responses_are_converted() -> None:
 
 
 async def test_port_that_will_not_open() -> None:
-    fake = FakeClient(good, connects=False)
+    fake = FakeModbusClient(good, connects=False)
     with pytest.raises(PortError, match="cannot open"):
         async with open_rtu_master(BusSpec("/dev/fake"), client_factory=fake.factory):
             pass
     assert fake.closed
 
-    class Exploding(FakeClient):
+    class Exploding(FakeModbusClient):
         async def connect(self) -> bool:
             raise serial.SerialException("could not open port")
 
@@ -606,8 +510,8 @@ async def test_port_that_will_not_open() -> None:
 
 
 async def test_requests_keep_the_minimum_gap() -> None:
-    fake = FakeClient(good)
-    rec = Recorder()
+    fake = FakeModbusClient(good)
+    rec = PollRecorder()
     poller = BusPoller(
         BusSpec("/dev/fake", min_gap_s=0.05),
         [fast_unit("a", 1), fast_unit("b", 2), fast_unit("c", 3)],
@@ -652,8 +556,8 @@ def replying(pdu: ModbusPDU) -> Answer:
     ],
 )
 async def test_failed_polls(answer: Answer, fault: Fault, detail: str) -> None:
-    fake = FakeClient(answer)
-    rec = Recorder()
+    fake = FakeModbusClient(answer)
+    rec = PollRecorder()
     poller = BusPoller(
         BusSpec("/dev/fake"), [fast_unit("a", 1)], on_event=rec, client_factory=fake.factory
     )
@@ -666,8 +570,8 @@ async def test_failed_polls(answer: Answer, fault: Fault, detail: str) -> None:
 
 
 async def test_reset_when_the_port_goes_mid_request() -> None:
-    fake = FakeClient(good)
-    rec = Recorder()
+    fake = FakeModbusClient(good)
+    rec = PollRecorder()
     poller = BusPoller(
         BusSpec("/dev/fake"), [fast_unit("a", 1)], on_event=rec, client_factory=fake.factory
     )
@@ -712,9 +616,9 @@ def test_specs_are_checked(make: Callable[[], object]) -> None:
 
 async def test_units_must_be_distinct() -> None:
     with pytest.raises(ValueError, match="two units named"):
-        BusPoller(BusSpec("/dev/x"), [UnitSpec("a", 1), UnitSpec("a", 2)], on_event=Recorder())
+        BusPoller(BusSpec("/dev/x"), [UnitSpec("a", 1), UnitSpec("a", 2)], on_event=PollRecorder())
     with pytest.raises(ValueError, match="two units at address"):
-        BusPoller(BusSpec("/dev/x"), [UnitSpec("a", 1), UnitSpec("b", 1)], on_event=Recorder())
+        BusPoller(BusSpec("/dev/x"), [UnitSpec("a", 1), UnitSpec("b", 1)], on_event=PollRecorder())
     assert BusSpec("/dev/x").name == "/dev/x"
     assert BusSpec("/dev/x", name="rs485-a").name == "rs485-a"
     assert BusSpec("/dev/x").serial.stopbits == 2

@@ -11,21 +11,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from coffee_telemetry.agent.cli.maintenance import print_status, record_done
 from coffee_telemetry.agent.config import Config, ServiceTaskConfig, parse_config
-from coffee_telemetry.agent.hullers.maintenance import (
+from coffee_telemetry.agent.errors import MaintenanceError, UsageError
+from coffee_telemetry.agent.hullers.store import MaintenanceStore, open_maintenance_store
+from coffee_telemetry.agent.hullers.tasks import (
     NOTE_MAX,
     SNAPSHOT_KEEP_NS,
     HullerState,
-    MaintenanceError,
-    MaintenanceStore,
     ResetRecord,
-    UsageError,
     check_text,
     hours_total,
-    open_maintenance_store,
     parse_at,
-    print_status,
-    record_done,
     task_status,
 )
 from coffee_telemetry.drivers.counter_autonics_ct import TotalState

@@ -10,30 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pymodbus.pdu import ExceptionResponse as PduException
-from pymodbus.pdu import ModbusPDU
-from pymodbus.pdu.bit_message import ReadDiscreteInputsResponse
-from pymodbus.pdu.register_message import ReadInputRegistersResponse
 
 from coffee_telemetry.agent.accept import AcceptStage
 from coffee_telemetry.agent.config import Config, parse_config
 from coffee_telemetry.agent.health import DeviceState, Health
-from coffee_telemetry.agent.hullers.bus import BusSpec, DeviceError, Fault, ModbusClient
-from coffee_telemetry.agent.hullers.maintenance import (
+from coffee_telemetry.agent.hullers.bus import DeviceError
+from coffee_telemetry.agent.hullers.rtu import Fault
+from coffee_telemetry.agent.hullers.service import HullerService
+from coffee_telemetry.agent.hullers.store import (
     AsyncMaintenanceStore,
-    HullerState,
     MaintenanceError,
     MaintenanceStore,
-    ResetRecord,
-    ServiceRecord,
     open_maintenance_store,
 )
-from coffee_telemetry.agent.hullers.service import HullerService
+from coffee_telemetry.agent.hullers.tasks import HullerState, ResetRecord, ServiceRecord
 from coffee_telemetry.agent.readings import Reading, Stamper
 from coffee_telemetry.drivers.counter_autonics_ct import (
     CounterSample,
@@ -41,14 +36,8 @@ from coffee_telemetry.drivers.counter_autonics_ct import (
     TerminalInputs,
     encode_status,
 )
-from coffee_telemetry.drivers.modbus_rtu import (
-    BitsResponse,
-    ExceptionResponse,
-    FunctionCode,
-    ReadRequest,
-    RegistersResponse,
-)
 from coffee_telemetry.simulators.rtu import CounterUnitSim
+from tests.fakes import FakeModbusClient
 
 S = 1_000_000_000
 MIN = 60 * S
@@ -635,75 +624,6 @@ async def test_maintenance_status(tmp_path: Path, store: AsyncMaintenanceStore) 
 # -- the whole service, with a fake Modbus client --------------------------------------
 
 
-class SimClient:
-    """A ``ModbusClient`` answering from ``CounterUnitSim``s, without a serial line."""
-
-    def __init__(self, units: Sequence[CounterUnitSim]) -> None:
-        self.units = {u.address: u for u in units}
-        self.connected = False
-
-    def factory(
-        self,
-        bus: BusSpec,
-        *,
-        trace_packet: Callable[[bool, bytes], bytes],
-        trace_connect: Callable[[bool], None],
-    ) -> ModbusClient:
-        return self
-
-    async def connect(self) -> bool:
-        self.connected = True
-        return True
-
-    def close(self) -> None:
-        self.connected = False
-
-    def set_max_no_responses(self, max_count: int) -> None:
-        pass
-
-    async def _answer(
-        self, function: FunctionCode, address: int, count: int, unit: int
-    ) -> ModbusPDU:
-        response = self.units[unit].handle(ReadRequest(unit, function, address, count))
-        pdu: ModbusPDU
-        match response:
-            case RegistersResponse(registers=registers):
-                pdu = ReadInputRegistersResponse(registers=list(registers))
-            case BitsResponse(bits=bits):
-                pdu = ReadDiscreteInputsResponse(bits=[*bits, False, False, False])
-            case ExceptionResponse(code=code):
-                pdu = PduException(int(function), code)
-            case _:
-                raise AssertionError(response)
-        pdu.dev_id = unit
-        return pdu
-
-    def read_input_registers(
-        self,
-        address: int,
-        *,
-        count: int = 1,
-        device_id: int = 1,
-        no_response_expected: bool = False,
-    ) -> Awaitable[ModbusPDU]:
-        return self._answer(FunctionCode.READ_INPUT_REGISTERS, address, count, device_id)
-
-    def read_discrete_inputs(
-        self,
-        address: int,
-        *,
-        count: int = 1,
-        device_id: int = 1,
-        no_response_expected: bool = False,
-    ) -> Awaitable[ModbusPDU]:
-        return self._answer(FunctionCode.READ_DISCRETE_INPUTS, address, count, device_id)
-
-    def write_coil(
-        self, address: int, value: bool, *, device_id: int = 1, no_response_expected: bool = False
-    ) -> Awaitable[ModbusPDU]:
-        raise AssertionError("the huller service never writes coils")
-
-
 async def test_run_loop_polls_every_huller(tmp_path: Path, store: AsyncMaintenanceStore) -> None:
     cfg = make_config(
         tmp_path, poll_interval_s=0.1, motor_input="timer.INHIBIT", motor_input_inverted=True
@@ -714,8 +634,8 @@ async def test_run_loop_polls_every_huller(tmp_path: Path, store: AsyncMaintenan
         }
     )
     await store.record_service("desc-1", "oleo", at_ns=NOON, hours_at=0.0)
-    sim = SimClient(
-        [
+    sim = FakeModbusClient(
+        units=[
             CounterUnitSim(1, pv=500, rate_per_s=50),
             CounterUnitSim(2, mode=Mode.TIMER, pv=3600),
             CounterUnitSim(3, pv=999_999, rate_per_s=0, running=False),

@@ -11,7 +11,8 @@ import pytest
 
 from coffee_telemetry.agent.errors import OutboxError
 from coffee_telemetry.agent.outbox.sink import Rejection
-from coffee_telemetry.agent.outbox.store import open_outbox, read_dead_letters, read_stats
+from coffee_telemetry.agent.outbox.stats import read_dead_letters, read_stats
+from coffee_telemetry.agent.outbox.store import open_outbox
 from coffee_telemetry.agent.readings import Reading, Stamper, decode_reading, encode_reading
 
 

@@ -1,6 +1,6 @@
 """WebhookSink against a local aiohttp receiver on 127.0.0.1 with scripted answers.
 
-Alerts are made the way the agent makes them: an ``agent.alerts.rules.Alert`` turned
+Alerts are made the way the agent makes them: an ``agent.alerts.model.Alert`` turned
 into its ``alert`` point by ``alert_point`` and stamped into a ``Reading``.
 """
 
@@ -18,7 +18,8 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coffee_telemetry.agent.alerts.rules import Alert, AlertState, Severity, alert_point
+from coffee_telemetry.agent.alerts.formats import alert_point
+from coffee_telemetry.agent.alerts.model import Alert, AlertState, Severity
 from coffee_telemetry.agent.errors import SinkUnavailable
 from coffee_telemetry.agent.outbox.sink import Record, Rejection, Sink
 from coffee_telemetry.agent.readings import Reading, encode_reading, format_time

@@ -19,8 +19,8 @@ from coffee_telemetry.agent.alerts.service import AlertService
 from coffee_telemetry.agent.commands import Outgoing
 from coffee_telemetry.agent.config import Config, parse_config
 from coffee_telemetry.agent.health import DeviceState, Health
-from coffee_telemetry.agent.history.store import open_history
-from coffee_telemetry.agent.hullers.maintenance import MaintenanceStore, open_maintenance_store
+from coffee_telemetry.agent.history.service import open_history
+from coffee_telemetry.agent.hullers.store import MaintenanceStore, open_maintenance_store
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.outbox.store import open_outbox

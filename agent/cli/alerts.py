@@ -1,0 +1,142 @@
+"""``coffee-telemetry alerts``: the open alerts, and acknowledging one.
+
+    coffee-telemetry alerts list -c site.toml [--json]
+    coffee-telemetry alerts ack -c site.toml RULE SUBJECT [--by B] [--timeout S]
+
+``list`` reads the alert state the agent saves (``data_dir/alerts.json``); ``ack`` goes
+through the agent, as any operator command does: it publishes
+``cmd/ack/<rule>/<subject>`` with the site's MQTT settings and waits for the reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import threading
+import time
+
+from coffee_telemetry.agent.cli._common import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Subcommands,
+    add_config_command,
+    load,
+)
+from coffee_telemetry.agent.config import Config
+
+__all__ = ["add_parser", "cmd_alerts"]
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """List open alerts (from the agent's saved state) or acknowledge one over MQTT."""
+    cfg = load(args.config)
+    if args.action == "list":
+        return _alerts_list(cfg, as_json=args.json)
+    return _alerts_ack(cfg, args.rule, args.subject, by=args.by, timeout_s=args.timeout)
+
+
+def _alerts_list(cfg: Config, *, as_json: bool) -> int:
+    from coffee_telemetry.agent.alerts.engine import Engine
+    from coffee_telemetry.agent.alerts.formats import alert_payload
+    from coffee_telemetry.agent.alerts.kinds import build_rules
+
+    path = cfg.agent.data_dir / "alerts.json"
+    try:
+        engine = Engine.restore(build_rules(cfg.alerts), path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        engine = Engine(build_rules(cfg.alerts))
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    alerts = engine.alerts(time.time_ns())
+    if as_json:
+        print(json.dumps([alert_payload(a) for a in alerts], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not alerts:
+        print("no open alerts")
+    for alert in alerts:
+        acked = f" (acknowledged by {alert.acked_by})" if alert.acked_by else ""
+        print(f"{alert.state.value:<13} {alert.rule}/{alert.subject}{acked}: {alert.message}")
+    return EXIT_OK
+
+
+def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout_s: float) -> int:
+    """Publish cmd/ack/<rule>/<subject> with the site's MQTT settings and wait for the reply."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from coffee_telemetry.agent.commands import CommandRefused, check_level, escape_level
+
+    m = cfg.mqtt
+    base = f"{m.prefix}/{cfg.site.id}"
+    try:
+        levels = [
+            check_level(escape_level(v), what=w) for v, w in ((rule, "rule"), (subject, "subject"))
+        ]
+    except CommandRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    topic = f"{base}/cmd/ack/{levels[0]}/{levels[1]}"
+    replies: list[bytes] = []
+    got = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"coffee-cli-{os.getpid()}")
+    if m.username:
+        password = cfg.mqtt_password.get_secret_value() if cfg.mqtt_password else None
+        client.username_pw_set(m.username, password)
+    if m.tls is not None:
+        client.tls_set(
+            ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+            certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+            keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+        )
+
+    def on_message(c: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        replies.append(bytes(msg.payload))
+        got.set()
+
+    client.on_message = on_message
+    try:
+        client.connect(m.host, m.port, keepalive=30)
+    except OSError as exc:
+        print(f"error: cannot reach the MQTT broker {m.host}:{m.port}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    client.loop_start()
+    try:
+        client.subscribe(f"{topic}/reply", qos=1)
+        client.subscribe(f"{base}/cmd/reply", qos=1)
+        time.sleep(0.2)
+        payload = json.dumps({"by": by or getpass.getuser()}).encode()
+        client.publish(topic, payload, qos=1).wait_for_publish(timeout=timeout_s)
+        if not got.wait(timeout_s):
+            print("error: no reply from the agent (is it running?)", file=sys.stderr)
+            return EXIT_FAILURE
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    reply = json.loads(replies[0])
+    if not reply.get("ok"):
+        print(f"error: {reply.get('error')}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"acknowledged {rule}/{subject} as {reply.get('by')}")
+    return EXIT_OK
+
+
+def add_parser(sub: Subcommands) -> None:
+    """Add ``alerts list`` and ``alerts ack`` to the command's subparsers."""
+    alerts = sub.add_parser("alerts", help="open alerts; acknowledge one")
+    actions = alerts.add_subparsers(dest="action", required=True)
+    alert_list = add_config_command(
+        actions, "list", summary="open alerts (pending, firing, acked)", run=cmd_alerts
+    )
+    alert_list.add_argument("--json", action="store_true", help="machine-readable output")
+    alert_ack = add_config_command(
+        actions, "ack", summary="acknowledge a firing alert (via MQTT)", run=cmd_alerts
+    )
+    alert_ack.add_argument("rule", help="e.g. wet_lot")
+    alert_ack.add_argument("subject", help="e.g. the lot code")
+    alert_ack.add_argument("--by", help="who (default: your login name)")
+    alert_ack.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
