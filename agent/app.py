@@ -97,6 +97,7 @@ async def _open_sinks(
             keepalive_s=m.keepalive_s,
             batch_size=m.batch_size,
             publish_timeout_s=m.publish_timeout_s,
+            reconnect_max_s=m.reconnect_max_s,
         )
         sinks.append(mqtt)
     if cfg.influx.enabled:

@@ -148,6 +148,8 @@ class MqttConfig(_Model):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     batch_size: int = Field(default=100, ge=1, le=1000)
     publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: Longest wait between reconnect attempts (a LAN broker: seconds; a remote one: more).
+    reconnect_max_s: float = Field(default=2.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _one_secret(self) -> MqttConfig:

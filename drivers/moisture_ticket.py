@@ -34,7 +34,9 @@ Bytes pass through three stages, each bounded and each able to stop anywhere:
    ``start_regex``, or after ``idle_gap_s`` without bytes. It is dropped as
    ``too-long`` past ``max_lines`` lines or ``max_bytes`` bytes; the rest of it is
    skipped up to the next boundary, so memory stays bounded even if the device never
-   sends a terminator.
+   sends a terminator. A single line longer than ``max_bytes`` where a ticket would
+   begin (line noise between two tickets) is dropped up to its own line ending and
+   the parser stays at the boundary it was at: the noise costs no ticket.
 
 A finished ticket is judged in this order, the first failure naming the reason of the
 ``Discarded`` event:
@@ -266,6 +268,7 @@ class TicketParser(EventQueue[Measurement]):
         self._suspect = False
         self._clean = False  # we saw this ticket begin
         self._skipping = False  # the ticket went too long: skip to the next boundary
+        self._noise = False  # an over-long line began at a boundary: drop it to its end
         self._last_at: float | None = None  # last byte, or the first tick
         self._accepted: tuple[_DedupKey, float] | None = None
 
@@ -312,7 +315,7 @@ class TicketParser(EventQueue[Measurement]):
     # -- framing -------------------------------------------------------------------
 
     def _pending(self) -> bool:
-        return self._skipping or self.buffered_bytes > 0
+        return self._skipping or self._noise or self.buffered_bytes > 0
 
     def _idle(self) -> None:
         # A command cut by a long pause is not resumed by the next print job.
@@ -337,6 +340,7 @@ class TicketParser(EventQueue[Measurement]):
     def _boundary(self) -> None:
         for line in self._splitter.flush():
             self._dispatch(line)
+        self._noise = False
         if self._skipping:
             self._skipping = False
         else:
@@ -344,6 +348,18 @@ class TicketParser(EventQueue[Measurement]):
         self._clean = self._start is None
 
     def _dispatch(self, line: bytes) -> None:
+        wrapped = len(line) >= self._opts.max_bytes and line[-1:] not in (b"\r", b"\n")
+        if self._noise:
+            # The rest of a noise line: dropped up to and including its terminator.
+            self._noise = wrapped
+            return
+        if wrapped and not self._lines and not self._skipping:
+            # A line longer than a whole ticket may be, where a ticket would begin:
+            # line noise between two tickets. Drop it and stay at the boundary, so
+            # the next ticket still begins cleanly.
+            self._noise = True
+            self._discard(line, "too-long")
+            return
         content = line.translate(None, b"\r\n")
         text = content.decode("latin-1").rstrip()
         starts = self._start is not None and self._start.search(text) is not None

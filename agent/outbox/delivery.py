@@ -4,8 +4,11 @@ A loop reads the records after its cursor, waits a little for a fuller batch
 when the sink prefers batches (InfluxDB: up to 5000 lines or ``flush_interval_s``),
 hands the batch to the sink and acknowledges what the sink confirmed. On
 ``SinkUnavailable`` it keeps the batch and backs off (1 s doubling to 60 s with
-jitter, or the server's ``Retry-After``); the devices and the other sinks are
-not affected because the backlog waits on disk, not in memory.
+jitter, or the server's ``Retry-After``), but retries at once when the sink
+says it is available again (``Sink.wait_available``: the MQTT connection is
+back, InfluxDB answers ``/ping``), so delivery resumes within about a second of
+the end of an outage. The devices and the other sinks are not affected because
+the backlog waits on disk, not in memory.
 """
 
 from __future__ import annotations
@@ -59,14 +62,17 @@ async def deliver_loop(
                 health.failures += 1
                 health.last_error = str(exc)
             log.warning(
-                "Sink %s unavailable (%s); %d records kept, retry %d in %.1f s",
+                "Sink %s unavailable (%s); %d records kept, retry %d in %.1f s or when it is back",
                 sink.name,
                 exc,
                 outbox.backlog(sink.name),
                 backoff.attempts,
                 delay,
             )
-            await asyncio.sleep(delay)
+            if exc.retry_after_s is not None:
+                await asyncio.sleep(delay)  # the server asked for this long
+            else:
+                await sink.wait_available(delay)
             continue
         for rej in rejections:
             log.error(

@@ -7,7 +7,9 @@ A sink answers per batch, in one of three ways (Telegraf's Accept/Reject/Keep):
   InfluxDB); they go to the dead-letter table, the rest count as delivered;
 * raise ``SinkUnavailable``: nothing is known to be delivered; the dispatcher
   keeps the whole batch and retries after a back-off (or the server's
-  ``Retry-After``).
+  ``Retry-After``), or as soon as ``wait_available`` says the sink is back
+  (the broker reconnected, the database answers its health check), so an
+  outage costs no more than its own length.
 
 Sinks never touch the outbox themselves: only acknowledgements travel back.
 """
@@ -94,4 +96,11 @@ class Sink(Protocol):
 
     async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
         """Deliver ``records`` (in id order) or raise ``SinkUnavailable``."""
+        ...
+
+    async def wait_available(self, timeout_s: float) -> None:
+        """Return once the sink may deliver again, or after ``timeout_s`` at the latest.
+
+        Called after ``SinkUnavailable``. A sink that cannot tell just sleeps.
+        """
         ...

@@ -89,11 +89,15 @@ from coffee_telemetry.agent.sinks.lineprotocol import encode_line
 
 if TYPE_CHECKING:
     # influxdb-client costs ~25 MB of RSS to import: only the v2 sink loads it.
+    from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
     from influxdb_client.client.write_api_async import WriteApiAsync
 
 __all__ = ["InfluxV1Sink", "InfluxV2Sink", "open_influx_v1", "open_influx_v2"]
 
 logger = logging.getLogger(__name__)
+
+#: How often a sink that is down checks whether the server answers again.
+PING_EVERY_S = 0.5
 
 #: Longest server error text kept in a rejection or an error message.
 MAX_REASON_CHARS = 200
@@ -203,6 +207,10 @@ class _WriteApi(Protocol):
         """
         ...
 
+    async def ping(self) -> bool:
+        """Whether the server answers its health check (``/ping``); never raises."""
+        ...
+
 
 _ApiT = TypeVar("_ApiT", bound=_WriteApi)
 
@@ -254,6 +262,19 @@ class _InfluxSink(Generic[_ApiT]):
             rejections.extend(await self._send(lines))
         rejections.sort(key=lambda rejection: rejection.record_id)
         return rejections
+
+    async def wait_available(self, timeout_s: float) -> None:
+        """Ping the server every ``PING_EVERY_S`` until it answers, for ``timeout_s`` at most."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(PING_EVERY_S, left))
+            try:
+                async with asyncio.timeout(min(PING_EVERY_S, self._timeout_s)):
+                    if await self._api.ping():
+                        return
+            except TimeoutError:
+                continue
 
     async def _send(self, lines: Sequence[_Line]) -> list[Rejection]:
         answer = await self._request(self._api.write(b"\n".join(line.data for line in lines)))
@@ -337,6 +358,13 @@ class _V1Api:
             body = gzip_module.compress(body, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
         return await self._post(self.base / "write", params=params, data=body, headers=headers)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.session.get(self.base / "ping") as response:
+                return 200 <= response.status <= 299
+        except (aiohttp.ClientError, OSError):
+            return False
 
     async def query(self, statement: str) -> _Answer:
         return await self._post(
@@ -501,6 +529,7 @@ class _V2Api:
     write_api: WriteApiAsync
     org: str
     bucket: str
+    client: InfluxDBClientAsync
 
     async def write(self, body: bytes) -> _Answer:
         from influxdb_client.domain.write_precision import WritePrecision
@@ -528,6 +557,12 @@ class _V2Api:
                 retry_after_s=parse_retry_after(headers.get("Retry-After")),
             )
         return _Answer(status=204, text="")
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except Exception:  # the client wraps every failure in its own classes
+            return False
 
 
 class InfluxV2Sink(_InfluxSink[_V2Api]):
@@ -571,7 +606,7 @@ async def open_influx_v2(
         url=url, token=token, org=org, timeout=int(timeout_s * 1000) + 1000
     ) as client:
         yield InfluxV2Sink(
-            api=_V2Api(write_api=client.write_api(), org=org, bucket=bucket),
+            api=_V2Api(write_api=client.write_api(), org=org, bucket=bucket, client=client),
             url=url,
             timeout_s=timeout_s,
             batch_size=batch_size,

@@ -14,11 +14,14 @@ Two tasks share one connection:
 * ``connection_loop`` connects (TLS and credentials from config), publishes the
   retained ``agent/status`` = ``online`` (its Last Will is ``offline``), keeps
   the retained ``<device>/status`` documents current (at once on a state
-  change, and every ``status_refresh_s`` for the counters), and reconnects with a
-  capped, jittered back-off after any failure: one log line per attempt.
+  change, and every ``status_refresh_s``, 5 s, for devices whose counters
+  moved), and reconnects after any failure with a jittered back-off capped at
+  ``reconnect_max_s`` (2 s by default: a broker on the LAN comes back quickly;
+  raise it for a remote broker): one log line per attempt.
 * ``deliver`` (driven by the dispatcher) publishes a batch and waits for all
   PUBACKs within ``publish_timeout_s``; if the connection is down it waits for
-  it, then reports ``SinkUnavailable`` so the batch is retried.
+  it, then reports ``SinkUnavailable`` so the batch is retried, at the latest
+  when a new connection is up (``wait_available``).
 
 Topics, under ``<prefix>/<site>/``::
 
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import ssl
@@ -53,6 +57,12 @@ from coffee_telemetry.agent.health import Health, SinkHealth
 from coffee_telemetry.agent.outbox.sink import Record, Rejection
 
 log = logging.getLogger(__name__)
+
+#: aiomqtt's and paho's own log lines: the connection loop logs one line per state
+#: change itself, so theirs (a warning per pending publish, a traceback-like error
+#: when the broker goes away) are kept for debugging only.
+_CLIENT_LOG = logging.getLogger(__name__ + ".client")
+_CLIENT_LOG.setLevel(logging.CRITICAL)
 
 #: Replies waiting to be published (sent by the web API); past this the oldest go.
 MAX_QUEUED_REPLIES = 256
@@ -82,7 +92,8 @@ class MqttSink:
         keepalive_s: int = 30,
         batch_size: int = 100,
         publish_timeout_s: float = 10.0,
-        status_refresh_s: float = 60.0,
+        status_refresh_s: float = 5.0,
+        reconnect_max_s: float = 2.0,
         name: str = "mqtt",
         backoff: Backoff | None = None,
         commands: CommandBoundary | None = None,
@@ -106,9 +117,14 @@ class MqttSink:
         self._keepalive_s = keepalive_s
         self._publish_timeout_s = publish_timeout_s
         self._status_refresh_s = status_refresh_s
-        self._backoff = backoff or Backoff(initial_s=1.0, maximum_s=60.0)
+        self._backoff = backoff or Backoff(
+            initial_s=min(0.5, reconnect_max_s), maximum_s=reconnect_max_s
+        )
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        #: Set by every new connection; cleared when a delivery finds the sink down.
+        self._reconnected = asyncio.Event()
+        self._published_status: dict[str, bytes] = {}
         self._stopping = asyncio.Event()
         self._broken = asyncio.Event()
         self._commands = commands
@@ -167,7 +183,7 @@ class MqttSink:
         )
 
     def _make_client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self._host,
             self._port,
             identifier=self._client_id,
@@ -179,7 +195,11 @@ class MqttSink:
             keepalive=self._keepalive_s,
             clean_session=True,
             timeout=self._publish_timeout_s,
+            logger=_CLIENT_LOG,
         )
+        # A batch is many publishes in flight at once, by design, not a backlog to warn about.
+        client.pending_calls_threshold = 4 * self.batch_size
+        return client
 
     async def connection_loop(self) -> None:
         """Stay connected until ``close`` is called; reconnect on any failure."""
@@ -190,7 +210,7 @@ class MqttSink:
                     self._broken.clear()
                     await client.publish(self.status_topic, b"online", qos=1, retain=True)
                     self._watch.take()
-                    await self._publish_statuses(client, set(self._health.devices))
+                    await self._publish_statuses(client, set(self._health.devices), force=True)
                     self._dirty_states = set(self._states)
                     await self._publish_states(client)
                     if self._commands is not None:
@@ -199,6 +219,7 @@ class MqttSink:
                     self._backoff.reset()
                     self._sink_health.connected = True
                     self._connected.set()
+                    self._reconnected.set()
                     await self._serve(client)
                     if self._stopping.is_set():
                         await self._publish_offline(client)
@@ -247,7 +268,8 @@ class MqttSink:
                     raise aiomqtt.MqttError("publish failed; reconnecting")
                 dirty = self._watch.take()
                 if loop.time() >= refresh_at:
-                    # Counters change without state changes: refresh them all.
+                    # Counters change without state changes: refresh every device
+                    # (only those whose document changed are published).
                     dirty = set(self._health.devices)
                     refresh_at = loop.time() + self._status_refresh_s
                 await self._publish_statuses(client, dirty)
@@ -294,15 +316,19 @@ class MqttSink:
             reply = self._replies.popleft()
             await client.publish(f"{self._base}/{reply.topic}", reply.payload, qos=1)
 
-    async def _publish_statuses(self, client: aiomqtt.Client, devices: set[str]) -> None:
+    async def _publish_statuses(
+        self, client: aiomqtt.Client, devices: set[str], *, force: bool = False
+    ) -> None:
+        """Publish the status of ``devices`` whose document changed (all with ``force``)."""
         for device in sorted(devices):
             entry = self._health.devices.get(device)
             if entry is None:
                 continue
-            payload = json.dumps(entry.as_status(), sort_keys=True, separators=(",", ":"))
-            await client.publish(
-                self.device_status_topic(device), payload.encode(), qos=1, retain=True
-            )
+            payload = json.dumps(entry.as_status(), sort_keys=True, separators=(",", ":")).encode()
+            if not force and self._published_status.get(device) == payload:
+                continue
+            await client.publish(self.device_status_topic(device), payload, qos=1, retain=True)
+            self._published_status[device] = payload
 
     async def _publish_offline(self, client: aiomqtt.Client) -> None:
         try:
@@ -323,6 +349,8 @@ class MqttSink:
         Raises:
             SinkUnavailable: Not connected, or a publish failed or timed out.
         """
+        if not self._connected.is_set():
+            self._reconnected.clear()
         try:
             async with asyncio.timeout(self._publish_timeout_s):
                 await self._connected.wait()
@@ -330,6 +358,7 @@ class MqttSink:
             raise SinkUnavailable("not connected to the broker", sink=self.name) from None
         client = self._client
         if client is None:
+            self._reconnected.clear()
             raise SinkUnavailable("not connected to the broker", sink=self.name)
         results = await asyncio.gather(
             *(
@@ -344,9 +373,16 @@ class MqttSink:
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
+                self._reconnected.clear()
                 self._broken.set()
                 raise SinkUnavailable(f"publish failed: {result}", sink=self.name) from result
         return []
+
+    async def wait_available(self, timeout_s: float) -> None:
+        """Return when a connection newer than the failed delivery is up, or after ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._reconnected.wait()
 
     async def close(self) -> None:
         """Ask the connection loop to publish ``offline`` and disconnect."""

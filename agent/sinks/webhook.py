@@ -252,6 +252,10 @@ class WebhookSink:
             reverse=True,
         )
 
+    async def wait_available(self, timeout_s: float) -> None:
+        """Sleep ``timeout_s``: a receiver has no health check to ask."""
+        await asyncio.sleep(timeout_s)
+
     async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
         """POST the notifications among ``records``, in order; acknowledge the rest.
 

@@ -733,3 +733,29 @@ def test_garbage_between_tickets_separated_by_form_feeds_loses_nothing(
     # but that is the previous property's business).
     for i, moisture in enumerate(moistures):
         assert (f"{i:04d}", moisture) in got
+
+
+@pytest.mark.parametrize("terminator", [b"\r\n", b"\n", b"", b"\x0c"])
+def test_line_noise_between_two_tickets_costs_no_ticket(terminator: bytes) -> None:
+    # A burst of line noise longer than a ticket may be, printed right after a ticket
+    # ended: the noise is dropped and the parser stays at the boundary it was at, so
+    # the next ticket still begins cleanly (it used to be skipped up to its own end).
+    options = TicketOptions(max_bytes=256)
+    noise = bytes(range(0x21, 0x7F)) * 10  # 940 printable bytes, no line ending
+    first = T + b"Umidade: 11,0\r\n\x0c"
+    second = T + b"Umidade: 12,0\r\n\x0c"
+    data = first + noise + terminator + second
+    expected = [
+        measured({"moisture_pct": 11.0}),
+        dropped("too-long"),
+        measured({"moisture_pct": 12.0}),
+    ]
+    assert summary(feed([data], options)) == expected
+    assert summary(feed([bytes([b]) for b in data], options)) == expected
+
+
+def test_noise_inside_a_ticket_still_drops_that_ticket() -> None:
+    options = TicketOptions(max_bytes=256)
+    data = T + b"Umidade: 11,0\r\n" + b"n" * 600 + b"\r\n\x0c" + T + b"Umidade: 12,0\r\n\x0c"
+    expected = [dropped("too-long"), measured({"moisture_pct": 12.0})]
+    assert summary(feed([data], options)) == expected

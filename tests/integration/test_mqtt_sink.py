@@ -207,3 +207,76 @@ async def test_last_will_on_sigkill(mosquitto: MosquittoServer, mqtt_prefix: str
             proc.kill()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.slow
+async def test_delivery_resumes_within_seconds_of_a_long_broker_outage(
+    mosquitto_factory: object, mqtt_prefix: str, tmp_path: Path
+) -> None:
+    # The sink and the delivery loop at their defaults: the reconnect back-off is capped
+    # at reconnect_max_s (2 s) and the delivery loop wakes when the connection is back,
+    # so a 20 s outage costs 20 s plus about 2 s, not a back-off grown to tens of seconds.
+    assert callable(mosquitto_factory)
+    broker: MosquittoServer = mosquitto_factory()
+    sink = MqttSink(
+        host="127.0.0.1", port=broker.port, prefix=mqtt_prefix, site="s1", health=Health()
+    )
+    stamper = Stamper()
+    async with open_outbox(tmp_path / "o.db", sinks=["mqtt"]) as ob, running(sink):
+        deliver = asyncio.create_task(deliver_loop(ob, sink))
+        broker.stop()
+        await ob.accept(
+            [
+                stamper.stamp(device="d", measurement="moisture", fields={"m": 1.0}, tags={})
+                for _ in range(5)
+            ]
+        )
+        await asyncio.sleep(20.0)
+        assert ob.backlog("mqtt") == 5
+        broker.start()
+        restarted = asyncio.get_running_loop().time()
+        async with asyncio.timeout(30):
+            while ob.backlog("mqtt"):
+                await asyncio.sleep(0.05)
+        recovered_s = asyncio.get_running_loop().time() - restarted
+        deliver.cancel()
+    # Before the cap and the wake-up this took 11 s or more (reconnects at 1, 3, 7, 15,
+    # 31 s into the outage); the bound leaves room for a loaded machine.
+    assert recovered_s < 6.0, f"delivery resumed {recovered_s:.1f} s after the broker"
+
+
+async def test_retained_status_counters_follow_readings_without_a_state_change(
+    mosquitto: MosquittoServer, mqtt_prefix: str
+) -> None:
+    health = Health()
+    entry = health.add_device("umid-1", driver="moisture.ticket", port="/dev/x")
+    health.set_device_state("umid-1", DeviceState.ONLINE)
+    sink = MqttSink(
+        host="127.0.0.1",
+        port=mosquitto.port,
+        prefix=mqtt_prefix,
+        site="s1",
+        health=health,
+        status_refresh_s=0.2,
+    )
+    topic = f"{mqtt_prefix}/s1/umid-1/status"
+    async with running(sink):
+        await asyncio.sleep(0.5)
+        entry.frames_ok, entry.readings = 7, 7  # readings came in; the state stayed online
+        await asyncio.sleep(0.6)
+        [status] = await collect(mosquitto.port, topic, 1)  # the retained document
+    doc = json.loads(bytes(status.payload))
+    assert (doc["state"], doc["frames_ok"], doc["readings"]) == ("online", 7, 7)
+
+
+async def test_a_full_batch_in_flight_logs_no_pending_publish_warnings(
+    mosquitto: MosquittoServer, mqtt_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(mosquitto.port, mqtt_prefix, Health())
+    async with running(sink):
+        await asyncio.sleep(0.3)
+        with caplog.at_level("DEBUG"):
+            for start in range(0, 300, 100):
+                assert await sink.deliver(records(300)[start : start + 100]) == []
+    noisy = [r for r in caplog.records if "pending publish" in r.getMessage()]
+    assert noisy == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,6 +60,29 @@ class RecordingSink:
                 self.delivered.append(r.id)
         self.event.set()
         return out
+
+    async def wait_available(self, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)
+
+
+class ComesBackSink(RecordingSink):
+    """Down until ``back`` is set; says so through ``wait_available``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.back = asyncio.Event()
+        self.failures = 0
+
+    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
+        if not self.back.is_set():
+            self.failures += 1
+            raise SinkUnavailable("down", sink=self.name)
+        return await super().deliver(records)
+
+    async def wait_available(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.back.wait()
 
 
 def fast_backoff() -> Backoff:
@@ -131,3 +155,20 @@ async def test_dead_sink_does_not_block_other_sink(tmp_path: Path) -> None:
         t2.cancel()
         assert ob.backlog("dead") == 30
         assert ob.backlog("live") == 0
+
+
+async def test_a_sink_that_comes_back_is_retried_at_once_not_after_its_back_off(
+    tmp_path: Path,
+) -> None:
+    sink = ComesBackSink()
+    slow = Backoff(initial_s=3600.0, maximum_s=3600.0, jitter=0.0)  # an hour between retries
+    async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
+        await ob.accept(readings(Stamper(), 5))
+        task = asyncio.create_task(deliver_loop(ob, sink, backoff=slow))
+        await wait_until(lambda: sink.failures == 1)
+        sink.back.set()
+        await wait_until(lambda: len(sink.delivered) == 5, timeout_s=2.0)
+        assert sink.failures == 1  # one failed attempt, then the wake-up, not the hour
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
