@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
 from coffee_telemetry.agent.accept import AcceptStage, ReadingListener
+from coffee_telemetry.agent.alerts.model import Alert
 from coffee_telemetry.agent.alerts.service import AlertService
 from coffee_telemetry.agent.commands import CommandBoundary
 from coffee_telemetry.agent.config import Config
@@ -47,6 +48,9 @@ from coffee_telemetry.agent.hullers.service import HullerService
 from coffee_telemetry.agent.hullers.store import open_maintenance_store
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.lots.store import LotStore
+from coffee_telemetry.agent.notify.model import AlertEvent
+from coffee_telemetry.agent.notify.runtime import NotifyRuntime, open_notify
+from coffee_telemetry.agent.notify.service import Notifier
 from coffee_telemetry.agent.outbox.delivery import deliver_loop
 from coffee_telemetry.agent.outbox.sink import Sink
 from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
@@ -56,6 +60,7 @@ from coffee_telemetry.agent.sinks.lineprotocol import encode_line
 from coffee_telemetry.agent.sinks.mqtt import MqttSink
 from coffee_telemetry.agent.sinks.webhook import open_webhook
 from coffee_telemetry.agent.supervise import supervise
+from coffee_telemetry.agent.tls import client_context, report_tls
 from coffee_telemetry.agent.web.api import WebDeps
 from coffee_telemetry.agent.web.live import LiveHub
 from coffee_telemetry.agent.web.server import make_web_app, open_web
@@ -102,6 +107,9 @@ async def _open_sinks(
         sinks.append(mqtt)
     if cfg.influx.enabled:
         i = cfg.influx
+        ssl_context = None if i.tls is None else client_context(i.tls)
+        if i.tls is not None:
+            report_tls(health, "influx", insecure=i.tls.insecure)
         if i.api == "v1":
             v1 = await stack.enter_async_context(
                 open_influx_v1(
@@ -115,6 +123,7 @@ async def _open_sinks(
                     batch_size=i.batch_size,
                     flush_interval_s=i.flush_interval_s,
                     gzip=i.gzip,
+                    ssl_context=ssl_context,
                 )
             )
             if i.create_database:
@@ -132,6 +141,7 @@ async def _open_sinks(
                     timeout_s=i.timeout_s,
                     batch_size=i.batch_size,
                     flush_interval_s=i.flush_interval_s,
+                    ssl_context=ssl_context,
                 )
             )
             sinks.append(v2)
@@ -248,6 +258,17 @@ async def run_agent(
         if cfg.history.enabled:
             history = await stack.enter_async_context(open_configured_history(cfg))
             accept.add_listener(history.add)
+        # Notifications to people: their own queues, apart from the outbox.
+        notify: NotifyRuntime | None = None
+        if cfg.alerts.enabled and cfg.notify.enabled and cfg.notify.contacts:
+            notify = await stack.enter_async_context(
+                open_notify(
+                    cfg.notify,
+                    data_dir=cfg.agent.data_dir,
+                    site=cfg.site.name or cfg.site.id,
+                    zone=cfg.site.zone,
+                )
+            )
         alerts: AlertService | None = None
         if cfg.alerts.enabled:
             alerts = AlertService(
@@ -259,6 +280,7 @@ async def run_agent(
                 health=health,
                 publish_state=publish_state,
                 on_alert=lambda doc: hub.publish("alert", doc),
+                on_notify=None if notify is None else notify_events(notify.notifier),
             )
             accept.add_listener(alerts.on_reading)
 
@@ -267,6 +289,9 @@ async def run_agent(
         health.counters["commands"] = commands.stats.as_doc
         if alerts is not None:
             commands.add("ack", alerts.handle_command)
+        if notify is not None:
+            notify.notifier.commands = commands
+            health.counters["notify"] = notify.notifier.health_doc
         commands.add(
             "service",
             service_command(
@@ -350,7 +375,10 @@ async def run_agent(
             mqtt_task = interface("mqtt", mqtt.connection_loop) if mqtt else None
             interfaces: list[asyncio.Task[None]] = []
             if web_deps is not None:
-                interfaces.append(interface("web", lambda: _serve_web(cfg, web_deps)))
+                notifier = None if notify is None else notify.notifier
+                interfaces.append(
+                    interface("web", lambda: _serve_web(cfg, web_deps, notifier=notifier))
+                )
             interfaces.append(interface("lots", lots.run_loop))
             interfaces.append(
                 interface(
@@ -363,6 +391,9 @@ async def run_agent(
             )
             if alerts is not None:
                 interfaces.append(interface("alerts", alerts.run_loop))
+            if notify is not None:
+                # One supervisor per channel: a channel that fails never stops another.
+                interfaces += [interface(name, loop) for name, loop in notify.loops.items()]
             interfaces.append(
                 interface(
                     "agent-status", lambda: _status_loop(cfg, outbox, health, stamper, started)
@@ -380,9 +411,36 @@ async def run_agent(
         log.info("Stopped; %s", _backlog_summary(outbox))
 
 
-async def _serve_web(cfg: Config, deps: WebDeps) -> None:
+def notify_events(
+    notifier: Notifier,
+) -> Callable[[Sequence[tuple[Alert, dict[str, str]]]], Awaitable[int]]:
+    """The alert service's ``on_notify``: its events as the notifier's."""
+
+    def submit(events: Sequence[tuple[Alert, dict[str, str]]]) -> Awaitable[int]:
+        return notifier.submit(
+            [
+                AlertEvent(
+                    rule=a.rule,
+                    subject=a.subject,
+                    state=a.state.value,
+                    severity=a.severity.value,
+                    since_ns=a.since_ns,
+                    at_ns=a.at_ns,
+                    repeat=a.repeat,
+                    messages=messages,
+                    acked_by=a.acked_by,
+                    data=dict(a.data),
+                )
+                for a, messages in events
+            ]
+        )
+
+    return submit
+
+
+async def _serve_web(cfg: Config, deps: WebDeps, *, notifier: Notifier | None = None) -> None:
     """The web server, until cancelled (a fresh application on every start)."""
-    app = make_web_app(deps, token=_secret(cfg.api_token))
+    app = make_web_app(deps, token=_secret(cfg.api_token), notifier=notifier)
     async with open_web(app, host=cfg.api.bind, port=cfg.api.port):
         await asyncio.Event().wait()
 

@@ -25,8 +25,14 @@ end. ``CommandBoundary.submit`` is the only way in, for every source:
    segment uses ordinary percent-encoding, which decodes to the same value.
 4. **Who.** ``by`` is what the sender claims (printable, at most 64
    characters), recorded beside the ``source`` the boundary knows for sure:
-   ``mqtt``, ``web:<user>``, ``token`` or ``cli``.
-5. **Any exception is a refusal.** A handler refuses with ``CommandRefused``
+   ``mqtt``, ``web:<user>``, ``token:<name>`` or ``cli``.
+5. **A rate per target.** Each target (the topic levels: ``lot/<station>``,
+   ``ack/<rule>/<subject>``, ``service/<huller>``) takes ``RATE_BURST``
+   commands at once, then one every ``1 / RATE_PER_S`` seconds (``CommandRate``);
+   past that a command is refused with the wait, before its handler runs, so a
+   flood of good commands costs no history rows and no outbox events. A
+   command its handler refuses gives its turn back.
+6. **Any exception is a refusal.** A handler refuses with ``CommandRefused``
    (its message is the reply's ``error``); any other exception is a bug or a
    resource error: it is logged with its traceback, counted, and answered
    ``internal error``. Nothing propagates to the MQTT loop or the web server.
@@ -42,7 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +68,11 @@ MAX_LEVELS = 4
 BY_MAX_LEN = 64
 #: Refusal reasons counted one by one; past this many distinct ones, ``other``.
 MAX_REASONS = 64
+#: Commands one target takes at once, and how many a second after that.
+RATE_BURST = 5
+RATE_PER_S = 1 / 6
+#: Targets whose rate is remembered; past this, the oldest is forgotten.
+MAX_RATE_TARGETS = 1024
 
 _ESCAPES = {"%": "%25", "/": "%2F", "+": "%2B", "#": "%23"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
@@ -207,7 +218,7 @@ class Command:
         doc: The payload, a JSON object.
         by: Who the sender says they are (checked to be printable).
         source: Where it came from, as the boundary knows it: ``mqtt``,
-            ``web:<user>``, ``token`` or ``cli``.
+            ``web:<user>``, ``token:<name>`` or ``cli``.
     """
 
     path: tuple[str, ...]
@@ -253,6 +264,42 @@ class RefusalLog:
             self._suppressed += 1
 
 
+class CommandRate:
+    """A token bucket per command target: ``burst`` at once, then ``per_s`` a second."""
+
+    def __init__(
+        self,
+        *,
+        burst: int = RATE_BURST,
+        per_s: float = RATE_PER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst, self._per_s, self._clock = burst, per_s, clock
+        self._buckets: OrderedDict[tuple[str, ...], tuple[float, float]] = OrderedDict()
+
+    def take(self, target: tuple[str, ...]) -> float | None:
+        """Use one of ``target``'s turns: None, or the seconds until it has one."""
+        now = self._clock()
+        tokens, then = self._buckets.get(target, (float(self._burst), now))
+        tokens = min(float(self._burst), tokens + (now - then) * self._per_s)
+        if tokens < 1.0:
+            return (1.0 - tokens) / self._per_s
+        self._buckets[target] = (tokens - 1.0, now)
+        self._buckets.move_to_end(target)
+        while len(self._buckets) > MAX_RATE_TARGETS:
+            self._buckets.popitem(last=False)
+        return None
+
+    def give_back(self, target: tuple[str, ...]) -> None:
+        """Return a turn ``take`` gave (the command was refused, so it does not count)."""
+        if target in self._buckets:
+            tokens, then = self._buckets[target]
+            if tokens + 1.0 >= self._burst:
+                del self._buckets[target]
+            else:
+                self._buckets[target] = (tokens + 1.0, then)
+
+
 @dataclass(slots=True)
 class CommandStats:
     """What the boundary did since start (shown in health)."""
@@ -283,10 +330,16 @@ class CommandStats:
 class CommandBoundary:
     """Routes commands to handlers by their first level; never raises on input."""
 
-    def __init__(self, handlers: Mapping[str, CommandHandler] | None = None) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, CommandHandler] | None = None,
+        *,
+        rate: CommandRate | None = None,
+    ) -> None:
         self._handlers: dict[str, CommandHandler] = dict(handlers or {})
         self.stats = CommandStats()
         self._refusals = RefusalLog(log)
+        self._rate = rate or CommandRate()
 
     @property
     def handlers(self) -> frozenset[str]:
@@ -327,7 +380,7 @@ class CommandBoundary:
         Args:
             path: The unescaped topic levels after ``cmd/``.
             payload: The JSON payload, as received.
-            source: Where it came from (``mqtt``, ``web:<user>``, ``token``, ``cli``).
+            source: Where it came from (``mqtt``, ``web:<user>``, ``token:<name>``, ``cli``).
             by: Who sent it, when the source knows for sure (a logged-in user), or
                 the default when the payload names nobody; otherwise the payload's
                 ``by`` claim, or the source.
@@ -349,7 +402,16 @@ class CommandBoundary:
                 who = by
             else:
                 who = source if claimed is None else check_by(claimed)
-            reply = await handler(Command(tuple(path), doc, who, source))
+            if (wait_s := self._rate.take(tuple(path))) is not None:
+                raise CommandRefused(
+                    f"too many commands for {shown[:80]}; try again in {wait_s:.0f} s",
+                    retry_after_s=round(wait_s, 1),
+                )
+            try:
+                reply = await handler(Command(tuple(path), doc, who, source))
+            except BaseException:
+                self._rate.give_back(tuple(path))
+                raise
         except CommandRefused as exc:
             return self._refused(topic, shown, source, exc)
         except Exception as exc:

@@ -20,8 +20,11 @@ for where a key lives; whole, it is the file's schema.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +43,8 @@ from pydantic import (
 )
 
 from coffee_telemetry.agent.errors import ConfigError
+from coffee_telemetry.agent.notify.config import NotifyConfig
+from coffee_telemetry.agent.passwords import hash_problem
 
 #: Identifiers used in topics and tags.
 IDENT = r"^[a-z0-9][a-z0-9_-]{0,47}$"
@@ -68,21 +73,131 @@ def _check_regex(value: str | None) -> str | None:
     return value
 
 
-def _read_secret(
-    key: str, env: str | None, file: Path | None, problems: list[tuple[str, str]]
-) -> SecretStr | None:
-    if env is not None:
-        value = os.environ.get(env)
-        if value is None:
-            problems.append((f"{key}_env", f"environment variable {env} is not set"))
-            return None
-        return SecretStr(value)
-    if file is not None:
-        try:
-            return SecretStr(file.read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            problems.append((f"{key}_file", f"cannot read {file}: {exc.strerror}"))
+#: Where systemd puts a unit's ``LoadCredential=`` files; a ``*_file`` path may start with it.
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
+_CREDENTIALS_PREFIX = re.compile(r"^\$(\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY)(?=/|$)")
+#: Least strength of an API token, in bits.
+MIN_TOKEN_BITS = 128
+#: Fewest different characters in an API token (``change-me-change-me...`` has 8).
+MIN_TOKEN_DISTINCT = 10
+
+
+def token_bits(token: str) -> float:
+    """An upper bound of a token's strength: its length times log2 of its alphabet.
+
+    The alphabet is guessed from the characters used: hexadecimal (16), or the sum of
+    lowercase (26), uppercase (26), digits (10) and other printable ASCII (33).
+    """
+    if not token:
+        return 0.0
+    if re.fullmatch(r"[0-9a-f]+|[0-9A-F]+", token):
+        alphabet = 16
+    else:
+        alphabet = sum(
+            size
+            for present, size in (
+                (any("a" <= c <= "z" for c in token), 26),
+                (any("A" <= c <= "Z" for c in token), 26),
+                (any("0" <= c <= "9" for c in token), 10),
+                (any(not c.isascii() or not c.isalnum() for c in token), 33),
+            )
+            if present
+        )
+    return len(token) * math.log2(alphabet)
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` is too weak to be an API token (None: it is strong enough)."""
+    bits = token_bits(token)
+    if bits < MIN_TOKEN_BITS or len(set(token)) < MIN_TOKEN_DISTINCT:
+        return (
+            f"the API token is too weak (about {bits:.0f} bits, {len(set(token))} different"
+            f" characters; at least {MIN_TOKEN_BITS} bits and {MIN_TOKEN_DISTINCT} different"
+            " characters): make one with `openssl rand -hex 32`"
+        )
     return None
+
+
+def public_url(url: str) -> str:
+    """``url`` fit to print: user name and password in it replaced by ``***``."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
+
+
+class _Secrets:
+    """Reads the secrets the file names (environment or files), collecting problems.
+
+    A ``*_file`` path may start with ``$CREDENTIALS_DIRECTORY`` (or
+    ``${CREDENTIALS_DIRECTORY}``): where systemd's ``LoadCredential=`` puts the unit's
+    secret files. Every file read is remembered (``files``) so ``check-config`` can
+    warn when others may read it.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+        self.files: dict[str, Path] = {}
+
+    def path(self, key: str, file: Path) -> Path | None:
+        text = str(file)
+        m = _CREDENTIALS_PREFIX.match(text)
+        if m is None:
+            return file
+        base = os.environ.get(CREDENTIALS_DIRECTORY)
+        if not base:
+            self.problems.append(
+                (key, f"{m.group(0)} is not set (it is, under systemd, with LoadCredential=)")
+            )
+            return None
+        return Path(base + text[m.end() :])
+
+    def read_file(self, key: str, file: Path) -> SecretStr | None:
+        path = self.path(key, file)
+        if path is None:
+            return None
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            self.problems.append((key, f"cannot read {path}: {exc.strerror}"))
+            return None
+        except UnicodeDecodeError:
+            self.problems.append((key, f"{path} is not UTF-8 text"))
+            return None
+        self.files[key] = path
+        return SecretStr(value)
+
+    def read(self, key: str, env: str | None, file: Path | None) -> SecretStr | None:
+        if env is not None:
+            value = os.environ.get(env)
+            if value is None:
+                self.problems.append((f"{key}_env", f"environment variable {env} is not set"))
+                return None
+            return SecretStr(value)
+        if file is not None:
+            return self.read_file(f"{key}_file", file)
+        return None
+
+    def token(self, key: str, env: str | None, file: Path | None) -> SecretStr | None:
+        value = self.read(key, env, file)
+        if value is not None and (problem := token_problem(value.get_secret_value())):
+            self.problems.append((f"{key}_env" if env is not None else f"{key}_file", problem))
+        return value
+
+    def tls(self, key: str, tls: TlsConfig | None) -> TlsConfig | None:
+        if tls is None:
+            return None
+        paths: dict[str, Path | None] = {}
+        for name in ("ca_file", "cert_file", "key_file"):
+            given: Path | None = getattr(tls, name)
+            path = None if given is None else self.path(f"{key}.{name}", given)
+            if path is not None:
+                try:
+                    with path.open("rb"):
+                        pass
+                except OSError as exc:
+                    self.problems.append((f"{key}.{name}", f"cannot read {path}: {exc.strerror}"))
+                if name == "key_file":
+                    self.files[f"{key}.{name}"] = path
+            paths[name] = path
+        return tls.model_copy(update=paths)
 
 
 class SiteConfig(_Model):
@@ -125,12 +240,26 @@ class OutboxConfig(_Model):
 
 
 class TlsConfig(_Model):
-    """``[mqtt.tls]``: TLS for the broker connection."""
+    """``[mqtt.tls]``, ``[influx.tls]``: TLS for a client connection (``agent.tls``).
+
+    Attributes:
+        ca_file: The CA that signed the server's certificate (default: the system's CAs).
+        cert_file: A client certificate to show (mutual TLS).
+        key_file: Its private key, when not in ``cert_file``.
+        insecure: Do not check the server's certificate or name (test benches only:
+            warned at start and shown in health).
+    """
 
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure: bool = False
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        return self
 
 
 class MqttConfig(_Model):
@@ -178,6 +307,7 @@ class InfluxConfig(_Model):
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     gzip: bool = True
     create_database: bool = False
+    tls: TlsConfig | None = None
 
     @field_validator("url")
     @classmethod
@@ -185,6 +315,12 @@ class InfluxConfig(_Model):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> InfluxConfig:
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError("[influx.tls] is set but url is not https://")
+        return self
 
     @model_validator(mode="after")
     def _v2_needs(self) -> InfluxConfig:
@@ -525,13 +661,27 @@ class SinkBacklogConfig(SinkBacklogParams):
     enabled: bool = True
 
 
+#: Header names that carry credentials: their values come only from the environment or a file.
+_SECRET_HEADER = re.compile(
+    r"(^(proxy-)?authorization$|^cookie$|token|secret|password|passwd|api-?key|signature|auth)",
+    re.IGNORECASE,
+)
+
+
 class WebhookConfig(_Model):
-    """``[[alerts.webhooks]]``: where alert notifications are POSTed."""
+    """``[[alerts.webhooks]]``: where alert notifications are POSTed.
+
+    ``headers`` holds plain values (``X-Site``); a header that carries a credential
+    (``Authorization``, ``Cookie``, a token, key, secret or signature) comes from
+    ``headers_env`` (an environment variable) or ``headers_file`` (a file), never
+    from this file.
+    """
 
     name: Ident
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     headers_env: dict[str, str] = Field(default_factory=dict)
+    headers_file: dict[str, Path] = Field(default_factory=dict)
     timeout_s: float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("url")
@@ -539,6 +689,17 @@ class WebhookConfig(_Model):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for header in value:
+            if _SECRET_HEADER.search(header):
+                raise ValueError(
+                    f"{header!r} carries a credential: give it in headers_env (an environment"
+                    " variable) or headers_file (a file), not in the site file"
+                )
         return value
 
 
@@ -575,18 +736,53 @@ class HistoryConfig(_Model):
     rollup_retention_days: float = Field(default=730.0, gt=0)
 
 
-#: ``scrypt$<log2 n>$<r>$<p>$<salt, base64>$<key, base64>`` (``coffee-telemetry hash-password``).
-PASSWORD_HASH = (
-    r"^scrypt\$(1[4-9]|20)\$([1-9]|1[0-6])\$[1-4]"
-    r"\$[A-Za-z0-9+/]{16,}={0,2}\$[A-Za-z0-9+/]{40,}={0,2}$"
-)
-
-
 class WebUserConfig(_Model):
-    """``[[api.users]]``: someone who may log in to the dashboard and write."""
+    """``[[api.users]]``: someone who may log in to the dashboard and write.
+
+    ``password_hash`` is what ``coffee-telemetry hash-password`` prints (Argon2id; older
+    scrypt hashes are accepted and replaced at the user's next login, see
+    ``agent.web.auth``). A hash the verifier would refuse to check (too costly for the
+    box, or not a hash at all) is refused here, by ``agent.passwords.hash_problem``.
+    """
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
-    password_hash: Annotated[str, Field(pattern=PASSWORD_HASH)]
+    password_hash: Annotated[str, Field(max_length=512)]
+
+    @field_validator("password_hash")
+    @classmethod
+    def _checkable(cls, value: str) -> str:
+        problem = hash_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+class ApiTokenConfig(_Model):
+    """``[[api.tokens]]``: a named token for programs' API writes (recorded as ``token:<name>``)."""
+
+    name: Ident
+    token_env: str | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiTokenConfig:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("set token_env or token_file (one of them)")
+        return self
+
+
+def _host_name(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    if not re.match(
+        r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*)$",
+        host,
+    ):
+        raise ValueError(f"{value!r} is not a host name")
+    return host
+
+
+#: Longest a login may last (``api.session_hours``): 30 days.
+MAX_SESSION_HOURS = 24 * 30
 
 
 class ApiConfig(_Model):
@@ -595,14 +791,25 @@ class ApiConfig(_Model):
     enabled: bool = True
     bind: str = "127.0.0.1"
     port: int = Field(default=8780, ge=1, le=65535)
+    #: The token named ``api`` (``token:api``); more in ``[[api.tokens]]``.
     token_env: str | None = None
     token_file: Path | None = None
+    tokens: tuple[ApiTokenConfig, ...] = ()
     #: ``open``: pages and reads need no login (writes always do); ``login``: everything does.
     read_access: Literal["open", "login"] = "open"
     users: tuple[WebUserConfig, ...] = ()
-    session_hours: float = Field(default=12.0, gt=0, le=24 * 90)
-    #: Set when a TLS reverse proxy serves the pages: the session cookie gets ``Secure``.
+    session_hours: float = Field(default=12.0, gt=0, le=MAX_SESSION_HOURS)
+    #: Set when a TLS reverse proxy serves the pages: the session cookie gets ``Secure``
+    #: (implied by an ``https://`` ``public_origin``).
     secure_cookies: bool = False
+    #: The origin browsers use when a reverse proxy serves the pages
+    #: (``https://armazem.example.coop``): the Origin check and the Host allowlist follow it.
+    public_origin: str | None = None
+    #: Proxies (addresses or networks) whose ``X-Forwarded-For``/``-Proto`` are believed.
+    trusted_proxies: tuple[str, ...] = ()
+    #: More host names the pages may be reached by (besides IP addresses, ``localhost``,
+    #: this box's host name and ``public_origin``'s).
+    allowed_hosts: tuple[str, ...] = ()
     lang: Literal["pt-BR", "en"] = "pt-BR"
     #: The pages' files (default: ``dashboards/web`` beside the ``agent`` package).
     assets_dir: Path | None = None
@@ -631,6 +838,58 @@ class ApiConfig(_Model):
             raise ValueError(f"user names must be unique; repeated: {', '.join(dup)}")
         return value
 
+    @field_validator("public_origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        m = re.match(r"^(?i:(https?))://([^/:?#@\s]+|\[[0-9A-Fa-f:.]+\])(:(\d{1,5}))?/?$", value)
+        if m is None or (m[4] is not None and not 0 < int(m[4]) < 65536):
+            raise ValueError(
+                "must be a scheme, host and optional port, nothing else"
+                " (e.g. 'https://armazem.example.coop')"
+            )
+        scheme, host = m[1].lower(), _host_name(m[2])
+        default = {"http": 80, "https": 443}[scheme]
+        port = f":{m[4]}" if m[4] is not None and int(m[4]) != default else ""
+        return f"{scheme}://{host}{port}"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (e.g. '127.0.0.1', '10.0.0.0/8')"
+                ) from None
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_host_name(v) for v in value)
+
+    @model_validator(mode="after")
+    def _unique_tokens(self) -> ApiConfig:
+        names = [t.name for t in self.tokens] + (
+            ["api"] if self.token_env or self.token_file else []
+        )
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(
+                f"token names must be unique ('api' is token_env/token_file's);"
+                f" repeated: {', '.join(dup)}"
+            )
+        if self.token_env and self.token_file:
+            raise ValueError("set token_env or token_file, not both")
+        return self
+
+    @property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` as networks."""
+        return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
+
 
 class Config(_Model):
     """The whole site file."""
@@ -644,6 +903,7 @@ class Config(_Model):
     buses: tuple[BusConfig, ...] = ()
     hullers: tuple[HullerConfig, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
+    notify: NotifyConfig = NotifyConfig()
     api: ApiConfig = ApiConfig()
     history: HistoryConfig = HistoryConfig()
 
@@ -652,8 +912,12 @@ class Config(_Model):
     influx_password: SecretStr | None = None
     influx_token: SecretStr | None = None
     api_token: SecretStr | None = None
-    #: Webhook headers whose values came from the environment, by webhook name.
+    #: Every API token by name (``api`` is ``[api] token_env``/``token_file``'s).
+    api_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Webhook headers whose values came from the environment or a file, by webhook name.
     webhook_secret_headers: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)
+    #: The secret files read, by the key that names them (for ``check-config``'s warnings).
+    secret_files: dict[str, Path] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -751,7 +1015,7 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
                 key = f"{key or 'devices'}.driver"
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check spelling)"
-            if err["type"] == "string_pattern_mismatch" and key.endswith(".password_hash"):
+            if key.endswith(".password_hash") and err["type"] != "value_error":
                 # Never echo it: a plain password put here by mistake must not reach a log.
                 msg = (
                     "not a password hash: run `coffee-telemetry hash-password` and paste"
@@ -767,43 +1031,83 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
                 key, msg = keyed.group(1), msg[keyed.end() :]
             found.append((key, msg))
         raise ConfigError(found, source=source) from None
-    problems: list[tuple[str, str]] = []
-    mqtt_password = _read_secret(
-        "mqtt.password", cfg.mqtt.password_env, cfg.mqtt.password_file, problems
+    secrets = _Secrets()
+    mqtt_password = secrets.read("mqtt.password", cfg.mqtt.password_env, cfg.mqtt.password_file)
+    influx_password = secrets.read(
+        "influx.password", cfg.influx.password_env, cfg.influx.password_file
     )
-    influx_password = _read_secret(
-        "influx.password", cfg.influx.password_env, cfg.influx.password_file, problems
-    )
-    influx_token = _read_secret(
-        "influx.token", cfg.influx.token_env, cfg.influx.token_file, problems
-    )
-    api_token = _read_secret("api.token", cfg.api.token_env, cfg.api.token_file, problems)
+    influx_token = secrets.read("influx.token", cfg.influx.token_env, cfg.influx.token_file)
+    api_token = secrets.token("api.token", cfg.api.token_env, cfg.api.token_file)
+    api_tokens = {} if api_token is None else {"api": api_token}
+    for i, named in enumerate(cfg.api.tokens):
+        value = secrets.token(f"api.tokens[{i}].token", named.token_env, named.token_file)
+        if value is not None:
+            api_tokens[named.name] = value
     webhook_secret_headers: dict[str, dict[str, SecretStr]] = {}
     for i, hook in enumerate(cfg.alerts.webhooks):
         resolved: dict[str, SecretStr] = {}
         for header, env in hook.headers_env.items():
-            value = os.environ.get(env)
-            if value is None:
-                problems.append(
+            got = os.environ.get(env)
+            if got is None:
+                secrets.problems.append(
                     (
                         f"alerts.webhooks[{i}].headers_env.{header}",
                         f"environment variable {env} is not set",
                     )
                 )
             else:
-                resolved[header] = SecretStr(value)
+                resolved[header] = SecretStr(got)
+        for header, file in hook.headers_file.items():
+            secret = secrets.read_file(f"alerts.webhooks[{i}].headers_file.{header}", file)
+            if secret is not None:
+                resolved[header] = secret
         webhook_secret_headers[hook.name] = resolved
-    if problems:
-        raise ConfigError(problems, source=source)
+    mqtt_tls = secrets.tls("mqtt.tls", cfg.mqtt.tls)
+    influx_tls = secrets.tls("influx.tls", cfg.influx.tls)
+    if secrets.problems:
+        raise ConfigError(secrets.problems, source=source)
     return cfg.model_copy(
         update={
+            "mqtt": cfg.mqtt.model_copy(update={"tls": mqtt_tls}),
+            "influx": cfg.influx.model_copy(update={"tls": influx_tls}),
             "mqtt_password": mqtt_password,
             "influx_password": influx_password,
             "influx_token": influx_token,
             "webhook_secret_headers": webhook_secret_headers,
             "api_token": api_token,
+            "api_tokens": api_tokens,
+            "secret_files": secrets.files,
         }
     )
+
+
+def permission_warnings(path: Path, cfg: Config) -> list[str]:
+    """What others may do to the site file and the secret files it names.
+
+    The site file says who may log in and where the secrets are: nobody but its owner
+    should be able to change it. A secret file should be readable by its owner only
+    (systemd's ``LoadCredential=`` hands the agent a private copy of a root-only file).
+    """
+    found: list[str] = []
+    for what, file, bits, verb in [
+        ("the site file", path, stat.S_IWGRP | stat.S_IWOTH, "written"),
+        *(
+            (key, f, stat.S_IRWXO | stat.S_IRWXG, "read")
+            for key, f in sorted(cfg.secret_files.items())
+        ),
+    ]:
+        try:
+            mode = file.stat().st_mode
+        except OSError:
+            continue
+        if mode & bits:
+            who = "anyone" if mode & bits & stat.S_IRWXO else "its group"
+            fix = "chmod go-w" if verb == "written" else "chmod 600 (or use LoadCredential=)"
+            found.append(
+                f"{what} ({file}) is mode {stat.S_IMODE(mode):04o}: {who} may have it {verb};"
+                f" {fix} {file}"
+            )
+    return found
 
 
 def load_config(path: Path) -> Config:

@@ -142,6 +142,36 @@ class PtyPort:
         self.dropped_bytes += len(data) - written
         return written
 
+    async def write_all(self, data: bytes) -> None:
+        """Send all of ``data``, waiting while the pty's buffer is full (a replay drops nothing).
+
+        Raises:
+            OSError: ``EIO`` when the port is unplugged, before or while waiting.
+        """
+        loop = asyncio.get_running_loop()
+        view = memoryview(data)
+        while view:
+            master = self._master
+            if master is None:
+                raise OSError(errno.EIO, "pty is unplugged")
+            try:
+                taken = os.write(master, view)
+            except BlockingIOError:
+                taken = 0
+            self.written_bytes += taken
+            view = view[taken:]
+            if view:
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(master, _wake, ready)
+                try:
+                    async with asyncio.timeout(0.5):  # re-check an unplug at least this often
+                        await ready
+                except TimeoutError:
+                    pass
+                finally:
+                    if self._master == master:
+                        loop.remove_writer(master)
+
     async def read(self, size: int = 4096) -> bytes:
         """Wait for bytes the agent wrote to the port (for request/response devices).
 

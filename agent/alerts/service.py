@@ -16,7 +16,9 @@ drains: each alert event becomes
 * the retained ``<prefix>/<site>/alerts/<rule>/<subject>`` state (resolved
   alerts are kept as ``resolved``, not deleted), and
 * an ``alert`` event in the outbox (device ``alerts``), which InfluxDB stores
-  and the webhook sinks POST when the event says ``notify``.
+  and the webhook sinks POST when the event says ``notify``, and
+* for notifying and acknowledged events, a hand-over to ``on_notify`` (the
+  notifier's own queues, ``agent.notify``), awaited before the state is saved.
 
 The engine's state is written to ``alerts.json`` in the data directory after a
 batch with notifications reached the outbox (at most every
@@ -35,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from coffee_telemetry.agent.alerts.engine import Engine
@@ -71,6 +73,10 @@ MAX_SUBJECT_LEN = 120
 #: Shortest time between two saves of the engine state after notifications.
 MIN_SAVE_INTERVAL_S = 0.5
 
+#: Takes notifying alert events, each with its message in every language (the app
+#: wires the notifier here, so this package imports nothing of it).
+NotifyCallback = Callable[[Sequence[tuple[Alert, dict[str, str]]]], Awaitable[object]]
+
 
 class AlertService:
     """Feeds the engine and publishes its alerts (see the module docstring)."""
@@ -86,6 +92,7 @@ class AlertService:
         health: Health,
         publish_state: Callable[[Outgoing], None] | None = None,
         on_alert: Callable[[dict[str, object]], None] | None = None,
+        on_notify: NotifyCallback | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
         tick_s: float = 1.0,
         save_s: float = 60.0,
@@ -97,6 +104,7 @@ class AlertService:
         self._health = health
         self._publish_state = publish_state
         self._on_alert = on_alert
+        self._on_notify = on_notify
         self._recent_path = state_path.with_name(state_path.stem + "-recent.json")
         self._recent = self._load_recent()
         self._clock_ns = clock_ns
@@ -278,6 +286,7 @@ class AlertService:
                     alert.message,
                 )
         await self._outbox.accept(readings)
+        await self._hand_to_notifier(batch)
         if any(alert.notify for alert in batch):
             # What was notified must survive a restart (or it would be notified
             # again); the snapshot costs O(open subjects), so at most every
@@ -287,6 +296,17 @@ class AlertService:
                 await self._save()
         else:
             self._dirty = True
+
+    async def _hand_to_notifier(self, batch: Sequence[Alert]) -> None:
+        # After the outbox commit and before the state save: a crash in between can
+        # only hand an event over again, and the notifier recognises a repeat.
+        events = [a for a in batch if a.notify or a.state is AlertState.ACKNOWLEDGED]
+        if not events or self._on_notify is None:
+            return
+        try:
+            await self._on_notify([(a, self._engine.messages(a)) for a in events])
+        except Exception as exc:  # people not told is bad; alerts that stop are worse
+            log.error("Could not hand %d alert events to the notifier", len(events), exc_info=exc)
 
     def _retain(self, alert: Alert) -> None:
         if self._publish_state is None:

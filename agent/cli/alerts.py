@@ -5,7 +5,8 @@
 
 ``list`` reads the alert state the agent saves (``data_dir/alerts.json``); ``ack`` goes
 through the agent, as any operator command does: it publishes
-``cmd/ack/<rule>/<subject>`` with the site's MQTT settings and waits for the reply.
+``cmd/ack/<rule>/<subject>`` with the site's MQTT settings (credentials and
+``[mqtt.tls]``, as the agent uses them) and waits for the reply.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import getpass
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -88,11 +90,23 @@ def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout
         password = cfg.mqtt_password.get_secret_value() if cfg.mqtt_password else None
         client.username_pw_set(m.username, password)
     if m.tls is not None:
-        client.tls_set(
-            ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
-            certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
-            keyfile=str(m.tls.key_file) if m.tls.key_file else None,
-        )
+        # The agent's own settings, through the same code (agent.tls): CA, client
+        # certificate, and insecure (said loudly) mean here what they mean there.
+        from coffee_telemetry.agent.tls import client_context
+
+        try:
+            context = client_context(m.tls)
+            context.sslsocket_class = _ClosingSSLSocket
+            client.tls_set_context(context)
+        except (OSError, ValueError) as exc:
+            print(f"error: [mqtt.tls]: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        if m.tls.insecure:
+            print(
+                "warning: [mqtt.tls] insecure = true: the broker's certificate is not checked",
+                file=sys.stderr,
+            )
+            client.tls_insecure_set(True)
 
     def on_message(c: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         replies.append(bytes(msg.payload))
@@ -123,6 +137,21 @@ def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout
         return EXIT_CONFIG
     print(f"acknowledged {rule}/{subject} as {reply.get('by')}")
     return EXIT_OK
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """An SSL socket that closes itself when its handshake fails.
+
+    paho leaves the socket of a failed handshake (a certificate it must refuse) open
+    until the garbage collector finds it; this closes it where it failed.
+    """
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 def add_parser(sub: Subcommands) -> None:

@@ -9,6 +9,7 @@
     coffee-telemetry alerts list -c site.toml | alerts ack -c site.toml RULE SUBJECT
     coffee-telemetry hash-password [--user N]  a dashboard user's password hash
     coffee-telemetry simulate                  virtual meters on ptys, prints their paths
+    coffee-telemetry capture PORT | propose FILE | replay FILE --pty PATH   a new meter
     coffee-telemetry demo                      broker + simulators + agent, zero setup
 
 Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from coffee_telemetry.agent.cli import alerts, lots, maintenance, outbox
+from coffee_telemetry.agent.cli import alerts, lots, maintenance, onboard, outbox
 from coffee_telemetry.agent.cli._common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -42,6 +43,7 @@ from coffee_telemetry.agent.cli._common import (
     load,
     setup_logging,
 )
+from coffee_telemetry.agent.config import TlsConfig, permission_warnings, public_url
 from coffee_telemetry.agent.errors import ConfigError, OutboxError
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -64,16 +66,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tls_summary(tls: TlsConfig | None) -> str:
+    if tls is None:
+        return ""
+    return " TLS (certificates NOT checked)" if tls.insecure else " TLS"
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate a config file and summarise it."""
+    """Validate a config file and summarise it; warn about who may read or change it.
+
+    Run as the unit's ``ExecStartPre``, so what it prints reaches the journal: it never
+    prints a secret (URL user info is masked, tokens and hashes are not shown).
+    """
     cfg = load(args.file)
     print(f"{args.file}: OK")
     print(f"  site      {cfg.site.id}")
     mqtt = f"{cfg.mqtt.host}:{cfg.mqtt.port} prefix {cfg.mqtt.prefix!r}"
-    print(f"  mqtt      {mqtt if cfg.mqtt.enabled else 'off'}")
-    influx = f"{cfg.influx.api} {cfg.influx.url}"
+    print(f"  mqtt      {mqtt + _tls_summary(cfg.mqtt.tls) if cfg.mqtt.enabled else 'off'}")
+    influx = f"{cfg.influx.api} {public_url(cfg.influx.url)}{_tls_summary(cfg.influx.tls)}"
     print(f"  influx    {influx if cfg.influx.enabled else 'off'}")
     print(f"  outbox    {cfg.outbox_path} (quota {cfg.outbox.max_mb:g} MB)")
+    api = cfg.api
+    if api.enabled:
+        behind = f", public origin {api.public_origin}" if api.public_origin else ""
+        print(
+            f"  web       {api.bind}:{api.port}{behind}; {len(api.users)} users;"
+            f" tokens: {', '.join(sorted(cfg.api_tokens)) or 'none'}"
+        )
+    for hook in cfg.alerts.webhooks:
+        print(f"  webhook   {hook.name} {public_url(hook.url)}")
     for dev in cfg.devices:
         state = "" if dev.enabled else " (disabled)"
         print(f"  device    {dev.id} {dev.driver} {dev.port}{state}")
@@ -85,6 +106,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"  huller    {huller.id} on {huller.bus} (bags: unit {huller.bag_counter},"
             f" hours: unit {huller.hour_meter or '-'}); {tasks}"
         )
+    for warning in permission_warnings(Path(args.file), cfg):
+        print(f"warning: {warning}", file=sys.stderr)
+    for key, tls in (("mqtt", cfg.mqtt.tls), ("influx", cfg.influx.tls)):
+        if tls is not None and tls.insecure:
+            print(
+                f"warning: [{key}.tls] insecure = true: the server's certificate is not"
+                " checked; anyone on the network path can read and change this traffic",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 
@@ -185,8 +215,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
-    """Print the ``password_hash`` for a dashboard user (``[[api.users]]``)."""
-    from coffee_telemetry.agent.web.auth import hash_password
+    """Print the ``password_hash`` for a dashboard user (``[[api.users]]``): Argon2id."""
+    from coffee_telemetry.agent.passwords import hash_password
 
     if args.stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -223,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.add_parser(sub)
     lots.add_parser(sub)
     alerts.add_parser(sub)
+    onboard.add_parser(sub)
 
     simulate = sub.add_parser("simulate", help="virtual meters, scales and a huller on ptys")
     simulate.add_argument("--dir", default="/tmp/coffee-sim", help="where the stable links go")

@@ -73,6 +73,7 @@ import enum
 import gzip as gzip_module
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -465,6 +466,7 @@ async def open_influx_v1(
     flush_interval_s: float = 1.0,
     gzip: bool = True,
     name: str = "influx",
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[InfluxV1Sink]:
     """Open a sink for the InfluxDB v1 write API.
 
@@ -480,6 +482,8 @@ async def open_influx_v1(
         flush_interval_s: Longest a record waits for a fuller batch.
         gzip: Compress request bodies (influxd 1.6 accepts ``Content-Encoding: gzip``).
         name: Sink name; the outbox keys this sink's cursor by it.
+        ssl_context: TLS settings for ``https://`` (``agent.tls.client_context``);
+            default: the system's CAs, checks on.
 
     Raises:
         ValueError: Conflicting or incomplete arguments.
@@ -500,7 +504,10 @@ async def open_influx_v1(
     elif username is not None and password is not None:
         headers["Authorization"] = _basic_auth(username, password)
     # No session-wide timeout: each request runs in its own asyncio.timeout scope.
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+    connector = None if ssl_context is None else aiohttp.TCPConnector(ssl=ssl_context)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None), connector=connector
+    ) as session:
         api = _V1Api(
             session=session,
             base=URL(url),
@@ -583,6 +590,7 @@ async def open_influx_v2(
     batch_size: int = 5000,
     flush_interval_s: float = 1.0,
     name: str = "influx",
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[InfluxV2Sink]:
     """Open a sink for the InfluxDB v2 write API (``/api/v2/write``).
 
@@ -595,6 +603,7 @@ async def open_influx_v2(
         batch_size: Most records per ``deliver`` call.
         flush_interval_s: Longest a record waits for a fuller batch.
         name: Sink name; the outbox keys this sink's cursor by it.
+        ssl_context: TLS settings for ``https://`` (``agent.tls.client_context``).
     """
     # The client's own timeout (ms) is only a backstop; the asyncio.timeout
     # scope around each write is the limit that normally fires first. Leaving
@@ -602,8 +611,9 @@ async def open_influx_v2(
     # (ResourceWarning).
     from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
+    tls: dict[str, object] = {} if ssl_context is None else {"ssl_context": ssl_context}
     async with InfluxDBClientAsync(
-        url=url, token=token, org=org, timeout=int(timeout_s * 1000) + 1000
+        url=url, token=token, org=org, timeout=int(timeout_s * 1000) + 1000, **tls
     ) as client:
         yield InfluxV2Sink(
             api=_V2Api(write_api=client.write_api(), org=org, bucket=bucket, client=client),

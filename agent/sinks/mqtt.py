@@ -55,6 +55,7 @@ from coffee_telemetry.agent.commands import CommandBoundary, Outgoing, RefusalLo
 from coffee_telemetry.agent.errors import SinkUnavailable
 from coffee_telemetry.agent.health import Health, SinkHealth
 from coffee_telemetry.agent.outbox.sink import Record, Rejection
+from coffee_telemetry.agent.tls import report_tls
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class MqttSink:
         self._tls_cert_file = tls_cert_file
         self._tls_key_file = tls_key_file
         self._tls_insecure = tls_insecure
+        if self._tls:
+            report_tls(health, name, insecure=tls_insecure)  # warns when insecure
         self._keepalive_s = keepalive_s
         self._publish_timeout_s = publish_timeout_s
         self._status_refresh_s = status_refresh_s

@@ -23,7 +23,8 @@ Writes go through the same code as the MQTT commands and the CLI (the lot
 service, the alert engine, ``hullers.record.record_service``), so validation and
 replies are identical. A refused write is 400 with ``{"ok": false, "error":
 ...}``; a body over ``MAX_COMMAND_BYTES`` is 413. Who wrote is the logged-in
-user (a ``by`` in the body is ignored), or the body's ``by`` with the API token.
+user (a ``by`` in the body is ignored), or the body's ``by`` with an API token (the
+source is then ``token:<name>``).
 """
 
 from __future__ import annotations
@@ -141,9 +142,12 @@ class WebDeps:
 
 
 DEPS = web.AppKey("deps", WebDeps)
-#: Set by ``agent.web.server`` on each write request: who is writing, and how they proved it.
+#: Set by ``agent.web.server`` on each write request: who is writing, and how they proved it
+#: (``session``, or ``token:<name>``).
 WRITER = web.RequestKey("writer", str)
 WRITER_VIA = web.RequestKey("writer_via", str)
+#: Set by ``agent.web.server`` on every request: the client's address (past trusted proxies).
+CLIENT = web.RequestKey("client", str)
 
 
 def json_response(doc: object, status: int = 200) -> web.Response:
@@ -479,7 +483,7 @@ def _audit(request: web.Request, what: str, result: str) -> None:
         what,
         request.get(WRITER),
         request.get(WRITER_VIA),
-        request.remote,
+        request.get(CLIENT, request.remote),
         result,
     )
 
@@ -494,7 +498,7 @@ async def _command(request: web.Request, path: tuple[str, ...]) -> web.Response:
         # A logged-in user is who they logged in as (a "by" in the body is ignored).
         source, by = f"web:{request[WRITER]}", request[WRITER]
     else:
-        source, by = "token", request[WRITER]  # a token holder may name someone
+        source, by = request[WRITER_VIA], request[WRITER]  # a token holder may name someone
     reply = await deps.commands.submit(path, body, source=source, by=by)
     if deps.publish is not None:
         deps.publish(reply.outgoing())  # MQTT subscribers see the API's replies too

@@ -14,13 +14,27 @@ One aiohttp application, started by ``run`` and ``demo`` on ``[api] bind``
 
 Access (``agent.web.auth`` has the mechanics): with ``[api] read_access =
 "open"`` (the default) anyone who can reach the port may look; every write
-needs a logged-in user plus the session's CSRF token, or the API token. With
+needs a logged-in user plus the session's CSRF token, or an API token. With
 ``"login"`` every read needs one of them too; the pages themselves still load,
 and show only the login form. With neither users nor a token configured,
 writes answer 403: a box nobody set up refuses rather than accepts. Writes
 from another origin are refused whatever they carry. Every write is logged
 with who made it. No page or answer ever contains a password hash, the
-session key or the API token.
+session key or an API token.
+
+Behind a reverse proxy (``Frontend``): the client's address and scheme are
+taken from ``X-Forwarded-For``/``X-Forwarded-Proto`` only when the request
+comes from one of ``[api] trusted_proxies``; otherwise those headers are
+ignored, and the peer is the client. ``[api] public_origin`` is the origin
+browsers use (``https://armazem.example.coop``): writes and logins whose
+``Origin`` is that, or this server's own origin as the request reached it, are
+same-origin. Every request's ``Host`` must be one this server answers to, or it
+answers 421: a page on another site that re-points its own name at this box (DNS
+rebinding) gets nothing. Answered to: IP addresses; names without a dot
+(``armazem``, ``localhost``) and ``.local`` names, which only the LAN resolves;
+this box's host name; ``public_origin``'s host; ``[api] allowed_hosts``. A
+rebinding attack needs a name its author controls in public DNS, so a dotted
+name not in that list is refused.
 
 Every response carries a strict Content-Security-Policy (scripts and styles
 from this server only, no inline code): text from devices and lot codes can
@@ -39,25 +53,41 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
+import ipaddress
 import json
 import logging
+import math
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES
+from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES, RefusalLog
 from coffee_telemetry.agent.config import ApiConfig
+from coffee_telemetry.agent.notify.ackpage import add_ack_routes
+from coffee_telemetry.agent.notify.service import Notifier
 from coffee_telemetry.agent.web import api
-from coffee_telemetry.agent.web.api import DEPS, WRITER, WRITER_VIA, WebDeps, json_response, refused
+from coffee_telemetry.agent.web.api import (
+    CLIENT,
+    DEPS,
+    WRITER,
+    WRITER_VIA,
+    WebDeps,
+    json_response,
+    refused,
+)
 from coffee_telemetry.agent.web.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
     Auth,
+    AuthStore,
+    Busy,
+    Locked,
     Session,
-    load_session_key,
 )
 from coffee_telemetry.agent.web.connlimit import (
     ACCEPT_BACKLOG,
@@ -92,13 +122,160 @@ SECURITY_HEADERS = {
 }
 
 _AUTH = web.AppKey("auth", Auth)
-_TOKEN = web.AppKey("token", str)
 _ASSETS = web.AppKey("assets", Path)
 _STREAMS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("streams")
 #: The connection caps, deadlines and counters of the app's server.
 GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Hops of ``X-Forwarded-For`` looked at, from the right.
+MAX_FORWARDED_HOPS = 16
+
+
+def _ip(text: str) -> _Address | None:
+    text = text.strip()
+    if text.startswith("["):  # [v6] or [v6]:port
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _host_part(host: str) -> str:
+    """The name or address of a ``Host`` header value, without its port, lowercased."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class Frontend:
+    """What the server believes about how a request reached it (see the module docstring).
+
+    Args:
+        public_origin: ``[api] public_origin``.
+        trusted_proxies: Networks whose forwarding headers are believed.
+        allowed_hosts: More host names to answer to.
+        bind: ``[api] bind`` (a name there is answered to as well).
+    """
+
+    def __init__(
+        self,
+        *,
+        public_origin: str | None,
+        trusted_proxies: tuple[_Network, ...],
+        allowed_hosts: tuple[str, ...] = (),
+        bind: str = "",
+    ) -> None:
+        self.public_origin = public_origin
+        self.trusted_proxies = trusted_proxies
+        names = {"localhost", *allowed_hosts}
+        hostname = socket.gethostname().lower().rstrip(".")
+        if hostname:
+            short = hostname.split(".", 1)[0]
+            names |= {hostname, short, f"{short}.local"}
+        if public_origin is not None:
+            names.add(_host_part(public_origin.split("://", 1)[1]))
+        if bind and _ip(bind) is None:
+            names.add(bind.lower())
+        self.host_names = frozenset(names)
+
+    def trusted(self, address: _Address) -> bool:
+        """Whether ``address`` is one of the trusted proxies."""
+        return any(address in net for net in self.trusted_proxies)
+
+    def _via_proxy(self, request: web.Request) -> bool:
+        peer = _ip(request.remote or "")
+        return peer is not None and self.trusted(peer)
+
+    def client(self, request: web.Request) -> str:
+        """The client's address: the peer, or what trusted proxies say it is."""
+        peer = request.remote or "?"
+        if not self.trusted_proxies or not self._via_proxy(request):
+            return peer
+        hops = ",".join(request.headers.getall("X-Forwarded-For", ())).split(",")
+        client = peer
+        for hop in reversed(hops[-MAX_FORWARDED_HOPS:]):
+            address = _ip(hop)
+            if address is None:
+                break  # garbage: the last proxy that appended something sane is the client
+            client = str(address)
+            if not self.trusted(address):
+                break
+        return client
+
+    def scheme(self, request: web.Request) -> str:
+        """``https`` or ``http``, as the client used it (a trusted proxy may say)."""
+        if self.trusted_proxies and self._via_proxy(request):
+            said = ",".join(request.headers.getall("X-Forwarded-Proto", ())).split(",")[-1]
+            if said.strip().lower() in ("http", "https"):
+                return said.strip().lower()
+        return request.scheme
+
+    def host_allowed(self, request: web.Request) -> bool:
+        """Whether the request's ``Host`` is one this server answers to."""
+        host = request.headers.get("Host")
+        if host is None:
+            return True  # HTTP/1.0: no browser, no rebinding
+        name = _host_part(host).rstrip(".")
+        if _ip(name) is not None or name in self.host_names:
+            return True
+        # Names only the LAN resolves: no dot (intranet), or mDNS's .local.
+        return bool(name) and ("." not in name or name.endswith(".local"))
+
+    def same_origin(self, request: web.Request, origin: str) -> bool:
+        """Whether ``origin`` (an ``Origin`` header) is this server's, as public or as reached."""
+        origin = origin.strip().lower()
+        reached = f"{self.scheme(request)}://{request.headers.get('Host', '').strip().lower()}"
+        return origin in (reached, self.public_origin)
+
+    def secure(self, request: web.Request) -> bool:
+        """Whether the browser reached the pages over HTTPS."""
+        return self.scheme(request) == "https" or (
+            self.public_origin is not None and self.public_origin.startswith("https://")
+        )
+
+
+_FRONTEND = web.AppKey("frontend", Frontend)
+
+
+class _HttpLog(logging.Logger):
+    """aiohttp's connection logger, minus the tracebacks it logs for clients' mistakes.
+
+    aiohttp answers a request it cannot parse (a bad request line, a duplicate
+    ``Content-Length``, a header too long) with 400 and logs it at ERROR with a
+    traceback: anyone on the LAN could fill the journal that way. Those become one
+    warning line, at most 10 a minute; a handler's exception (a bug) stays an error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(f"{__name__}.http")
+        self.parent = log
+        self._refusals = RefusalLog(self)
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+            self._refusals.warning(
+                "Refused a malformed request from %s: %s",
+                args[0] if args else "?",
+                str(exc.message).strip()[:120],
+            )
+            return
+        super().exception(msg, *args, **kwargs)
+
+
+_HTTP_LOG = _HttpLog()
+
+
+def _client(request: web.Request) -> str:
+    return request.get(CLIENT) or request.remote or "?"
 
 
 @web.middleware
@@ -111,6 +288,19 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
     if not response.prepared:
         response.headers.update(SECURITY_HEADERS)
     return response
+
+
+@web.middleware
+async def _front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    frontend = request.app[_FRONTEND]
+    if not frontend.host_allowed(request):
+        return refused(
+            "this server does not answer to that host name (see [api] allowed_hosts and"
+            " public_origin)",
+            421,
+        )
+    request[CLIENT] = frontend.client(request)
+    return await handler(request)
 
 
 @web.middleware
@@ -134,13 +324,22 @@ def _session(request: web.Request) -> Session | None:
     return request.app[_AUTH].session(request.cookies.get(SESSION_COOKIE))
 
 
-def _bearer(request: web.Request) -> bool | None:
-    """True: a valid API token; False: a wrong one; None: none given."""
+def _bearer(request: web.Request) -> str | web.Response | None:
+    """The token's name; a refusal (wrong or throttled token); None when none is given.
+
+    Call it once per request: a wrong token is counted each time.
+    """
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return None
-    given, token = header.removeprefix("Bearer ").strip(), request.app[_TOKEN]
-    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
+    check = request.app[_AUTH].check_token(header.removeprefix("Bearer ").strip(), _client(request))
+    if check.locked:
+        answer = refused("too many wrong API tokens from this address; wait a few minutes", 429)
+        answer.headers["Retry-After"] = "300"
+        return answer
+    if check.name is None:
+        return refused("missing or wrong API token", 401)
+    return check.name
 
 
 def _cross_origin(request: web.Request) -> bool:
@@ -149,42 +348,42 @@ def _cross_origin(request: web.Request) -> bool:
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return True
     origin = request.headers.get("Origin")
-    return origin is not None and origin != f"{request.scheme}://{request.host}"
-
-
-def _read_allowed(request: web.Request) -> bool:
-    deps = request.app[DEPS]
-    if deps.cfg.api.read_access == "open":
-        return True
-    return _bearer(request) is True or _session(request) is not None
+    return origin is not None and not request.app[_FRONTEND].same_origin(request, origin)
 
 
 def _guard(access: api.Access, handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
+        auth = request.app[_AUTH]
         if access == "read":
-            if not _read_allowed(request):
+            if request.app[DEPS].cfg.api.read_access == "open":
+                return await handler(request)
+            bearer = _bearer(request)
+            if isinstance(bearer, web.Response):
+                return bearer
+            if bearer is None and _session(request) is None:
                 return refused("log in to see this", 401)
             return await handler(request)
         if _cross_origin(request):
-            log.warning("Refused a cross-origin write to %s from %s", request.path, request.remote)
+            log.warning(
+                "Refused a cross-origin write to %s from %s", request.path, _client(request)
+            )
             return refused("cross-origin request refused", 403)
+        if not auth.login_enabled and not auth.tokens_enabled:
+            return refused("writes are disabled: no users and no API token configured", 403)
         bearer = _bearer(request)
-        if bearer is True:
-            request[WRITER], request[WRITER_VIA] = "api", "token"
+        if isinstance(bearer, web.Response):
+            return bearer
+        if bearer is not None:
+            request[WRITER], request[WRITER_VIA] = bearer, f"token:{bearer}"
             return await handler(request)
         session = _session(request)
-        auth = request.app[_AUTH]
-        if bearer is None and session is not None:
-            if not auth.csrf_ok(session, request.headers.get(CSRF_HEADER)):
-                log.warning("Refused a write to %s without a valid CSRF token", request.path)
-                return refused("missing or wrong CSRF token (reload the page)", 403)
-            request[WRITER], request[WRITER_VIA] = session.user, "session"
-            return await handler(request)
-        if not auth.login_enabled and not request.app[_TOKEN]:
-            return refused("writes are disabled: no users and no API token configured", 403)
-        if bearer is False:
-            return refused("missing or wrong API token", 401)
-        return refused("log in to change this", 401)
+        if session is None:
+            return refused("log in to change this", 401)
+        if not auth.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+            log.warning("Refused a write to %s without a valid CSRF token", request.path)
+            return refused("missing or wrong CSRF token (reload the page)", 403)
+        request[WRITER], request[WRITER_VIA] = session.user, "session"
+        return await handler(request)
 
     return guarded
 
@@ -212,47 +411,54 @@ async def session_info(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    """Check a user's password; set the session cookie."""
-    auth, address = request.app[_AUTH], request.remote or "?"
+    """Check a user's password (counted before it is hashed); set the session cookie."""
+    auth, address = request.app[_AUTH], _client(request)
     if _cross_origin(request):
         return refused("cross-origin request refused", 403)
     if not auth.login_enabled:
         return refused("no users are configured ([[api.users]])", 403)
-    if auth.throttled(address):
-        log.warning("Login refused: too many wrong passwords from %s", address)
-        return refused("too many wrong passwords; wait a few minutes", 429)
+    if request.content_length is not None and request.content_length > MAX_COMMAND_BYTES:
+        return refused(f"body over {MAX_COMMAND_BYTES} bytes", 413)
+    body = await request.content.read(MAX_COMMAND_BYTES + 1)
     try:
-        doc = json.loads(await request.content.read(MAX_COMMAND_BYTES + 1))
-    except (ValueError, UnicodeDecodeError):
+        doc = json.loads(body) if len(body) <= MAX_COMMAND_BYTES else None
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict) or not all(
         isinstance(doc.get(k), str) for k in ("user", "password")
     ):
         return refused("send {'user': ..., 'password': ...}")
-    user, password = str(doc["user"]).strip().lower(), str(doc["password"])
-    if not await asyncio.to_thread(auth.check_password, user, password):
-        auth.record_failure(address)
-        log.warning("Login failed for %r from %s", user[:32], address)
+    try:
+        result = await auth.login(str(doc["user"]), str(doc["password"]), address)
+    except Busy:
+        answer = refused("too many logins at once; try again in a few seconds", 503)
+        answer.headers["Retry-After"] = "5"
+        return answer
+    if isinstance(result, Locked):
+        answer = refused("too many wrong passwords; wait a few minutes", 429)
+        answer.headers["Retry-After"] = str(max(1, math.ceil(result.retry_after_s)))
+        return answer
+    if result is None:
         return refused("wrong user or password", 401)
-    auth.clear_failures(address)
-    session = auth.issue(user)
-    log.info("Login: %r from %s", user, address)
-    response = json_response(_session_doc(request, session))
+    response = json_response(_session_doc(request, result))
     response.set_cookie(
         SESSION_COOKIE,
-        session.cookie,
+        result.cookie,
         max_age=int(request.app[DEPS].cfg.api.session_hours * 3600),
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.app[DEPS].cfg.api.secure_cookies,
+        secure=request.app[DEPS].cfg.api.secure_cookies or request.app[_FRONTEND].secure(request),
     )
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
-    """End the session (the cookie is removed)."""
-    log.info("Logout: %r from %s", request.get(WRITER), request.remote)
+    """End the user's sessions everywhere (a new epoch) and remove the cookie."""
+    session = _session(request)
+    if session is not None:
+        await request.app[_AUTH].logout(session)
+    log.info("Logout: %r from %s", request.get(WRITER), _client(request))
     response = json_response({"ok": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -268,7 +474,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     task = asyncio.current_task()
     try:
         with hub.subscribe(
-            request.remote or "?",
+            _client(request),
             max_total=cfg.max_streams,
             max_per_address=cfg.max_streams_per_address,
         ) as sub:
@@ -317,6 +523,10 @@ async def _close_streams(app: web.Application) -> None:
         task.cancel()
 
 
+async def _close_auth(app: web.Application) -> None:
+    app[_AUTH].close()
+
+
 # -- connection limits ---------------------------------------------------------------
 
 
@@ -338,6 +548,7 @@ async def web_stats(request: web.Request) -> web.Response:
                 "max_per_address": deps.cfg.api.max_streams_per_address,
                 "refused": deps.hub.refused,
             },
+            "auth": request.app[_AUTH].stats_doc(),
         }
     )
 
@@ -402,27 +613,43 @@ def make_web_app(
     *,
     token: str | None = None,
     session_key: bytes | None = None,
+    notifier: Notifier | None = None,
 ) -> web.Application:
     """The web server as an aiohttp application (tests serve it on a free port).
 
     Args:
         deps: What the API reads and writes through.
-        token: The API token (``[api] token_env``), if any.
-        session_key: MAC key of session cookies (default: kept in ``data_dir``).
+        notifier: Serves the acknowledgement links of notifications (``/ack/<token>``).
+        token: An API token named ``api``, besides ``[api]``'s tokens (``cfg.api_tokens``).
+        session_key: MAC key of session cookies, kept in memory only (default: the
+            session store in ``data_dir/web-auth.json``).
     """
     cfg = deps.cfg.api
-    if session_key is None:
-        session_key = load_session_key(deps.cfg.agent.data_dir / "web-session.key")
+    store = (
+        AuthStore.open(deps.cfg.agent.data_dir / "web-auth.json")
+        if session_key is None
+        else AuthStore(session_key)
+    )
+    tokens = {name: t.get_secret_value() for name, t in deps.cfg.api_tokens.items()}
+    if token:
+        tokens.setdefault("api", token)
     app = web.Application(
-        client_max_size=MAX_COMMAND_BYTES * 4, middlewares=[_track_requests, _security_headers]
+        client_max_size=MAX_COMMAND_BYTES * 4,
+        middlewares=[_track_requests, _security_headers, _front_door],
     )
     app[DEPS] = deps
     app[GUARD] = ConnectionGuard(connection_limits(cfg))
-    app[_AUTH] = Auth(cfg.users, key=session_key, session_s=cfg.session_hours * 3600)
-    app[_TOKEN] = token or ""
+    app[_AUTH] = Auth(cfg.users, store=store, session_s=cfg.session_hours * 3600, tokens=tokens)
+    app[_FRONTEND] = Frontend(
+        public_origin=cfg.public_origin,
+        trusted_proxies=cfg.proxy_networks,
+        allowed_hosts=cfg.allowed_hosts,
+        bind=cfg.bind,
+    )
     app[_ASSETS] = (cfg.assets_dir or DEFAULT_ASSETS).resolve()
     app[_STREAMS] = set[asyncio.Task[None]]()
     app.on_shutdown.append(_close_streams)
+    app.on_cleanup.append(_close_auth)
     for method, path, handler, access in api.ROUTES:
         app.router.add_route(method, path, _guard(access, handler))
     app.router.add_get("/api/events", _guard("read", events))
@@ -433,7 +660,12 @@ def make_web_app(
     for path in PAGES:
         app.router.add_get(path, page)
     app.router.add_get("/favicon.ico", favicon)
-    writers = [f"{len(cfg.users)} users" if cfg.users else "", "the API token" if token else ""]
+    if notifier is not None:
+        add_ack_routes(app, notifier)
+    writers = [
+        f"{len(cfg.users)} users" if cfg.users else "",
+        f"API tokens ({', '.join(sorted(tokens))})" if tokens else "",
+    ]
     log.info(
         "Dashboard access: reads %s; writes %s",
         "open to anyone who reaches the port" if cfg.read_access == "open" else "need a login",
@@ -479,7 +711,11 @@ async def open_web(app: web.Application, *, host: str, port: int) -> AsyncIterat
     guard = app[GUARD]
     _fit_to_open_files(guard)
     runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=guard.limits.keepalive_s
+        app,
+        access_log=None,
+        shutdown_timeout=2.0,
+        keepalive_timeout=guard.limits.keepalive_s,
+        logger=_HTTP_LOG,
     )
     await runner.setup()
     try:

@@ -16,8 +16,11 @@ from hypothesis import strategies as st
 from coffee_telemetry.agent.commands import (
     MAX_COMMAND_BYTES,
     MAX_JSON_DEPTH,
+    RATE_BURST,
+    RATE_PER_S,
     Command,
     CommandBoundary,
+    CommandRate,
     CommandRefused,
     Outgoing,
     RefusalLog,
@@ -190,11 +193,11 @@ async def test_source_and_by_are_recorded(lots: tuple[LotService, LotStore, Reco
     active = store.active()["recepcao"]
     assert (active.set_by, active.source) == ("maria", "web:maria")  # the claim is ignored
     reply = await boundary.submit(
-        ("lot", "recepcao"), b'{"lot": "L-2", "by": "joao"}', source="token", by="api"
+        ("lot", "recepcao"), b'{"lot": "L-2", "by": "joao"}', source="token:balanca", by="balanca"
     )
     assert (store.active()["recepcao"].set_by, store.active()["recepcao"].source) == (
         "joao",
-        "token",
+        "token:balanca",
     )
     [out] = await boundary.submit_topic("lot/recepcao", b'{"lot": "L-3"}', source="mqtt")
     assert doc(out) == {"ok": True, "station": "recepcao", "lot": "L-3"}
@@ -304,3 +307,63 @@ def test_refusal_log_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
         limited.warning("later")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["bad 0", "bad 1", "bad 2", "47 more refusals were not logged", "later"]
+
+
+# -- the rate per target -------------------------------------------------------------
+
+
+async def test_a_flood_of_good_commands_costs_a_few_rows(
+    lots: tuple[LotService, LotStore, Recorder],
+) -> None:
+    svc, _store, rec = lots
+    now = [0.0]
+    rate = CommandRate(clock=lambda: now[0])
+    boundary = CommandBoundary({"lot": svc.handle_command}, rate=rate)
+    replies = [
+        await boundary.submit_topic("lot/recepcao", f'{{"lot": "L-{i}"}}'.encode(), source="mqtt")
+        for i in range(500)
+    ]
+    ok = [doc(r) for [r] in replies if doc(r)["ok"]]
+    assert len(ok) == RATE_BURST
+    assert len(rec.accepted) == RATE_BURST  # lot events: history rows and outbox records
+    [refused] = replies[-1]
+    assert "too many commands for lot/recepcao" in str(doc(refused)["error"])
+    assert doc(refused)["retry_after_s"] == pytest.approx(1 / RATE_PER_S, abs=0.1)
+    assert boundary.stats.reasons.most_common(1)[0][1] == 500 - RATE_BURST  # one reason
+    assert rate.take(("lot", "armazem")) is None  # another station is another target
+    # The rate comes back with time.
+    now[0] += 1 / RATE_PER_S
+    [later] = await boundary.submit_topic("lot/recepcao", b'{"lot": "L-X"}', source="mqtt")
+    assert doc(later)["ok"] is True
+    [again] = await boundary.submit_topic("lot/recepcao", b'{"lot": "L-Y"}', source="mqtt")
+    assert doc(again)["ok"] is False
+
+
+async def test_refused_commands_give_their_turn_back() -> None:
+    calls: list[str] = []
+
+    async def ack(cmd: Command) -> dict[str, object]:
+        calls.append(cmd.path[-1])
+        if cmd.path[-1] != "L-1":
+            raise CommandRefused("no firing alert to acknowledge")
+        return {}
+
+    boundary = CommandBoundary({"ack": ack}, rate=CommandRate(clock=lambda: 0.0))
+    for _ in range(50):
+        reply = await boundary.submit(("ack", "wet_lot", "L-2"), b"{}", source="mqtt")
+        assert reply.doc["error"] == "no firing alert to acknowledge"
+    for _ in range(RATE_BURST):  # refusals did not use up L-2's, nor anyone's, turns
+        assert (await boundary.submit(("ack", "wet_lot", "L-1"), b"{}", source="mqtt")).ok
+    assert len(calls) == 50 + RATE_BURST
+    reply = await boundary.submit(("ack", "wet_lot", "L-1"), b"{}", source="mqtt")
+    assert "too many commands" in str(reply.doc["error"])
+    assert len(calls) == 50 + RATE_BURST  # refused before its handler ran
+
+
+def test_the_rate_table_is_bounded() -> None:
+    from coffee_telemetry.agent.commands import MAX_RATE_TARGETS
+
+    rate = CommandRate(clock=lambda: 0.0)
+    for i in range(MAX_RATE_TARGETS + 100):
+        assert rate.take(("lot", f"s{i}")) is None
+    assert len(rate._buckets) == MAX_RATE_TARGETS

@@ -32,7 +32,7 @@ from tests.services.mosquitto import MosquittoServer
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "t0k3n-" + "a" * 40
+TOKEN = "t0k3n-" + "9f8e7d6c5b4a3928" * 3  # at least 128 bits: check-config refuses less
 
 #: Under the 1 KiB limit, each of these once raised out of the MQTT loop.
 POISON = {

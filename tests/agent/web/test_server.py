@@ -31,7 +31,7 @@ from coffee_telemetry.agent.web.live import LiveHub
 from coffee_telemetry.agent.web.server import SECURITY_HEADERS, make_web_app, open_web
 from tests.services.net import free_port
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-9f8e7d6c5b4a39281706"
 PASSWORD = "cafe-bom-2026"
 #: Hashing is slow on purpose; one hash for every test.
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -321,6 +321,7 @@ async def test_token_writes_and_names_who(site: Site, browser: Client) -> None:
     _, lots = await browser.request("GET", "/api/lots")
     assert isinstance(lots, dict)
     assert (lots["recepcao"]["lot"], lots["recepcao"]["by"]) == ("L-0042", "maria")
+    assert lots["recepcao"]["source"] == "token:api"  # the claim, and the token's name
     assert site.published[-1].topic == "cmd/lot/recepcao/reply"
 
 
@@ -443,8 +444,8 @@ async def test_forged_cookie_is_not_a_session(site: Site) -> None:
         _, doc = await c.login()
         assert isinstance(doc, dict)
         good = session.cookie_jar.filter_cookies(URL(site.base))[SESSION_COOKIE].value
-    user, expires, fp, mac = good.split(".")
-    forged = f"{user}.{int(expires) + 10**6}.{fp}.{mac}"
+    user, expires, epoch, fp, mac = good.split(".")
+    forged = f"{user}.{int(expires) + 10**6}.{epoch}.{fp}.{mac}"
     async with aiohttp.ClientSession(cookies={SESSION_COOKIE: forged}) as session:
         c = Client(site.base, session)
         c.csrf = str(doc["csrf"])
@@ -455,19 +456,38 @@ async def test_forged_cookie_is_not_a_session(site: Site) -> None:
         assert me["user"] is None
 
 
-async def test_logout_ends_the_session(browser: Client) -> None:
+async def test_logout_ends_the_session_everywhere(site: Site, browser: Client) -> None:
     await browser.login()
-    assert (await browser.request("POST", "/api/logout", {}))[0] == 200
-    status, _ = await browser.request("POST", "/api/lots/recepcao", {"lot": "L-7"})
-    assert status == 401
+    cookie = browser.session.cookie_jar.filter_cookies(URL(site.base))[SESSION_COOKIE].value
+    async with site.client() as other_session:  # the same user on another device
+        other = Client(site.base, other_session)
+        await other.login()
+        assert (await browser.request("POST", "/api/logout", {}))[0] == 200
+        status, _ = await browser.request("POST", "/api/lots/recepcao", {"lot": "L-7"})
+        assert status == 401
+        assert (await other.request("POST", "/api/lots/recepcao", {"lot": "L-7"}))[0] == 401
+    # A copy of the cookie taken before the logout is worth nothing after it.
+    async with aiohttp.ClientSession(cookies={SESSION_COOKIE: cookie}) as copied:
+        stolen = Client(site.base, copied)
+        stolen.csrf = browser.csrf
+        assert (await stolen.request("POST", "/api/lots/recepcao", {"lot": "L-7"}))[0] == 401
+        _, me = await stolen.request("GET", "/api/session")
+        assert isinstance(me, dict)
+        assert me["user"] is None
+    assert await browser.request("GET", "/api/lots") == (200, {})
+    assert (await browser.login())[0] == 200  # logging in again works
 
 
-async def test_wrong_passwords_are_throttled(browser: Client) -> None:
+async def test_wrong_passwords_are_throttled(site: Site, browser: Client) -> None:
     for _ in range(5):
         assert (await browser.login(password="guess"))[0] == 401
-    status, doc = await browser.login()  # even the right password, for a while
+    status, doc = await browser.login()  # even the right password, for a while, from here
     assert status == 429
     assert "too many" in str(doc)
+    body = json.dumps({"user": "maria", "password": PASSWORD})
+    async with site.client() as session, session.post(site.base + "/api/login", data=body) as r:
+        assert r.status == 429
+        assert 0 < int(r.headers["Retry-After"]) <= 300
 
 
 async def test_ack_and_service_through_a_session(site: Site, browser: Client) -> None:
@@ -582,3 +602,147 @@ async def test_events_stream_readings_and_changes(site: Site) -> None:
             break
         await asyncio.sleep(0.1)
     assert site.deps.hub.subscribers == 0
+
+
+# -- tokens, proxies, host names -----------------------------------------------------
+
+
+async def test_wrong_tokens_are_throttled_and_logged(
+    site: Site, browser: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(5):
+        bad = {"Authorization": "Bearer guess-guess-guess"}
+        assert (await browser.request("POST", "/api/lots/recepcao", {"lot": "L"}, headers=bad))[
+            0
+        ] == 401
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    status, doc = await browser.request("POST", "/api/lots/recepcao", {"lot": "L-1"}, headers=good)
+    assert status == 429  # this address guessed too often: not even compared
+    assert "too many wrong API tokens" in str(doc)
+    assert await browser.request("GET", "/api/lots") == (200, {})
+    assert sum("Wrong API token from 127.0.0.1" in r.getMessage() for r in caplog.records) == 5
+    assert not any("guess-guess" in r.getMessage() for r in caplog.records)
+    _, stats = await browser.request("GET", "/api/web")
+    assert isinstance(stats, dict)
+    assert (stats["auth"]["tokens_wrong"], stats["auth"]["tokens_locked"]) == (5, 1)
+
+
+async def test_named_tokens_from_the_config_record_their_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "4f1c9e2a7b30d58e6a91c0f2b7d34e85"
+    monkeypatch.setenv("COFFEE_BALANCA_TOKEN", token)
+    cfg = make_config(tmp_path, tokens=[{"name": "balanca", "token_env": "COFFEE_BALANCA_TOKEN"}])
+    async for s in _site(tmp_path, cfg, None):
+        async with s.client() as session:
+            c = Client(s.base, session)
+            auth = {"Authorization": f"Bearer {token}"}
+            status, _ = await c.request("POST", "/api/lots/recepcao", {"lot": "L-5"}, headers=auth)
+            assert status == 200
+            _, lots = await c.request("GET", "/api/lots")
+            assert isinstance(lots, dict)
+            assert (lots["recepcao"]["source"], lots["recepcao"]["by"]) == (
+                "token:balanca",
+                "balanca",
+            )
+
+
+async def test_the_session_cookie_lasts_the_configured_hours(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, session_hours=720)
+    async for s in _site(tmp_path, cfg, None):
+        body = json.dumps({"user": "maria", "password": PASSWORD})
+        async with s.client() as session, session.post(s.base + "/api/login", data=body) as r:
+            assert r.status == 200
+            morsel = r.cookies[SESSION_COOKIE]
+            assert morsel["max-age"] == str(720 * 3600)
+            assert morsel["httponly"]
+            assert morsel["samesite"] == "Strict"
+            assert not morsel["secure"]  # plain http, no proxy: a Secure cookie would be lost
+
+
+async def test_behind_a_tls_proxy_logins_and_writes_work(tmp_path: Path) -> None:
+    """The proxy speaks https to browsers and http to the agent: the Origin is https."""
+    origin = "https://armazem.example.coop"
+    cfg = make_config(tmp_path, public_origin=origin, trusted_proxies=["127.0.0.1"])
+    async for s in _site(tmp_path, cfg, None):
+        proxied = {
+            "Host": "armazem.example.coop",
+            "Origin": origin,
+            "X-Forwarded-For": "192.168.10.40",
+            "X-Forwarded-Proto": "https",
+        }
+        async with s.client() as session:
+            body = json.dumps({"user": "maria", "password": PASSWORD})
+            async with session.post(s.base + "/api/login", data=body, headers=proxied) as r:
+                assert r.status == 200
+                assert r.cookies[SESSION_COOKIE]["secure"]  # the browser sees https
+                csrf = (await r.json())["csrf"]
+                cookie = r.cookies[SESSION_COOKIE].value
+        async with aiohttp.ClientSession(cookies={SESSION_COOKIE: cookie}) as session:
+            c = Client(s.base, session)
+            c.csrf = csrf
+            status, _ = await c.request(
+                "POST", "/api/lots/recepcao", {"lot": "L-8"}, headers=proxied
+            )
+            assert status == 200
+            evil = {**proxied, "Origin": "https://evil.example"}
+            status, _ = await c.request("POST", "/api/lots/recepcao", {"lot": "L-9"}, headers=evil)
+            assert status == 403
+
+
+async def test_forwarded_headers_count_only_from_trusted_proxies(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, trusted_proxies=["10.1.1.1"])  # not the test client
+    async for s in _site(tmp_path, cfg, None):
+        async with s.client() as session:
+            c = Client(s.base, session)
+            for i in range(5):  # each claims another address: all are 127.0.0.1
+                forged = {"X-Forwarded-For": f"10.9.9.{i}"}
+                status, _ = await c.request(
+                    "POST", "/api/login", {"user": "maria", "password": "x"}, headers=forged
+                )
+                assert status == 401
+            status, _ = await c.request(
+                "POST",
+                "/api/login",
+                {"user": "maria", "password": PASSWORD},
+                headers={"X-Forwarded-For": "10.9.9.99"},
+            )
+            assert status == 429
+            # A proxy that says https is not believed either: the Origin stays http.
+            spoof = {"X-Forwarded-Proto": "https", "Origin": f"https://{URL(s.base).authority}"}
+            status, _ = await c.request(
+                "POST", "/api/login", {"user": "joao", "password": "x"}, headers=spoof
+            )
+            assert status == 403
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1", 200),
+        ("localhost:8780", 200),
+        ("[::1]:8780", 200),
+        ("192.168.0.10", 200),
+        ("armazem.example.coop", 200),  # public_origin's
+        ("painel.coop.br", 200),  # allowed_hosts
+        ("armazem", 200),  # only the LAN resolves a name without a dot
+        ("balanca-1.local", 200),  # ...or an mDNS name
+        ("evil.example", 421),
+        ("armazem.example.coop.evil.example", 421),
+        ("", 421),
+    ],
+)
+async def test_host_names_outside_the_allowlist_are_refused(
+    tmp_path: Path, host: str, status: int
+) -> None:
+    cfg = make_config(
+        tmp_path, public_origin="https://armazem.example.coop", allowed_hosts=["painel.coop.br"]
+    )
+    async for s in _site(tmp_path, cfg, None):
+        async with aiohttp.ClientSession() as session:
+            for path in ("/api/health", "/", "/static/app.js"):
+                async with session.get(s.base + path, headers={"Host": host}) as r:
+                    assert r.status == status, (host, path)
+                    if status == 421:
+                        assert "host name" in await r.text()
+                        assert r.headers["X-Frame-Options"] == "DENY"
