@@ -228,6 +228,8 @@ class AgentSection(_Model):
     data_dir: Path = Path("/var/lib/coffee-telemetry")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     status_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    #: ``auto``: uvloop when installed (the ``fast`` extra), else asyncio's own loop.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class OutboxConfig(_Model):

@@ -29,7 +29,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from coffee_telemetry.agent.cli import alerts, lots, maintenance, onboard, outbox
@@ -62,8 +62,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         install_stop(stop)
         await run_agent(cfg, stop=stop)
 
-    asyncio.run(main())
+    try:
+        loop_factory = event_loop_factory(cfg.agent.event_loop)
+    except ImportError as exc:
+        print(f"error: agent.event_loop: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
     return EXIT_OK
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``[agent] event_loop`` asks for (``None``: asyncio's own).
+
+    Raises:
+        ImportError: ``uvloop`` was asked for and is not installed.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ImportError(
+                "uvloop is not installed (pip install 'coffee-telemetry[fast]')"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _tls_summary(tls: TlsConfig | None) -> str:
