@@ -107,6 +107,17 @@ async def wait_for(cond: object, timeout_s: float) -> bool:
     return bool(cond())
 
 
+def with_settings(toml: str, settings: list[str]) -> str:
+    """The site file with ``section.key=value`` settings (TOML values) added."""
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        section, _, name = key.rpartition(".")
+        header = f"[{section}]\n"
+        line = f"{name} = {value}\n"
+        toml = toml.replace(header, header + line, 1) if header in toml else toml + header + line
+    return toml
+
+
 def without_features(toml: str, features: str) -> str:
     """The site file with the named features (``history,alerts,api``) turned off."""
     for feature in filter(None, features.split(",")):
@@ -146,7 +157,8 @@ async def steady_and_outage(
         flush_interval_s=1.0,
     )
     text = config.read_text().replace('log_level = "debug"', 'log_level = "warning"')
-    config.write_text(without_features(text, args.without))
+    text = text.replace("[agent]\n", f'[agent]\nevent_loop = "{args.event_loop}"\n', 1)
+    config.write_text(with_settings(without_features(text, args.without), args.set))
     agent = AgentProcess(config, tmp / "agent.log")
     agent.start()
     cleanup.callback(agent.stop)
@@ -294,6 +306,14 @@ async def main() -> None:
     parser.add_argument("--bulk", type=int, default=200_000)
     parser.add_argument(
         "--without", default="", help="features to turn off, e.g. history,alerts,api"
+    )
+    parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a site setting, e.g. outbox.sync_interval_s=5 or outbox.synchronous='\"full\"'",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="coffee-bench-") as tmp_name:
