@@ -3,7 +3,9 @@
     coffee-telemetry outbox -c site.toml | --path outbox.sqlite3 [--json] [--dead-letters N]
 
 It reads the outbox on a read-only connection of its own (``outbox.stats``), so it works
-while the agent runs.
+while the agent runs. With ``-c`` it also shows the notification queues
+(``data_dir/notify.sqlite3``): what waits per channel, what was sent, refused for good
+(dead letters) or dropped as too old.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from coffee_telemetry.agent.cli._common import CONFIG_HELP, EXIT_OK, Subcommands, load
+from coffee_telemetry.agent.notify.queue import read_notify_stats
+from coffee_telemetry.agent.notify.runtime import QUEUE_FILE
 from coffee_telemetry.agent.outbox.stats import read_dead_letters, read_stats
 
 __all__ = ["add_parser", "cmd_outbox"]
@@ -34,11 +38,17 @@ def _age(ns: int | None, now_ns: int) -> str:
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Show the outbox backlog per sink (works while the agent runs)."""
     if args.path:
-        path, quota = Path(args.path), 0
+        path, quota, notify_path = Path(args.path), 0, None
     else:
         cfg = load(args.config)
         path, quota = cfg.outbox_path, int(cfg.outbox.max_mb * 1024 * 1024)
+        notify_path = cfg.agent.data_dir / QUEUE_FILE
     stats = read_stats(path, max_bytes=quota)
+    channels, notify_dead = (
+        read_notify_stats(notify_path, dead_letters=args.dead_letters)
+        if notify_path is not None
+        else ([], [])
+    )
     if args.json:
         doc = {
             "path": stats.path,
@@ -60,6 +70,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 }
                 for s in stats.sinks
             ],
+            "notifications": [
+                {
+                    "channel": c.channel,
+                    "queued": c.queued,
+                    "oldest_ns": c.oldest_ns,
+                    "sent": c.sent,
+                    "dead": c.dead,
+                    "expired": c.expired,
+                }
+                for c in channels
+            ],
         }
         print(json.dumps(doc, indent=2))
         return EXIT_OK
@@ -78,6 +99,21 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             f" {_age(s.delivered_at_ns, now) + ' ago' if s.delivered_at_ns else 'never':>14}"
             f" {s.dropped_total:>8} {s.dead_total:>6}"
         )
+    if channels:
+        print("notifications")
+        header = ("channel", "queued", "oldest", "sent", "dead", "expired")
+        print("  {:<10} {:>8} {:>8} {:>8} {:>6} {:>8}".format(*header))
+        for c in channels:
+            print(
+                f"  {c.channel:<10} {c.queued:>8} {_age(c.oldest_ns, now):>8}"
+                f" {c.sent:>8} {c.dead:>6} {c.expired:>8}"
+            )
+    if args.dead_letters and notify_dead:
+        print("notifications refused for good (newest first):")
+        for nd in notify_dead:
+            at = datetime.fromtimestamp(nd.at_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+            print(f"  {at} {nd.channel} to {nd.message.contact!r} status={nd.status} {nd.reason}")
+            print(f"      {nd.message.title[:200]}")
     if args.dead_letters:
         print("dead letters (newest first):")
         for dl in read_dead_letters(path, limit=args.dead_letters):
