@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.agent.onboard.propose import event_json
 from coffee_telemetry.drivers.events import Discarded, Measurement
 from coffee_telemetry.drivers.moisture_tesma import (
     FRAME_LEN,
@@ -209,28 +210,13 @@ def test_megabytes_of_noise_stay_bounded() -> None:
 # -- golden cases ---------------------------------------------------------------------------
 
 
-def as_json(event: Measurement | Discarded) -> dict[str, object]:
-    match event:
-        case Measurement():
-            return {
-                "event": "measurement",
-                "measurement": event.measurement,
-                "fields": dict(event.fields),
-                "tags": dict(event.tags),
-            }
-        case Discarded():
-            return {"event": "discarded", "reason": event.reason}
-        case _:
-            assert_never(event)
-
-
 @pytest.mark.parametrize("case", sorted(CASES_DIR.iterdir()), ids=lambda p: p.name)
 def test_golden_case(case: Path) -> None:
     data = (case / "input.bin").read_bytes()
     lines = (case / "expected.jsonl").read_text(encoding="utf-8").splitlines()
     expected = [json.loads(line) for line in lines]
-    assert [as_json(e) for e in feed([data])] == expected
-    assert [as_json(e) for e in feed([bytes([b]) for b in data])] == expected
+    assert [event_json(e) for e in feed([data])] == expected
+    assert [event_json(e) for e in feed([bytes([b]) for b in data])] == expected
 
 
 def test_golden_cases_exist() -> None:

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.agent.onboard.propose import event_json
 from coffee_telemetry.drivers._framing import LineEnding
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 from coffee_telemetry.drivers.moisture_ticket import (
@@ -273,31 +274,13 @@ def test_encode_refuses_what_a_ticket_cannot_carry(kwargs: dict[str, Any]) -> No
 # -- golden cases ----------------------------------------------------------------------
 
 
-def as_json(event: Measurement | Discarded) -> dict[str, object]:
-    match event:
-        case Measurement():
-            doc: dict[str, object] = {
-                "event": "measurement",
-                "measurement": event.measurement,
-                "fields": dict(event.fields),
-                "tags": dict(event.tags),
-            }
-            if event.audit is not None:
-                doc["audit"] = event.audit
-            return doc
-        case Discarded():
-            return {"event": "discarded", "reason": event.reason}
-        case _:
-            assert_never(event)
-
-
 def golden(chunks: list[bytes]) -> list[dict[str, object]]:
     # A capture starts when the port opened: nothing is known about the silence before.
     parser = TicketParser()
     for chunk in chunks:
         parser.receive_data(chunk, 0.0)
     parser.tick(100.0)
-    return [as_json(e) for e in parser.events()]
+    return [event_json(e) for e in parser.events()]
 
 
 @pytest.mark.parametrize("case", sorted(CASES_DIR.iterdir()), ids=lambda p: p.name)

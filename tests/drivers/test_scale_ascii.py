@@ -7,13 +7,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import assert_never
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.agent.onboard.propose import event_json
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 from coffee_telemetry.drivers.scale_ascii import (
     UNIT_TO_KG,
@@ -310,21 +310,6 @@ def test_bad_options_are_usage_errors(options: dict[str, object]) -> None:
 # -- golden cases --------------------------------------------------------------------------
 
 
-def as_json(event: Measurement | Discarded) -> dict[str, object]:
-    match event:
-        case Measurement():
-            return {
-                "event": "measurement",
-                "measurement": event.measurement,
-                "fields": dict(event.fields),
-                "tags": dict(event.tags),
-            }
-        case Discarded():
-            return {"event": "discarded", "reason": event.reason}
-        case _:
-            assert_never(event)
-
-
 def replay(data: bytes, *, bytewise: bool = False) -> list[Measurement | Discarded]:
     """What the default parser reports for a capture, one line every 0.25 s."""
     parser = AsciiScaleParser()
@@ -341,8 +326,8 @@ def test_golden_case(case: Path) -> None:
     data = (case / "input.bin").read_bytes()
     lines = (case / "expected.jsonl").read_text(encoding="utf-8").splitlines()
     expected = [json.loads(line) for line in lines]
-    assert [as_json(e) for e in replay(data)] == expected
-    assert [as_json(e) for e in replay(data, bytewise=True)] == expected
+    assert [event_json(e) for e in replay(data)] == expected
+    assert [event_json(e) for e in replay(data, bytewise=True)] == expected
 
 
 def test_golden_cases_exist() -> None:

@@ -7,13 +7,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import assert_never
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.agent.onboard.propose import event_json
 from coffee_telemetry.drivers.events import Discarded, Measurement
 from coffee_telemetry.drivers.scale_mtsics import (
     COMMANDS,
@@ -729,39 +729,6 @@ def test_other_encoders_refuse_unknown_names() -> None:
 # -- golden cases ----------------------------------------------------------------------
 
 
-def as_json(event: MtSicsEvent) -> dict[str, object]:
-    match event:
-        case Measurement():
-            return {
-                "event": "measurement",
-                "measurement": event.measurement,
-                "fields": dict(event.fields),
-                "tags": dict(event.tags),
-            }
-        case Discarded():
-            return {"event": "discarded", "reason": event.reason}
-        case NoResponse():
-            return {"event": "no-response", "request": event.request.decode()}
-        case DeviceReply():
-            return {
-                "event": "device-reply",
-                "id": event.id,
-                "status": event.status,
-                "request": None if event.request is None else event.request.decode(),
-                "weight_kg": event.weight_kg,
-                "text": event.text,
-            }
-        case ProtocolError():
-            return {
-                "event": "protocol-error",
-                "code": event.code,
-                "request": None if event.request is None else event.request.decode(),
-                "suspect_link": event.suspect_link,
-            }
-        case _:
-            assert_never(event)
-
-
 def replay(chunks: list[bytes]) -> list[MtSicsEvent]:
     """What a client streaming (SIR sent at t=0) reports for a capture of the balance."""
     client = MtSicsClient(mode="stream", publish_unstable=True, republish_s=0)
@@ -776,8 +743,8 @@ def test_golden_case(case: Path) -> None:
     data = (case / "input.bin").read_bytes()
     lines = (case / "expected.jsonl").read_text(encoding="utf-8").splitlines()
     expected = [json.loads(line) for line in lines]
-    assert [as_json(e) for e in replay([data])] == expected
-    assert [as_json(e) for e in replay([bytes([b]) for b in data])] == expected
+    assert [event_json(e) for e in replay([data])] == expected
+    assert [event_json(e) for e in replay([bytes([b]) for b in data])] == expected
 
 
 def test_golden_cases_exist() -> None:

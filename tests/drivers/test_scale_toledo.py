@@ -7,13 +7,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import assert_never
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coffee_telemetry.agent.errors import DriverUsageError
+from coffee_telemetry.agent.onboard.propose import event_json
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 from coffee_telemetry.drivers.scale_toledo import (
     STX,
@@ -596,21 +596,6 @@ def test_weighment_time_and_size_are_configurable() -> None:
 # -- golden cases ------------------------------------------------------------------------------
 
 
-def as_json(event: Measurement | Discarded) -> dict[str, object]:
-    match event:
-        case Measurement():
-            return {
-                "event": "measurement",
-                "measurement": event.measurement,
-                "fields": dict(event.fields),
-                "tags": dict(event.tags),
-            }
-        case Discarded():
-            return {"event": "discarded", "reason": event.reason}
-        case _:
-            assert_never(event)
-
-
 def replay(data: bytes, *, bytewise: bool = False) -> list[Measurement | Discarded]:
     """What the default parser reports for a capture sent at 7 frames/s.
 
@@ -634,8 +619,8 @@ def test_golden_case(case: Path) -> None:
     data = (case / "input.bin").read_bytes()
     lines = (case / "expected.jsonl").read_text(encoding="utf-8").splitlines()
     expected = [json.loads(line) for line in lines]
-    assert [as_json(e) for e in replay(data)] == expected
-    assert [as_json(e) for e in replay(data, bytewise=True)] == expected
+    assert [event_json(e) for e in replay(data)] == expected
+    assert [event_json(e) for e in replay(data, bytewise=True)] == expected
 
 
 def test_golden_cases_exist() -> None:
