@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from coffee_telemetry.agent.commands import check_by as check_claimed_by
+from coffee_telemetry.agent.errors import CommandRefused
 from coffee_telemetry.agent.errors import LotError as LotError
 from coffee_telemetry.agent.sqlite import connect
 
@@ -72,10 +74,6 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
 
 
-#: Longest ``by`` (who set a lot) kept.
-BY_MAX_LEN = 64
-
-
 @dataclass(frozen=True, slots=True)
 class ActiveLot:
     """The lot a station works on now.
@@ -108,17 +106,15 @@ class LotChange:
 
 
 def check_by(by: str) -> str:
-    """Validate who set a lot: printable, at most ``BY_MAX_LEN`` characters.
+    """Who set a lot, checked by the one rule for ``by`` (``agent.commands.check_by``).
 
     Raises:
         LotError: Empty after stripping, too long, or with control characters.
     """
-    cleaned = by.strip()
-    if not cleaned:
-        raise LotError("who set the lot is empty")
-    if len(cleaned) > BY_MAX_LEN or not cleaned.isprintable():
-        raise LotError(f"who set the lot must be printable and at most {BY_MAX_LEN} characters")
-    return cleaned
+    try:
+        return check_claimed_by(by)
+    except CommandRefused as exc:
+        raise LotError(f"who set the lot: {exc.reason}") from None
 
 
 class LotStore:
