@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-import json
 import logging
 import math
 import socket
@@ -66,8 +65,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES, RefusalLog
+from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES, RefusalLog, decode_payload
 from coffee_telemetry.agent.config import ApiConfig
+from coffee_telemetry.agent.errors import CommandRefused
 from coffee_telemetry.agent.notify.ackpage import add_ack_routes
 from coffee_telemetry.agent.notify.service import Notifier
 from coffee_telemetry.agent.web import api
@@ -419,10 +419,11 @@ async def login(request: web.Request) -> web.Response:
         return refused("no users are configured ([[api.users]])", 403)
     if request.content_length is not None and request.content_length > MAX_COMMAND_BYTES:
         return refused(f"body over {MAX_COMMAND_BYTES} bytes", 413)
-    body = await request.content.read(MAX_COMMAND_BYTES + 1)
     try:
-        doc = json.loads(body) if len(body) <= MAX_COMMAND_BYTES else None
-    except (ValueError, RecursionError):
+        doc: dict[str, object] | None = decode_payload(
+            await request.content.read(MAX_COMMAND_BYTES + 1)
+        )
+    except CommandRefused:  # too long, too deep, not a JSON object
         doc = None
     if not isinstance(doc, dict) or not all(
         isinstance(doc.get(k), str) for k in ("user", "password")
