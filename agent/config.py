@@ -28,7 +28,7 @@ import stat
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -45,6 +45,11 @@ from pydantic import (
 from coffee_telemetry.agent.errors import ConfigError
 from coffee_telemetry.agent.notify.config import NotifyConfig
 from coffee_telemetry.agent.passwords import hash_problem
+from coffee_telemetry.drivers.moisture_tesma import TesmaParser
+from coffee_telemetry.drivers.moisture_ticket import FieldPattern, TicketOptions, TicketParser
+from coffee_telemetry.drivers.scale_ascii import AsciiScaleParser
+from coffee_telemetry.drivers.scale_toledo import ToledoParser
+from coffee_telemetry.drivers.stream import ClocklessDriver, StreamDriver
 
 #: Identifiers used in topics and tags.
 IDENT = r"^[a-z0-9][a-z0-9_-]{0,47}$"
@@ -393,18 +398,57 @@ class _DeviceBase(_Model):
     serial: SerialSettings = SerialSettings()
 
 
-class TicketDevice(_DeviceBase):
+class StreamDeviceBase(_DeviceBase):
+    """A device that only talks: the agent listens through the ``StreamDriver`` it makes."""
+
+    #: Each driver's class narrows this to its own name, the registry's discriminator.
+    driver: str
+
+    def make_driver(self) -> StreamDriver:
+        """A fresh driver for this device (one per port open)."""
+        raise NotImplementedError
+
+
+class TicketDevice(StreamDeviceBase):
     """A moisture meter printing tickets (``driver = "moisture.ticket"``)."""
 
     driver: Literal["moisture.ticket"]
     ticket: TicketOptionsConfig = TicketOptionsConfig()
 
+    def driver_options(self) -> TicketOptions:
+        """The ticket driver's options from ``[devices.ticket]``."""
+        opts = self.ticket
+        base = TicketOptions()
+        patterns = (
+            tuple(FieldPattern(field=f.field, regex=f.regex, kind=f.kind) for f in opts.fields)
+            if opts.fields is not None
+            else base.patterns
+        )
+        return TicketOptions(
+            line_ending=opts.line_ending,
+            idle_gap_s=opts.idle_gap_s,
+            start_regex=opts.start_regex,
+            end_regex=opts.end_regex,
+            max_lines=opts.max_lines,
+            max_bytes=opts.max_bytes,
+            patterns=patterns,
+            duplicate_window_s=opts.duplicate_window_s,
+        )
 
-class TesmaDevice(_DeviceBase):
+    def make_driver(self) -> StreamDriver:
+        """A ``TicketParser`` with this device's framing and field patterns."""
+        return TicketParser(self.driver_options())
+
+
+class TesmaDevice(StreamDeviceBase):
     """A Tesma-style continuous moisture meter (``driver = "moisture.tesma"``)."""
 
     driver: Literal["moisture.tesma"]
     tesma: TesmaOptionsConfig = TesmaOptionsConfig()
+
+    def make_driver(self) -> StreamDriver:
+        """A ``TesmaParser``; it debounces by repetition, so it needs no clock."""
+        return ClocklessDriver(TesmaParser(debounce=self.tesma.debounce))
 
 
 class MtSicsOptionsConfig(_Model):
@@ -442,32 +486,51 @@ class ToledoOptionsConfig(ScaleStreamOptionsConfig):
     checksum: Literal["auto", "on", "off"] = "auto"
 
 
-class ToledoDevice(_DeviceBase):
+class ToledoDevice(StreamDeviceBase):
     """An indicator in Toledo continuous mode (``driver = "scale.toledo_continuous"``)."""
 
     driver: Literal["scale.toledo_continuous"]
     toledo: ToledoOptionsConfig = ToledoOptionsConfig()
 
+    def make_driver(self) -> StreamDriver:
+        """A ``ToledoParser`` with this device's checksum and weighment settings."""
+        toledo = self.toledo
+        return ToledoParser(
+            checksum=toledo.checksum,
+            republish_s=toledo.republish_s,
+            weighment_stable_s=toledo.weighment_stable_s,
+            weighment_divisions=toledo.weighment_divisions,
+        )
 
-class AsciiScaleDevice(_DeviceBase):
+
+class AsciiScaleDevice(StreamDeviceBase):
     """An A&D / generic ``ST,GS`` indicator (``driver = "scale.ascii"``)."""
 
     driver: Literal["scale.ascii"]
     ascii: ScaleStreamOptionsConfig = ScaleStreamOptionsConfig()
 
+    def make_driver(self) -> StreamDriver:
+        """An ``AsciiScaleParser`` with this device's weighment settings."""
+        stream = self.ascii
+        return AsciiScaleParser(
+            republish_s=stream.republish_s,
+            weighment_stable_s=stream.weighment_stable_s,
+            weighment_divisions=stream.weighment_divisions,
+        )
 
+
+#: The driver registry: one class per driver, each named by its ``driver`` literal.
+#: A new stream driver is one ``StreamDeviceBase`` subclass above (its options and
+#: ``make_driver``) and its name in this union; nothing else in the agent changes.
 DeviceConfig = Annotated[
     TicketDevice | TesmaDevice | MtSicsDevice | ToledoDevice | AsciiScaleDevice,
     Field(discriminator="driver"),
 ]
 
-#: Driver names accepted in ``[[devices]]``.
-DRIVERS = (
-    "moisture.ticket",
-    "moisture.tesma",
-    "scale.mtsics",
-    "scale.toledo_continuous",
-    "scale.ascii",
+#: Driver names accepted in ``[[devices]]``, in the registry's order.
+DRIVERS: tuple[str, ...] = tuple(
+    str(get_args(model.model_fields["driver"].annotation)[0])
+    for model in get_args(get_args(DeviceConfig)[0])
 )
 
 

@@ -1,8 +1,10 @@
-"""Which loop runs a device: one registry entry per kind of device config.
+"""Which loop runs a device.
 
-A new stream driver adds one ``case`` here (its parser is wired in
-``runner.DeviceRunner``); a device that is asked rather than listened to gets a
-runner of its own, like ``mtsics.MtSicsRunner``.
+Every device that only talks (a ``StreamDeviceBase`` in the config's driver
+registry, ``DeviceConfig``) runs in ``runner.DeviceRunner`` through the driver
+its config makes, so a new stream driver changes nothing here. A device that is
+asked rather than listened to gets a runner of its own, like
+``mtsics.MtSicsRunner``.
 """
 
 from __future__ import annotations
@@ -13,14 +15,7 @@ from typing import assert_never
 
 from coffee_telemetry.agent.accept import Accept
 from coffee_telemetry.agent.backoff import Backoff
-from coffee_telemetry.agent.config import (
-    AsciiScaleDevice,
-    DeviceConfig,
-    MtSicsDevice,
-    TesmaDevice,
-    TicketDevice,
-    ToledoDevice,
-)
+from coffee_telemetry.agent.config import DeviceConfig, MtSicsDevice, StreamDeviceBase
 from coffee_telemetry.agent.devices.mtsics import MtSicsRunner
 from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
 from coffee_telemetry.agent.devices.runner import (
@@ -69,7 +64,7 @@ def make_device_runner(
     match dev:
         case MtSicsDevice():
             return build(MtSicsRunner, dev)
-        case TicketDevice() | TesmaDevice() | ToledoDevice() | AsciiScaleDevice():
+        case StreamDeviceBase():
             return build(DeviceRunner, dev)
         case _:
             assert_never(dev)

@@ -11,7 +11,7 @@ while the port is open depends on the device:
 
 - Stream devices (moisture meters, Toledo and ASCII scale indicators) only
   talk: ``DeviceRunner`` pushes the bytes it reads into a sans-I/O
-  ``StreamDriver`` with the arrival time. When the driver wants to be woken
+  ``StreamDriver`` (``drivers.stream``) with the arrival time. When the driver wants to be woken
   without new bytes (a ticket ends after an idle gap, a frame waits to see if
   a checksum follows), the read is bounded by its deadline and ``tick`` is
   called.
@@ -43,23 +43,14 @@ from typing import Generic, Protocol, TypeVar, assert_never
 
 from coffee_telemetry.agent.accept import Accept
 from coffee_telemetry.agent.backoff import Backoff
-from coffee_telemetry.agent.config import (
-    AsciiScaleDevice,
-    DeviceConfig,
-    TesmaDevice,
-    TicketDevice,
-    ToledoDevice,
-)
+from coffee_telemetry.agent.config import MtSicsDevice, StreamDeviceBase
 from coffee_telemetry.agent.devices.ports import PortOpener, SerialPort, open_serial_port
 from coffee_telemetry.agent.errors import PortError
 from coffee_telemetry.agent.health import DeviceHealth, DeviceState, Health
 from coffee_telemetry.agent.lots.store import LotError, validate_lot
 from coffee_telemetry.agent.readings import Reading, Stamper
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
-from coffee_telemetry.drivers.moisture_tesma import TesmaParser
-from coffee_telemetry.drivers.moisture_ticket import FieldPattern, TicketOptions, TicketParser
-from coffee_telemetry.drivers.scale_ascii import AsciiScaleParser
-from coffee_telemetry.drivers.scale_toledo import ToledoParser
+from coffee_telemetry.drivers.stream import StreamDriver
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +58,8 @@ log = logging.getLogger(__name__)
 #: have kind ``event`` and carry the station's current lot.
 EVENT_MEASUREMENTS = frozenset({"weighment"})
 
-#: Devices that only talk: read by ``DeviceRunner`` through a ``StreamDriver``.
-StreamDevice = TicketDevice | TesmaDevice | ToledoDevice | AsciiScaleDevice
+#: Devices that only talk: read by ``DeviceRunner`` through the ``StreamDriver`` they make.
+StreamDevice = StreamDeviceBase
 
 
 #: Measurements that take the station's active lot when the device gives none.
@@ -78,108 +69,7 @@ STATION_LOT_MEASUREMENTS = frozenset({"moisture", "weighment"})
 LotLookup = Callable[[str], str | None]
 
 
-DeviceT = TypeVar("DeviceT", bound=DeviceConfig)
-
-
-class StreamDriver(Protocol):
-    """What the device loop needs from a receive-only stream driver."""
-
-    @property
-    def frames_ok(self) -> int:
-        """Valid frames seen so far."""
-        ...
-
-    @property
-    def frames_discarded(self) -> int:
-        """Discarded events so far."""
-        ...
-
-    def receive_data(self, data: bytes, now: float) -> None:
-        """Push bytes that arrived at monotonic time ``now``."""
-        ...
-
-    def tick(self, now: float) -> None:
-        """Let time pass without bytes (idle gaps end tickets)."""
-        ...
-
-    def next_deadline(self) -> float | None:
-        """Monotonic time at which ``tick`` should be called, if any."""
-        ...
-
-    def events(self) -> list[Measurement | Discarded]:
-        """Drain complete events."""
-        ...
-
-
-class _TesmaDriver:
-    # The Tesma parser needs no clock: it debounces by repetition, not by time.
-    def __init__(self, debounce: int) -> None:
-        self._parser = TesmaParser(debounce=debounce)
-
-    @property
-    def frames_ok(self) -> int:
-        return self._parser.frames_ok
-
-    @property
-    def frames_discarded(self) -> int:
-        return self._parser.frames_discarded
-
-    def receive_data(self, data: bytes, now: float) -> None:
-        self._parser.receive_data(data)
-
-    def tick(self, now: float) -> None:
-        pass
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def events(self) -> list[Measurement | Discarded]:
-        return self._parser.events()
-
-
-def ticket_options(dev: TicketDevice) -> TicketOptions:
-    """Driver options from a ticket device's config."""
-    opts = dev.ticket
-    base = TicketOptions()
-    patterns = (
-        tuple(FieldPattern(field=f.field, regex=f.regex, kind=f.kind) for f in opts.fields)
-        if opts.fields is not None
-        else base.patterns
-    )
-    return TicketOptions(
-        line_ending=opts.line_ending,
-        idle_gap_s=opts.idle_gap_s,
-        start_regex=opts.start_regex,
-        end_regex=opts.end_regex,
-        max_lines=opts.max_lines,
-        max_bytes=opts.max_bytes,
-        patterns=patterns,
-        duplicate_window_s=opts.duplicate_window_s,
-    )
-
-
-def make_driver(dev: StreamDevice) -> StreamDriver:
-    """A fresh driver for a stream device (one per port open)."""
-    match dev:
-        case TicketDevice():
-            return TicketParser(ticket_options(dev))
-        case TesmaDevice():
-            return _TesmaDriver(dev.tesma.debounce)
-        case ToledoDevice(toledo=toledo):
-            return ToledoParser(
-                checksum=toledo.checksum,
-                republish_s=toledo.republish_s,
-                weighment_stable_s=toledo.weighment_stable_s,
-                weighment_divisions=toledo.weighment_divisions,
-            )
-        case AsciiScaleDevice(ascii=stream):
-            return AsciiScaleParser(
-                republish_s=stream.republish_s,
-                weighment_stable_s=stream.weighment_stable_s,
-                weighment_divisions=stream.weighment_divisions,
-            )
-        case _:
-            assert_never(dev)
+DeviceT = TypeVar("DeviceT", bound=MtSicsDevice | StreamDeviceBase)
 
 
 class Runner(Protocol):
@@ -353,7 +243,7 @@ class DeviceRunner(PortRunner[StreamDevice]):
     """Reads one stream device forever; see the module docstring."""
 
     async def _connection_loop(self, port: SerialPort) -> None:
-        driver = make_driver(self._dev)
+        driver = self._dev.make_driver()
         while True:
             data = await self._read(port, driver.next_deadline())
             if data is None:

@@ -5,8 +5,8 @@ from the text (``tickets.infer_layout``); the framed protocols (Tesma, Toledo
 continuous, A&D/``ST,GS`` lines, MT-SICS) need only their serial settings. Each
 candidate becomes a real ``[[devices]]`` block, is validated by the agent's own config
 loader (``parse_config``), and reads the whole recording through the agent's own
-driver (``make_driver``, ``mtsics_client``) fed chunk by chunk with the capture's
-timing, as the device loop would feed it: ``check_capture``.
+driver (the device config's ``make_driver``, ``mtsics_client``) fed chunk by chunk
+with the capture's timing, as the device loop would feed it: ``check_capture``.
 
 The candidate whose frames are the largest share of what its driver saw wins
 (``share`` = valid frames / (valid + discarded), copies and the partial ticket at
@@ -34,7 +34,6 @@ from typing import Literal, assert_never
 
 from coffee_telemetry.agent.config import DeviceConfig, MtSicsDevice, parse_config
 from coffee_telemetry.agent.devices.mtsics import mtsics_client
-from coffee_telemetry.agent.devices.runner import make_driver
 from coffee_telemetry.agent.errors import ConfigError
 from coffee_telemetry.agent.onboard.capfile import Capture, Chunk
 from coffee_telemetry.agent.onboard.detect import text_quality
@@ -178,7 +177,7 @@ def _feed_stream(device: DeviceConfig, chunks: Sequence[Chunk]) -> tuple[list[Ev
             client.receive_data(chunk.data, chunk.t_s)
             events.extend(client.events())
         return events, client.frames_ok, client.frames_discarded
-    driver = make_driver(device)
+    driver = device.make_driver()
     driver.tick(0.0)  # the port opened when the capture started
     out: list[Event] = []
 
