@@ -2,24 +2,32 @@
 
 Theory of operation
 -------------------
-Every source of readings and events, a stream device, a polled Modbus unit, a
-balance asked over MT-SICS, ends in the same call: ``AcceptStage.accept``.
+Every source of readings and events ends in this one stage: a stream device, a
+polled Modbus unit, a balance asked over MT-SICS (``AcceptStage.accept``), and
+the agent's own records, lot changes, alert transitions, its status
+(``AcceptStage.record``). A source hands over ``Draft`` readings: what it
+measured, with the time its bytes arrived; the stage does the rest.
 
-1. **Commit.** The readings go to the outbox in one transaction (``commit``,
+1. **Stamp.** Each draft gets its device's next sequence number and a timestamp
+   unique for that device (``readings.Stamper``), in the order given. One
+   stamper for the whole agent, so ``(device, seq)`` never repeats, across
+   restarts too (the outbox keeps the last numbers).
+2. **Commit.** The readings go to the outbox in one transaction (``commit``,
    the outbox's ``accept``). Once it returns they are on disk, and every sink
    will get them, through crashes, restarts and outages. If the commit fails,
-   the error goes back to the device loop (acquisition itself is failing).
-2. **Fan out.** Then each listener is called with each reading, in order:
-   the alert rules, the local history, the live pages. A listener is an
-   interface, not acquisition: one that raises is counted in
+   the error goes back to the source (acquisition itself is failing).
+3. **Fan out** (``accept`` only). Then each listener is called with each
+   reading, in order: the alert rules, the local history, the live pages. A
+   listener is an interface, not acquisition: one that raises is counted in
    ``Health.interfaces["fanout"]``, logged (rate-limited) and skipped for that
-   reading only; the others and the device loop never notice.
+   reading only; the others and the source never notice. The agent's own
+   records are outcomes of that fan-out (an alert transition, a lot change
+   already shown on the pages), so ``record`` does not feed them back.
 
-Stamping (time, sequence number, tags) happens before, in the source that knows
-when the bytes arrived; delivery to the sinks happens after, in the outbox's
-delivery loops, each with its own cursor. So the whole pipeline reads:
+Delivery to the sinks happens after, in the outbox's delivery loops, each with
+its own cursor. So the whole pipeline reads:
 
-    sources → stamp → accept: commit (outbox) → fan-out (rules, history, live)
+    sources → accept: stamp → commit (outbox) → fan-out (rules, history, live)
                                    └→ delivery loops → sinks (MQTT, InfluxDB, webhooks)
 """
 
@@ -30,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from coffee_telemetry.agent.commands import RefusalLog
 from coffee_telemetry.agent.health import Health
-from coffee_telemetry.agent.readings import Reading
+from coffee_telemetry.agent.readings import Draft, Reading, Stamper
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +46,30 @@ log = logging.getLogger(__name__)
 ReadingListener = Callable[[Reading], None]
 #: Commits readings; once it returns they are safe (the outbox's ``accept``).
 Commit = Callable[[Sequence[Reading]], Awaitable[object]]
-#: What sources call: commit, then fan out.
-Accept = Callable[[Sequence[Reading]], Awaitable[None]]
+#: What sources call: stamp, commit, then fan out; returns the stamped readings.
+Accept = Callable[[Sequence[Draft]], Awaitable[Sequence[Reading]]]
 
 
 class AcceptStage:
-    """Commits readings, then hands them to every listener (see the module docstring)."""
+    """Stamps drafts, commits them, then hands them to every listener (see the module docstring).
+
+    Args:
+        commit: The outbox's ``accept``.
+        stamper: The agent's one stamper, restored from the outbox's last sequences.
+        health: Where listener failures are counted (``interfaces["fanout"]``).
+        listeners: Called with each accepted reading, after the commit.
+    """
 
     def __init__(
         self,
         commit: Commit,
         *,
+        stamper: Stamper,
         health: Health,
         listeners: Sequence[ReadingListener] = (),
     ) -> None:
         self._commit = commit
+        self._stamper = stamper
         self._listeners = list(listeners)
         self._entry = health.add_interface("fanout")
         self._errors = RefusalLog(log)
@@ -61,17 +78,39 @@ class AcceptStage:
         """Call ``listener`` with every reading accepted from now on."""
         self._listeners.append(listener)
 
-    async def accept(self, readings: Sequence[Reading]) -> None:
-        """Commit ``readings`` to the outbox, then fan them out (listener errors are contained)."""
-        if not readings:
-            return
+    async def accept(self, drafts: Sequence[Draft]) -> list[Reading]:
+        """Stamp and commit ``drafts``, then fan them out (listener errors are contained).
+
+        Returns:
+            The readings as committed, in the order of ``drafts``.
+
+        Raises:
+            OutboxError: The commit failed; nothing was accepted or fanned out.
+        """
+        if not drafts:
+            return []
+        readings = self._stamper.stamp_drafts(drafts)
         await self._commit(readings)
+        listeners = self._listeners
         for reading in readings:
-            for listener in self._listeners:
+            for listener in listeners:
                 try:
                     listener(reading)
                 except Exception as exc:
                     self._failed(listener, reading, exc)
+        return readings
+
+    async def record(self, drafts: Sequence[Draft]) -> list[Reading]:
+        """Stamp and commit the agent's own records (no fan-out: see the module docstring).
+
+        Raises:
+            OutboxError: The commit failed; nothing was recorded.
+        """
+        if not drafts:
+            return []
+        readings = self._stamper.stamp_drafts(drafts)
+        await self._commit(readings)
+        return readings
 
     def _failed(self, listener: ReadingListener, reading: Reading, exc: Exception) -> None:
         self._entry.failures += 1

@@ -54,7 +54,7 @@ from coffee_telemetry.agent.notify.service import Notifier
 from coffee_telemetry.agent.outbox.delivery import deliver_loop
 from coffee_telemetry.agent.outbox.sink import Sink
 from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
-from coffee_telemetry.agent.readings import Stamper
+from coffee_telemetry.agent.readings import Draft, Stamper
 from coffee_telemetry.agent.sinks.influx import open_influx_v1, open_influx_v2
 from coffee_telemetry.agent.sinks.lineprotocol import encode_line
 from coffee_telemetry.agent.sinks.mqtt import MqttSink
@@ -183,20 +183,20 @@ def agent_fields(outbox: Outbox, health: Health, started: float) -> dict[str, Fi
 
 
 async def _status_loop(
-    cfg: Config, outbox: Outbox, health: Health, stamper: Stamper, started: float
+    cfg: Config, outbox: Outbox, health: Health, accept: AcceptStage, started: float
 ) -> None:
     while True:
         await asyncio.sleep(cfg.agent.status_interval_s)
         stats_dropped = (await outbox.stats()).dropped_total
         fields = agent_fields(outbox, health, started)
         fields["outbox_dropped_total"] = stats_dropped
-        reading = stamper.stamp(
+        status = Draft(
             device=AGENT_DEVICE,
             measurement="agent",
             fields=fields,
             tags={"site": cfg.site.id, "device": AGENT_DEVICE, "host": os.uname().nodename},
         )
-        await outbox.accept([reading])
+        await accept.record([status])
 
 
 async def run_agent(
@@ -235,8 +235,8 @@ async def run_agent(
         stamper = Stamper()
         stamper.restore(await outbox.sequences())
 
-        # -- accept: commit to the outbox, then fan out -----------------------------------
-        accept = AcceptStage(outbox.accept, health=health, listeners=listeners)
+        # -- accept: stamp, commit to the outbox, then fan out ----------------------------
+        accept = AcceptStage(outbox.accept, stamper=stamper, health=health, listeners=listeners)
         hub = LiveHub()
         accept.add_listener(hub.on_reading)
         lot_store = await asyncio.to_thread(LotStore.open, cfg.agent.data_dir / "lots.sqlite3")
@@ -245,8 +245,7 @@ async def run_agent(
             store=lot_store,
             stations={d.station for d in devices if d.station},
             site=cfg.site.id,
-            stamper=stamper,
-            accept=outbox.accept,
+            record=accept.record,
             publish_state=publish_state,
             on_change=lambda station, active: hub.publish(
                 "lots", {"station": station, "lot": None if active is None else active.lot}
@@ -275,7 +274,7 @@ async def run_agent(
                 cfg=cfg.alerts,
                 site=cfg.site.id,
                 state_path=cfg.agent.data_dir / "alerts.json",
-                stamper=stamper,
+                record=accept.record,
                 outbox=outbox,
                 health=health,
                 publish_state=publish_state,
@@ -311,7 +310,6 @@ async def run_agent(
             make_device_runner(
                 dev,
                 site=cfg.site.id,
-                stamper=stamper,
                 accept=accept.accept,
                 health=health,
                 open_port=open_port,
@@ -325,9 +323,7 @@ async def run_agent(
             store = await stack.enter_async_context(
                 open_maintenance_store(cfg.maintenance_path, synchronous=cfg.outbox.synchronous)
             )
-            hullers = HullerService(
-                cfg=cfg, store=store, stamper=stamper, accept=accept.accept, health=health
-            )
+            hullers = HullerService(cfg=cfg, store=store, accept=accept.accept, health=health)
         log.info(
             "Agent for site %s: %d devices, %d hullers, sinks %s, outbox %s",
             cfg.site.id,
@@ -396,7 +392,7 @@ async def run_agent(
                 interfaces += [interface(name, loop) for name, loop in notify.loops.items()]
             interfaces.append(
                 interface(
-                    "agent-status", lambda: _status_loop(cfg, outbox, health, stamper, started)
+                    "agent-status", lambda: _status_loop(cfg, outbox, health, accept, started)
                 )
             )
             await stop.wait()

@@ -20,10 +20,11 @@ Keys are sorted and the encoding is compact, so one reading has one encoding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -60,6 +61,32 @@ class Reading:
     tags: Mapping[str, str] = field(default_factory=dict)
     kind: str = "reading"
     audit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """What a source hands to the accept stage: a reading before its time and number.
+
+    Attributes:
+        device: Configured device id (or the agent's own: ``agent``, ``alerts``, ``lots``).
+        measurement: InfluxDB measurement name.
+        fields: Typed field values.
+        tags: Tags; empty values are left out when stamped.
+        kind: ``reading`` or ``event``.
+        audit: Source text kept for audit (a printed ticket), if any.
+        ts_ns: When it happened (the arrival of its last byte); ``None``: now.
+        exact: Keep ``ts_ns`` exactly, even if the device's last stamp is later: an event
+            stored before a crash and sent again must be the same InfluxDB point.
+    """
+
+    device: str
+    measurement: str
+    fields: Mapping[str, FieldValue]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "reading"
+    audit: str | None = None
+    ts_ns: int | None = None
+    exact: bool = False
 
 
 def format_time(ts_ns: int) -> str:
@@ -142,6 +169,38 @@ class Stamper:
     def last_seq(self, device: str) -> int:
         """The last sequence number given to ``device`` (0 if none)."""
         return self._seq.get(device, 0)
+
+    def stamp_drafts(self, drafts: Sequence[Draft]) -> list[Reading]:
+        """Stamp each draft, in order (see ``stamp``; ``Draft.exact`` keeps its time)."""
+        out: list[Reading] = []
+        for d in drafts:
+            ts_ns = d.ts_ns
+            if d.exact and ts_ns is not None:
+                # Advance the device's clock as a stamp at that time would (never past
+                # now: a future time must not pull later stamps along), keep the time.
+                r = self.stamp(
+                    device=d.device,
+                    measurement=d.measurement,
+                    fields=d.fields,
+                    tags=d.tags,
+                    kind=d.kind,
+                    audit=d.audit,
+                    ts_ns=min(ts_ns, self._clock()),
+                )
+                out.append(dataclasses.replace(r, ts_ns=ts_ns))
+            else:
+                out.append(
+                    self.stamp(
+                        device=d.device,
+                        measurement=d.measurement,
+                        fields=d.fields,
+                        tags=d.tags,
+                        kind=d.kind,
+                        audit=d.audit,
+                        ts_ns=ts_ns,
+                    )
+                )
+        return out
 
     def stamp(
         self,

@@ -68,6 +68,7 @@ from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.outbox.store import open_outbox
 from coffee_telemetry.agent.readings import Reading, Stamper
+from tests.fakes import stage
 from tests.services.net import free_port
 
 DB_NAME = "history.sqlite3"
@@ -246,15 +247,14 @@ async def _serve(cfg_text: str, conn: Connection) -> None:
                 store=store,
                 stations={d.station for d in cfg.devices if d.station},
                 site=cfg.site.id,
-                stamper=stamper,
-                accept=outbox.accept,
+                record=stage(outbox.accept, stamper).record,
             )
             await lots.refresh()
             alerts = AlertService(
                 cfg=cfg.alerts,
                 site=cfg.site.id,
                 state_path=cfg.agent.data_dir / "alerts.json",
-                stamper=stamper,
+                record=stage(outbox.accept, stamper).record,
                 outbox=outbox,
                 health=health,
             )

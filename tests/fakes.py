@@ -26,11 +26,14 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadDiscreteInputsResponse, WriteSingleCoilResponse
 from pymodbus.pdu.register_message import ReadInputRegistersResponse
 
+from coffee_telemetry.agent.accept import AcceptStage, Commit
 from coffee_telemetry.agent.config import SerialSettings
 from coffee_telemetry.agent.devices.ports import SerialPort
 from coffee_telemetry.agent.errors import PortError
+from coffee_telemetry.agent.health import Health
 from coffee_telemetry.agent.hullers.bus import DeviceError, PollEvent
 from coffee_telemetry.agent.hullers.rtu import BusSpec, ModbusClient
+from coffee_telemetry.agent.readings import Stamper
 from coffee_telemetry.drivers._framing import LineSplitter
 from coffee_telemetry.drivers.counter_autonics_ct import CounterSample
 from coffee_telemetry.drivers.modbus_rtu import (
@@ -289,3 +292,8 @@ class PollRecorder:
             while not check():
                 self._changed.clear()
                 await self._changed.wait()
+
+
+def stage(commit: Commit, stamper: Stamper | None = None) -> AcceptStage:
+    """The accept stage over ``commit`` (an outbox's ``accept``, or a recording fake)."""
+    return AcceptStage(commit, stamper=stamper or Stamper(), health=Health())

@@ -54,7 +54,7 @@ from coffee_telemetry.agent.commands import Command, CommandRefused, Outgoing, e
 from coffee_telemetry.agent.config import AlertsConfig
 from coffee_telemetry.agent.health import Health
 from coffee_telemetry.agent.outbox.store import Outbox
-from coffee_telemetry.agent.readings import Reading, Stamper
+from coffee_telemetry.agent.readings import Draft, Reading
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class AlertService:
         cfg: AlertsConfig,
         site: str,
         state_path: Path,
-        stamper: Stamper,
+        record: Callable[[Sequence[Draft]], Awaitable[object]],
         outbox: Outbox,
         health: Health,
         publish_state: Callable[[Outgoing], None] | None = None,
@@ -99,7 +99,7 @@ class AlertService:
     ) -> None:
         self._site = site
         self._path = state_path
-        self._stamper = stamper
+        self._record = record
         self._outbox = outbox
         self._health = health
         self._publish_state = publish_state
@@ -249,7 +249,7 @@ class AlertService:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        readings = []
+        drafts: list[Draft] = []
         for alert in batch:
             self._retain(alert)
             keep = alert.notify or alert.state is AlertState.ACKNOWLEDGED
@@ -267,8 +267,8 @@ class AlertService:
                 ("source_device" if key == "device" else key): value
                 for key, value in point.fields.items()
             }
-            readings.append(
-                self._stamper.stamp(
+            drafts.append(
+                Draft(
                     device=ALERTS_DEVICE,
                     measurement=point.measurement,
                     fields=fields,
@@ -285,7 +285,7 @@ class AlertService:
                     alert.state.value,
                     alert.message,
                 )
-        await self._outbox.accept(readings)
+        await self._record(drafts)
         await self._hand_to_notifier(batch)
         if any(alert.notify for alert in batch):
             # What was notified must survive a restart (or it would be notified

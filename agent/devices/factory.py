@@ -26,14 +26,12 @@ from coffee_telemetry.agent.devices.runner import (
     Runner,
 )
 from coffee_telemetry.agent.health import Health
-from coffee_telemetry.agent.readings import Stamper
 
 
 def make_device_runner(
     dev: DeviceConfig,
     *,
     site: str,
-    stamper: Stamper,
     accept: Accept,
     health: Health,
     open_port: PortOpener = open_serial_port,
@@ -51,7 +49,6 @@ def make_device_runner(
         return runner(
             device,
             site=site,
-            stamper=stamper,
             accept=accept,
             health=health,
             open_port=open_port,

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 ``MtSicsRunner`` shares ``PortRunner``'s outer loop with the stream devices: open the
-port by its stable path, back off and reopen it after a ``PortError``, stamp and enrich
+port by its stable path, back off and reopen it after a ``PortError``, time and enrich
 every measurement and commit it to the outbox before reading on. What differs is the
 time the port is open: a balance speaks only when asked, so this loop writes too.
 
@@ -42,7 +42,7 @@ from coffee_telemetry.agent.devices.ports import SerialPort
 from coffee_telemetry.agent.devices.runner import PortRunner
 from coffee_telemetry.agent.errors import PortError
 from coffee_telemetry.agent.health import DeviceState
-from coffee_telemetry.agent.readings import Reading
+from coffee_telemetry.agent.readings import Draft
 from coffee_telemetry.drivers.events import Discarded, Measurement
 from coffee_telemetry.drivers.scale_mtsics import (
     DeviceReply,
@@ -108,12 +108,12 @@ class MtSicsRunner(PortRunner[MtSicsDevice]):
     async def _handle(self, client: MtSicsClient) -> None:
         self._frames_seen(client.frames_ok)
         dev = self._dev
-        readings: list[Reading] = []
+        drafts: list[Draft] = []
         for event in client.events():
             match event:
                 case Measurement():
                     self._answered()
-                    readings.append(self._stamp(event))
+                    drafts.append(self._draft(event))
                 case Discarded():
                     self._discarded(event)
                 case NoResponse(request=request):
@@ -149,7 +149,7 @@ class MtSicsRunner(PortRunner[MtSicsDevice]):
                     log.debug("Device %s replied %s %s to %r", dev.id, reply_id, status, request)
                 case _:
                     assert_never(event)
-        await self._commit(readings)
+        await self._commit(drafts)
 
     def _problem(self, kind: str, msg: str, *args: object) -> None:
         """Count trouble of ``kind``; log it at warning when it is new, else at debug."""

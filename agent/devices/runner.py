@@ -22,10 +22,11 @@ while the port is open depends on the device:
 every open: a half-received frame from before an unplug must not be glued to
 bytes after it.
 
-Each measurement is stamped with the wall-clock time its last bytes arrived
+Each measurement is timed with the wall-clock time its last bytes arrived
 (not when an idle gap ended), enriched with site/device/station/product/lot
-tags, and committed to the outbox before more bytes are read: once ``accept``
-returns the reading is safe, and the serial buffers provide the back-pressure
+tags, and handed to the accept stage (``agent.accept``: stamp, commit to the
+outbox, fan out) before more bytes are read: once ``accept`` returns the
+reading is safe, and the serial buffers provide the back-pressure
 in between. Measurements that are discrete happenings (``EVENT_MEASUREMENTS``:
 a weighment) become readings of kind ``event``, published on
 ``<device>/event``, and carry the lot the station is working on when one is
@@ -48,7 +49,7 @@ from coffee_telemetry.agent.devices.ports import PortOpener, SerialPort, open_se
 from coffee_telemetry.agent.errors import PortError
 from coffee_telemetry.agent.health import DeviceHealth, DeviceState, Health
 from coffee_telemetry.agent.lots.store import LotError, validate_lot
-from coffee_telemetry.agent.readings import Reading, Stamper
+from coffee_telemetry.agent.readings import Draft
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
 from coffee_telemetry.drivers.stream import StreamDriver
 
@@ -88,8 +89,8 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
     Args:
         dev: The device's config.
         site: Site id, a tag of every reading.
-        stamper: Fixes each reading's time and sequence number.
-        accept: The accept stage (commit, then fan out); once it returns they are safe.
+        accept: The accept stage (stamp, commit, then fan out); once it returns the
+            readings are safe.
         health: Where the device's state and counters live.
         open_port: Opens the port (fakes in tests).
         backoff: Delays between reopen attempts (1 s doubling to 60 s).
@@ -104,7 +105,6 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
         dev: DeviceT,
         *,
         site: str,
-        stamper: Stamper,
         accept: Accept,
         health: Health,
         open_port: PortOpener = open_serial_port,
@@ -115,7 +115,6 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
     ) -> None:
         self._dev = dev
         self._site = site
-        self._stamper = stamper
         self._accept = accept
         self._health = health
         self._entry: DeviceHealth = health.devices.get(dev.id) or health.add_device(
@@ -192,17 +191,17 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
             event.data[:64],
         )
 
-    async def _commit(self, readings: Sequence[Reading]) -> None:
-        """Hand readings to the accept stage, then count them."""
-        if not readings:
+    async def _commit(self, drafts: Sequence[Draft]) -> None:
+        """Hand drafts to the accept stage, then count the readings it committed."""
+        if not drafts:
             return
-        await self._accept(readings)
+        readings = await self._accept(drafts)
         entry = self._entry
         entry.readings += len(readings)
         entry.last_reading_ns = readings[-1].ts_ns
 
-    def _stamp(self, m: Measurement) -> Reading:
-        """A reading of ``m``, stamped when its bytes arrived and enriched with tags."""
+    def _draft(self, m: Measurement) -> Draft:
+        """A reading of ``m`` to stamp, timed when its bytes arrived and enriched with tags."""
         dev = self._dev
         self._entry.frames_ok += 1
         event = m.measurement in EVENT_MEASUREMENTS
@@ -228,7 +227,7 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
         for key, value in m.tags.items():
             if key not in ("product", "lot"):
                 tags.setdefault(key, value)
-        return self._stamper.stamp(
+        return Draft(
             device=dev.id,
             measurement=m.measurement,
             fields=fields,
@@ -254,13 +253,13 @@ class DeviceRunner(PortRunner[StreamDevice]):
 
     async def _handle(self, driver: StreamDriver) -> None:
         self._frames_seen(driver.frames_ok)
-        readings: list[Reading] = []
+        drafts: list[Draft] = []
         for event in driver.events():
             match event:
                 case Measurement():
-                    readings.append(self._stamp(event))
+                    drafts.append(self._draft(event))
                 case Discarded():
                     self._discarded(event)
                 case _:
                     assert_never(event)
-        await self._commit(readings)
+        await self._commit(drafts)

@@ -68,12 +68,12 @@ counts its fault (``no-response``, ``bad-crc``, ...) in the device's errors.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
+from coffee_telemetry.agent.accept import Accept
 from coffee_telemetry.agent.config import HOUR_METER_UNITS, Config
 from coffee_telemetry.agent.health import DeviceHealth, DeviceState, Health
 from coffee_telemetry.agent.hullers.bus import BusPoller, DeviceError, PollEvent, UnitSpec
@@ -98,7 +98,7 @@ from coffee_telemetry.agent.hullers.tasks import (
     hours_total,
     task_status,
 )
-from coffee_telemetry.agent.readings import Reading, Stamper
+from coffee_telemetry.agent.readings import Draft
 from coffee_telemetry.drivers.counter_autonics_ct import (
     CounterSample,
 )
@@ -120,8 +120,7 @@ class HullerService:
     Args:
         cfg: The site configuration (``hullers``, ``buses``, ``site``).
         store: The open maintenance store (``open_maintenance_store``).
-        stamper: Shared with the rest of the agent (sequences per device).
-        accept: The accept stage: commits readings, then fans them out.
+        accept: The accept stage: stamps, commits, then fans out.
         health: Each huller is registered there as a device.
         client_factory: Builds the Modbus clients (tests pass fakes).
         clock_ns: Wall clock for timestamps, days and rates.
@@ -134,8 +133,7 @@ class HullerService:
         *,
         cfg: Config,
         store: AsyncMaintenanceStore,
-        stamper: Stamper,
-        accept: Callable[[Sequence[Reading]], Awaitable[object]],
+        accept: Accept,
         health: Health,
         client_factory: ClientFactory = pymodbus_client,
         clock_ns: Callable[[], int] = time.time_ns,
@@ -145,7 +143,6 @@ class HullerService:
         self._site = cfg.site.id
         self._zone = cfg.site.zone
         self._store = store
-        self._stamper = stamper
         self._accept_fn = accept
         self._health = health
         self._clock_ns = clock_ns
@@ -372,7 +369,7 @@ class HullerService:
 
     def _huller_reading(
         self, h: Huller, state: HullerState, sample: CounterSample, now: int, running: bool
-    ) -> Reading:
+    ) -> Draft:
         cfg = h.cfg
         per_pulse = cfg.bags_per_pulse
         bags = bags_total(cfg, state)
@@ -395,7 +392,7 @@ class HullerService:
             fields["hours_today"] = round(today_h, 6)
         if state.timer.last_pv is not None:
             fields["timer_pv"] = state.timer.last_pv
-        return self._stamper.stamp(
+        return Draft(
             device=cfg.id,
             measurement="huller",
             fields=fields,
@@ -412,7 +409,7 @@ class HullerService:
             tags["task"] = task
         return tags
 
-    def _stamp_at(
+    def _event_at(
         self,
         *,
         device: str,
@@ -420,24 +417,24 @@ class HullerService:
         fields: Mapping[str, FieldValue],
         tags: Mapping[str, str],
         ts_ns: int,
-    ) -> Reading:
+    ) -> Draft:
         # Events that may be sent again (after a crash) keep their stored time, so the
-        # resend is the same InfluxDB point; the stamper would move a past time forward
-        # to keep the device's readings apart, which these do not need (their own
-        # measurement, and a time fixed when they happened).
-        reading = self._stamper.stamp(
+        # resend is the same InfluxDB point (``exact``): the stamper would move a past
+        # time forward to keep the device's readings apart, which these do not need
+        # (their own measurement, and a time fixed when they happened).
+        return Draft(
             device=device,
             measurement=measurement,
             fields=fields,
             tags=tags,
             kind="event",
-            ts_ns=min(ts_ns, self._clock_ns()),  # a future --at must not pull the stamper along
+            ts_ns=ts_ns,
+            exact=True,
         )
-        return dataclasses.replace(reading, ts_ns=ts_ns)
 
-    def _reset_reading(self, record: ResetRecord) -> Reading:
+    def _reset_reading(self, record: ResetRecord) -> Draft:
         h = self._hullers.get(record.huller)
-        return self._stamp_at(
+        return self._event_at(
             device=record.huller,
             measurement="counter_reset",
             fields={
@@ -450,7 +447,7 @@ class HullerService:
             ts_ns=record.at_ns,
         )
 
-    def _service_reading(self, record: ServiceRecord) -> Reading:
+    def _service_reading(self, record: ServiceRecord) -> Draft:
         fields: dict[str, FieldValue] = {
             "hours_at": float(record.hours_at),
             "note": record.note,
@@ -461,7 +458,7 @@ class HullerService:
         task = None if h is None else next((t for t in h.cfg.tasks if t.id == record.task), None)
         if task is not None:
             fields["interval_h"] = float(task.interval_h)
-        return self._stamp_at(
+        return self._event_at(
             device=record.huller,
             measurement="maintenance",
             fields=fields,
@@ -469,8 +466,8 @@ class HullerService:
             ts_ns=record.done_at_ns,
         )
 
-    async def _accept(self, device: str, readings: Sequence[Reading]) -> None:
-        await self._accept_fn(readings)
+    async def _accept(self, device: str, drafts: Sequence[Draft]) -> None:
+        readings = await self._accept_fn(drafts)
         entry = self._health.devices.get(device)
         if entry is not None:
             entry.readings += len(readings)
@@ -507,7 +504,7 @@ class HullerService:
             return 0
         if not records:
             return 0
-        by_huller: dict[str, list[Reading]] = {}
+        by_huller: dict[str, list[Draft]] = {}
         for record in records:
             by_huller.setdefault(record.huller, []).append(self._service_reading(record))
         for huller, readings in by_huller.items():
@@ -546,14 +543,14 @@ class HullerService:
             hours = hours_total(h.cfg, h.state)
             if hours is None or not h.cfg.tasks:
                 continue
-            readings: list[Reading] = []
+            readings: list[Draft] = []
             for task in h.cfg.tasks:
                 record = last.get((h.cfg.id, task.id))
                 status = task_status(
                     task, hours, None if record is None else record.hours_at, huller=h.cfg.id
                 )
                 readings.append(
-                    self._stamper.stamp(
+                    Draft(
                         device=h.cfg.id,
                         measurement="maintenance_status",
                         fields={

@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from coffee_telemetry.agent.commands import Command, CommandRefused, Outgoing, encode_json
 from coffee_telemetry.agent.lots.store import ActiveLot, LotChange, LotError, LotStore
-from coffee_telemetry.agent.readings import Reading, Stamper
+from coffee_telemetry.agent.readings import Draft
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ class LotService:
         store: LotStore,
         stations: Collection[str],
         site: str,
-        stamper: Stamper,
-        accept: Callable[[Sequence[Reading]], Awaitable[object]],
+        record: Callable[[Sequence[Draft]], Awaitable[object]],
         publish_state: Callable[[Outgoing], None] | None = None,
         on_change: Callable[[str, ActiveLot | None], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
@@ -84,8 +83,7 @@ class LotService:
         self._store = store
         self._stations = frozenset(stations)
         self._site = site
-        self._stamper = stamper
-        self._accept = accept
+        self._record = record
         self._publish_state = publish_state
         self._on_change = on_change
         self._clock_ns = clock_ns
@@ -132,14 +130,14 @@ class LotService:
         changes = await asyncio.to_thread(self._store.unpublished)
         if not changes:
             return
-        await self._accept([self._event(change) for change in changes])
+        await self._record([self._event(change) for change in changes])
         await asyncio.to_thread(self._store.mark_published, [c.id for c in changes])
 
-    def _event(self, change: LotChange) -> Reading:
+    def _event(self, change: LotChange) -> Draft:
         tags = {"site": self._site, "device": LOT_EVENTS_DEVICE, "station": change.station}
         if change.lot is not None:
             tags["lot"] = change.lot
-        return self._stamper.stamp(
+        return Draft(
             device=LOT_EVENTS_DEVICE,
             measurement="lot_assignment",
             fields={

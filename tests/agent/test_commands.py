@@ -33,6 +33,7 @@ from coffee_telemetry.agent.commands import (
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.readings import Reading, Stamper
+from tests.fakes import stage
 
 
 class Recorder:
@@ -53,8 +54,7 @@ def lots(tmp_path: Path) -> Iterator[tuple[LotService, LotStore, Recorder]]:
         store=store,
         stations={"recepcao"},
         site="s1",
-        stamper=Stamper(clock_ns=lambda: 1_000),
-        accept=rec.accept,
+        record=stage(rec.accept, Stamper(clock_ns=lambda: 1_000)).record,
         publish_state=rec.states.append,
         clock_ns=lambda: 5_000,
     )
@@ -264,8 +264,7 @@ def test_fuzz_nothing_escapes_but_a_refusal(rest: str, payload: bytes, retained:
             store=store,
             stations={"recepcao"},
             site="s1",
-            stamper=Stamper(),
-            accept=rec.accept,
+            record=stage(rec.accept, Stamper()).record,
             publish_state=rec.states.append,
         )
 

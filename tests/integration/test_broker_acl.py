@@ -43,6 +43,7 @@ from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.outbox.sink import Record
 from coffee_telemetry.agent.readings import Reading, Stamper, encode_reading
 from coffee_telemetry.agent.sinks.mqtt import MqttSink
+from tests.fakes import stage
 from tests.services.mosquitto import MosquittoServer
 from tests.services.net import free_port, wait_for_port
 
@@ -404,8 +405,7 @@ async def test_agent_sink_works_within_its_grants(broker: Broker, tmp_path: Path
         store=store,
         stations={"recepcao"},
         site=S1,
-        stamper=stamper,
-        accept=accept,
+        record=stage(accept, stamper).record,
         publish_state=sink.set_state,
     )
     sink.set_command_handler(CommandBoundary({"lot": lots.handle_command}))

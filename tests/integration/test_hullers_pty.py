@@ -27,6 +27,7 @@ from coffee_telemetry.agent.readings import Reading, Stamper
 from coffee_telemetry.drivers.counter_autonics_ct import Mode
 from coffee_telemetry.simulators.pty import open_pty_port
 from coffee_telemetry.simulators.rtu import CounterUnitSim, serve_rtu_bus
+from tests.fakes import stage
 
 pytestmark = pytest.mark.integration
 
@@ -87,8 +88,7 @@ async def service(
     svc = HullerService(
         cfg=cfg,
         store=store,
-        stamper=stamper,
-        accept=outbox.accept,
+        accept=stage(outbox.accept, stamper).accept,
         health=health,
         services_poll_s=0.1,
     )

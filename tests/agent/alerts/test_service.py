@@ -15,6 +15,7 @@ from coffee_telemetry.agent.config import AlertsConfig
 from coffee_telemetry.agent.health import Health
 from coffee_telemetry.agent.outbox.store import open_outbox
 from coffee_telemetry.agent.readings import Reading, Stamper
+from tests.fakes import stage
 
 
 def moisture(stamper: Stamper, value: float, lot: str = "L-1") -> Reading:
@@ -51,7 +52,7 @@ async def test_wet_lot_flows_to_state_outbox_and_ack(tmp_path: Path) -> None:
             cfg=AlertsConfig.model_validate({"wet_lot": {"k": 2, "n": 3}}),
             site="s1",
             state_path=tmp_path / "alerts.json",
-            stamper=stamper,
+            record=stage(outbox.accept, stamper).record,
             outbox=outbox,
             health=Health(),
             publish_state=states.append,
@@ -94,7 +95,7 @@ async def test_wet_lot_flows_to_state_outbox_and_ack(tmp_path: Path) -> None:
             cfg=AlertsConfig.model_validate({"wet_lot": {"k": 2, "n": 3}}),
             site="s1",
             state_path=tmp_path / "alerts.json",
-            stamper=stamper,
+            record=stage(outbox.accept, stamper).record,
             outbox=outbox,
             health=Health(),
             clock_ns=lambda: clock[0],
@@ -128,7 +129,7 @@ async def test_bad_ack_commands_change_nothing(
             cfg=AlertsConfig(),
             site="s1",
             state_path=tmp_path / "alerts.json",
-            stamper=Stamper(),
+            record=stage(outbox.accept, Stamper()).record,
             outbox=outbox,
             health=Health(),
         )
@@ -152,7 +153,7 @@ async def test_recent_alerts_survive_a_restart(tmp_path: Path) -> None:
             cfg=cfg,
             site="s1",
             state_path=tmp_path / "alerts.json",
-            stamper=stamper,
+            record=stage(outbox.accept, stamper).record,
             outbox=outbox,
             health=Health(),
             on_alert=lambda doc: seen.append(str(doc["state"])),
@@ -188,7 +189,7 @@ async def test_recent_alerts_survive_a_restart(tmp_path: Path) -> None:
             cfg=cfg,
             site="s1",
             state_path=tmp_path / "alerts.json",
-            stamper=stamper,
+            record=stage(outbox.accept, stamper).record,
             outbox=outbox,
             health=Health(),
         )
@@ -198,7 +199,7 @@ async def test_recent_alerts_survive_a_restart(tmp_path: Path) -> None:
             cfg=cfg,
             site="s1",
             state_path=tmp_path / "alerts.json",
-            stamper=stamper,
+            record=stage(outbox.accept, stamper).record,
             outbox=outbox,
             health=Health(),
         )
@@ -216,7 +217,7 @@ async def test_a_state_file_that_cannot_be_written_is_retried_not_fatal(tmp_path
             cfg=cfg,
             site="s1",
             state_path=blocker / "alerts.json",
-            stamper=stamper,
+            record=stage(outbox.accept, stamper).record,
             outbox=outbox,
             health=health,
         )

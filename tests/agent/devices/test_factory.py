@@ -28,7 +28,7 @@ async def _commit(readings: object) -> None:
     return None
 
 
-def _device(driver: str) -> MtSicsDevice | StreamDeviceBase:
+def _device(driver: str) -> DeviceConfig:
     cfg = parse_config(
         {"site": {"id": "s1"}, "devices": [{"id": "d1", "driver": driver, "port": "/dev/null"}]}
     )
@@ -49,8 +49,7 @@ def test_each_driver_gets_its_loop(driver: str) -> None:
     runner = make_device_runner(
         dev,
         site="s1",
-        stamper=Stamper(),
-        accept=AcceptStage(_commit, health=health).accept,
+        accept=AcceptStage(_commit, stamper=Stamper(), health=health).accept,
         health=health,
     )
     expected = MtSicsRunner if isinstance(dev, MtSicsDevice) else DeviceRunner

@@ -19,7 +19,7 @@ from coffee_telemetry.agent.readings import Reading, Stamper
 from coffee_telemetry.drivers.scale_ascii import encode_line
 from coffee_telemetry.drivers.scale_mtsics import encode_error, encode_reply
 from coffee_telemetry.drivers.scale_toledo import encode_frame
-from tests.fakes import FakePorts, FakeSerialPort, ManualClock
+from tests.fakes import FakePorts, FakeSerialPort, ManualClock, stage
 
 STABLE_100_G = encode_reply("S", "S", value=100.0, unit="g")
 DEVICE = "balanca-1"
@@ -53,8 +53,7 @@ class Harness:
         self.runner = make_device_runner(
             config,
             site="s1",
-            stamper=Stamper(),
-            accept=self._accept,
+            accept=stage(self._accept, Stamper()).accept,
             health=self.health,
             open_port=self.opener.open,
             backoff=Backoff(initial_s=0.01, maximum_s=0.02, jitter=0.0),

@@ -12,7 +12,7 @@ from coffee_telemetry.agent.health import DeviceState, Health
 from coffee_telemetry.agent.readings import Reading, Stamper
 from coffee_telemetry.drivers.moisture_tesma import encode_frame
 from coffee_telemetry.drivers.moisture_ticket import encode_ticket
-from tests.fakes import FakePorts
+from tests.fakes import FakePorts, stage
 
 
 def config(driver: str = "moisture.ticket", **extra: object) -> object:
@@ -36,8 +36,7 @@ class Harness:
         self.runner = DeviceRunner(
             config(driver, **extra),  # type: ignore[arg-type]
             site="s1",
-            stamper=Stamper(),
-            accept=self._accept,
+            accept=stage(self._accept, Stamper()).accept,
             health=self.health,
             open_port=self.ports.open,
             backoff=Backoff(initial_s=0.01, maximum_s=0.02, jitter=0.0),

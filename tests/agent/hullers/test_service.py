@@ -37,7 +37,7 @@ from coffee_telemetry.drivers.counter_autonics_ct import (
     encode_status,
 )
 from coffee_telemetry.simulators.rtu import CounterUnitSim
-from tests.fakes import FakeModbusClient
+from tests.fakes import FakeModbusClient, stage
 
 S = 1_000_000_000
 MIN = 60 * S
@@ -100,8 +100,7 @@ class Harness:
         self.svc = HullerService(
             cfg=cfg,
             store=store,
-            stamper=self.stamper,
-            accept=self.accept,
+            accept=stage(self.accept, self.stamper).accept,
             health=self.health,
             clock_ns=lambda: self.now,
         )
@@ -650,11 +649,10 @@ async def test_run_loop_polls_every_huller(tmp_path: Path, store: AsyncMaintenan
 
     health = Health()
     heard: list[Reading] = []
-    accept = AcceptStage(commit, health=health, listeners=[heard.append]).accept
+    accept = AcceptStage(commit, stamper=Stamper(), health=health, listeners=[heard.append]).accept
     svc = HullerService(
         cfg=cfg,
         store=store,
-        stamper=Stamper(),
         accept=accept,
         health=health,
         client_factory=sim.factory,

@@ -13,6 +13,7 @@ from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES, CommandBoundary, 
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.lots.store import LotError, LotStore
 from coffee_telemetry.agent.readings import Reading, Stamper
+from tests.fakes import stage
 
 
 class Recorder:
@@ -31,8 +32,7 @@ def service(tmp_path: Path) -> tuple[LotService, LotStore, Recorder]:
         store=store,
         stations={"recepcao", "armazem"},
         site="s1",
-        stamper=Stamper(clock_ns=lambda: 1_000),
-        accept=rec.accept,
+        record=stage(rec.accept, Stamper(clock_ns=lambda: 1_000)).record,
         publish_state=rec.states.append,
         clock_ns=lambda: 5_000,
     )

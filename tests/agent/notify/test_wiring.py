@@ -17,6 +17,7 @@ from coffee_telemetry.agent.notify.service import Notifier
 from coffee_telemetry.agent.outbox.store import open_outbox
 from coffee_telemetry.agent.readings import Stamper
 from tests.agent.notify.helpers import ZONE, RecordingChannel, notify_config
+from tests.fakes import stage
 
 
 async def test_wet_lot_to_notifier_and_sms_reply_back_to_the_engine(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ async def test_wet_lot_to_notifier_and_sms_reply_back_to_the_engine(tmp_path: Pa
             cfg=AlertsConfig.model_validate({"wet_lot": {"k": 1, "n": 1}}),
             site="s1",
             state_path=tmp_path / "alerts.json",
-            stamper=stamper,
+            record=stage(outbox.accept, stamper).record,
             outbox=outbox,
             health=Health(),
             on_notify=notify_events(notifier),

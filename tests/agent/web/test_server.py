@@ -29,6 +29,7 @@ from coffee_telemetry.agent.web.api import WebDeps
 from coffee_telemetry.agent.web.auth import CSRF_HEADER, SESSION_COOKIE, hash_password
 from coffee_telemetry.agent.web.live import LiveHub
 from coffee_telemetry.agent.web.server import SECURITY_HEADERS, make_web_app, open_web
+from tests.fakes import stage
 from tests.services.net import free_port
 
 TOKEN = "s3cret-token-9f8e7d6c5b4a39281706"
@@ -151,8 +152,7 @@ async def _site(tmp_path: Path, cfg: Config, token: str | None) -> AsyncIterator
         store=store,
         stations={"recepcao"},
         site="s1",
-        stamper=stamper,
-        accept=accept,
+        record=stage(accept, stamper).record,
         on_change=lambda st, a: hub.publish("lots", {"station": st}),
     )
     async with (
@@ -164,7 +164,7 @@ async def _site(tmp_path: Path, cfg: Config, token: str | None) -> AsyncIterator
             cfg=cfg.alerts,
             site="s1",
             state_path=tmp_path / "alerts.json",
-            stamper=stamper,
+            record=stage(outbox.accept, stamper).record,
             outbox=outbox,
             health=health,
             on_alert=lambda doc: hub.publish("alert", doc),
