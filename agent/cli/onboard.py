@@ -7,7 +7,8 @@
 ``capture`` listens (it writes to the meter only with ``--send``), finds the serial
 settings unless they are given, shows what the meter prints and records it to a
 capture file; ``propose`` reads a capture and prints a ``[[devices]]`` block for the
-driver that reads it, with a check of the whole capture; ``replay`` plays a capture
+driver that reads it (naming the meter profile of ``drivers/profiles`` that reads it
+the same, when one does), with a check of the whole capture; ``replay`` plays a capture
 onto a pseudo-terminal, for the agent or a test. Messages are in Portuguese, or in
 English with ``--lang en``. Exit codes: 0 done, 1 the meter or port did not cooperate
 (cannot tell the settings, port lost; the partial capture is kept), 2 bad input

@@ -15,6 +15,13 @@ then to the stricter protocol. A capture no driver reads is refused with the rea
 (``Refusal``): no bytes, bytes that are not text (serial settings?), text without a
 moisture label, or text no protocol frames.
 
+When a meter profile (``drivers/profiles``) of the winning driver reads the whole
+capture exactly as the winning block does (the same events, one by one) and a frame of
+its format is in the recording, the block names it (``profile = "..."``) and leaves
+out what the profile supplies (a ticket's field table; MT-SICS' Xon/Xoff); the serial
+settings found stay written, since the capture is evidence of them. The first such
+profile in ``PROFILES`` order wins; none fitting leaves the block as it was.
+
 ``write_golden`` stores a capture as a test case: the bytes (``input.bin``), the
 capture with its timing (``capture.txt``), the block (``device.toml``) and what the
 driver reports (``expected.jsonl``, one event per line in the shape of the drivers'
@@ -28,7 +35,7 @@ import math
 import tomllib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, assert_never
 
@@ -46,6 +53,7 @@ from coffee_telemetry.agent.onboard.tickets import (
     split_tickets,
 )
 from coffee_telemetry.drivers.events import Discarded, FieldValue, Measurement
+from coffee_telemetry.drivers.profiles import PROFILES, for_driver
 from coffee_telemetry.drivers.scale_mtsics import DeviceReply, NoResponse, ProtocolError
 
 __all__ = [
@@ -137,6 +145,7 @@ class Proposal:
         check: The whole capture read through it.
         layout: For tickets, what was learnt of their layout.
         others: The other candidates that read anything, with their share.
+        profile: The meter profile the block names, if one fits.
     """
 
     driver: str
@@ -145,6 +154,7 @@ class Proposal:
     check: Check
     layout: Layout | None = None
     others: tuple[tuple[str, float, int], ...] = ()
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,11 +300,13 @@ def render_block(
     sections: dict[str, dict[str, object]],
     fields: Sequence[tuple[str, str, str]] = (),
     comments: Sequence[str] = (),
+    profile: str | None = None,
 ) -> str:
     """A ``[[devices]]`` block (a ticket meter's ``fields`` as (field, regex, kind))."""
     lines = [
         "[[devices]]",
         f"id = {toml_string(device_id)}",
+        *([f"profile = {toml_string(profile)}"] if profile else []),
         f"driver = {toml_string(driver)}",
         f"port = {toml_string(port)}",
         "[devices.serial]",
@@ -334,7 +346,9 @@ def load_block(block: str) -> DeviceConfig:
 # -- candidates ------------------------------------------------------------------------
 
 
-def _ticket_block(layout: Layout, port: str, settings: LineSettings, device_id: str) -> str:
+def _ticket_block(
+    layout: Layout, port: str, settings: LineSettings, device_id: str, profile: str | None = None
+) -> str:
     split = layout.split
     ticket: dict[str, object] = {}
     if split.line_ending != "auto":
@@ -356,18 +370,29 @@ def _ticket_block(layout: Layout, port: str, settings: LineSettings, device_id: 
         port=port,
         settings=settings,
         sections={"ticket": ticket} if ticket else {},
-        fields=[(p.field, p.regex, p.kind) for p in layout.patterns],
+        fields=[] if profile else [(p.field, p.regex, p.kind) for p in layout.patterns],
         comments=comments,
+        profile=profile,
     )
 
 
-def _stream_block(driver: Driver, port: str, settings: LineSettings, device_id: str) -> str:
+def _stream_block(
+    driver: Driver, port: str, settings: LineSettings, device_id: str, profile: str | None = None
+) -> str:
     sections: dict[str, dict[str, object]] = {}
     if driver == "scale.mtsics":
-        # The capture cannot show flow control; Mettler's factory setting is Xon/Xoff (§2.1).
-        sections = {"serial": {"xonxoff": True}, "mtsics": {"mode": "stream"}}
+        # The capture cannot show flow control; Mettler's factory setting is Xon/Xoff (§2.1),
+        # which the profile, when named, supplies.
+        sections = {"mtsics": {"mode": "stream"}}
+        if profile is None:
+            sections = {"serial": {"xonxoff": True}, **sections}
     return render_block(
-        driver=driver, device_id=device_id, port=port, settings=settings, sections=sections
+        driver=driver,
+        device_id=device_id,
+        port=port,
+        settings=settings,
+        sections=sections,
+        profile=profile,
     )
 
 
@@ -423,7 +448,32 @@ def propose(capture: Capture, *, device_id: str | None = None) -> Proposal | Ref
     candidates.sort(key=lambda c: c.rank, reverse=True)
     best = candidates[0]
     others = tuple((c.driver, c.check.share, c.check.frames_ok) for c in candidates[1:])
-    return Proposal(best.driver, best.block, best.device, best.check, best.layout, others)
+    proposal = Proposal(best.driver, best.block, best.device, best.check, best.layout, others)
+    return _with_profile(proposal, chunks, data, port, settings)
+
+
+def _with_profile(
+    proposal: Proposal, chunks: Sequence[Chunk], data: bytes, port: str, settings: LineSettings
+) -> Proposal:
+    """The proposal naming the first profile that reads the capture exactly as it does."""
+    wanted = [event_json(e) for e in proposal.check.events]
+    driver: Driver = proposal.device.driver
+    for profile in for_driver(driver):
+        if not profile.seen_in(data):
+            continue
+        ident = proposal.device.id
+        if proposal.layout is not None:
+            block = _ticket_block(proposal.layout, port, settings, ident, profile.name)
+        else:
+            block = _stream_block(driver, port, settings, ident, profile.name)
+        try:
+            device = load_block(block)
+        except ConfigError:  # pragma: no cover - a profile's keys are valid config
+            continue
+        check = check_capture(device, chunks)
+        if [event_json(e) for e in check.events] == wanted:
+            return replace(proposal, block=block, device=device, check=check, profile=profile.name)
+    return proposal
 
 
 def write_golden(
@@ -534,6 +584,14 @@ def report(capture: Capture, name: str, result: Proposal | Refusal, lang: Lang) 
     if result.others:
         others = ", ".join(f"{d} ({number(100 * s, lang)}%)" for d, s, _ in result.others)
         out.append(say(lang, "p_others", others=others))
+    if result.profile is not None:
+        profile = PROFILES[result.profile]
+        out.append(
+            say(lang, "p_profile", profile=profile.name, title=profile.title, source=profile.source)
+        )
+    else:
+        known = ", ".join(p.name for p in for_driver(result.driver)) or "-"
+        out.append(say(lang, "p_no_profile", driver=result.driver, known=known))
     check = result.check
     out.append(say(lang, "p_check", frames=check.frames_ok, readings=len(check.readings)))
     if check.discarded:

@@ -177,6 +177,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Proposed driver: {driver} ({share}% of frames valid).",
     ),
     "p_others": ("  outros que leem algo: {others}", "  others that read something: {others}"),
+    "p_profile": (
+        "Perfil: {profile} ({title}); lê a captura igual ao bloco explícito. Fonte: {source}",
+        "Profile: {profile} ({title}); it reads the capture exactly as the explicit block"
+        " does. Source: {source}",
+    ),
+    "p_no_profile": (
+        "Nenhum perfil conhecido lê esta captura igual (perfis de {driver}: {known});"
+        " o bloco fica explícito.",
+        "No known profile reads this capture the same (profiles for {driver}: {known});"
+        " the block stays explicit.",
+    ),
     "p_check": (
         "Conferência (a captura inteira lida pelo driver do agente, com os tempos"
         " originais): {frames} quadros válidos, {readings} leituras.",

@@ -181,7 +181,9 @@ async def test_cut_capture_still_proposes(tmp_path: Path) -> None:
     no_traceback(block, report)
     assert code == 0
     assert "Atenção" in report
-    assert "moisture_pct" in block
+    # These tickets are the driver's own layout: the block names its profile.
+    assert "profile = 'moisture-ticket-pt'" in block
+    assert "Perfil: moisture-ticket-pt" in report
 
 
 async def test_missing_port_is_a_message(tmp_path: Path) -> None:
@@ -193,3 +195,24 @@ async def test_missing_port_is_a_message(tmp_path: Path) -> None:
     code, out, err = await run_cli("capture", "x", "--baud", "300")
     assert code == 2
     assert "baud rate 300" in err
+
+
+async def test_check_config_names_profiles_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    head = f'[site]\nid = "teste"\n[agent]\ndata_dir = "{tmp_path}"\n'
+    site.write_text(
+        head + '[[devices]]\nid = "umid-2"\nprofile = "tesma-plus2"\nport = "/dev/ttyUSB0"\n'
+    )
+    code, out, err = await run_cli("check-config", str(site))
+    no_traceback(out, err)
+    assert code == 0, out + err
+    assert "device    umid-2 moisture.tesma /dev/ttyUSB0 (profile tesma-plus2)" in out
+    site.write_text(
+        head + '[[devices]]\nid = "umid-2"\nprofile = "gehaka-g650"\nport = "/dev/ttyUSB0"\n'
+    )
+    code, out, err = await run_cli("check-config", str(site))
+    no_traceback(out, err)
+    assert code == 2, out + err
+    assert f"{site}: devices[0].profile: unknown profile 'gehaka-g650'; known profiles:" in err
+    assert "'tesma-plus2'" in err
+    assert "'st-gs-indicator'" in err
