@@ -1,11 +1,13 @@
 // Dispositivos (devices) page: serial devices' health, each sink's delivery
-// backlog, the local history's disk use and the agent itself.
+// backlog, each notification channel's queue and dead letters (from
+// /api/health, when [notify] is configured), the local history's disk use and
+// the agent itself.
 //
 // Device and sink health changes come as `devices` events (at most one a
 // second; a change of the sinks' table comes as one naming no device) and
 // trigger a refetch. Nothing polls.
 
-import {t} from "../i18n.js";
+import {t, tCode} from "../i18n.js";
 import {getJSON} from "./api.js";
 import {h, setText, syncKeyed} from "./dom.js";
 import {bytes, duration, int, num, syncClock} from "./format.js";
@@ -44,6 +46,22 @@ export function createDispositivos(ctx) {
     ["sinks.dropped", "num col-opt"],
   ]);
   const sinksEmpty = empty(t("sinks.none"));
+  const channels = table("notify-table", [
+    ["notify.channel"],
+    ["notify.state"],
+    ["notify.queued", "num"],
+    ["notify.lastSent"],
+    ["notify.sent", "num"],
+    ["notify.dead", "num"],
+    ["notify.expired", "num col-opt"],
+  ]);
+  const channelsPanel = h(
+    "section",
+    {class: "panel", "aria-labelledby": "notify-title", testid: "notify-panel", hidden: true},
+    h("h2", {class: "panel__title", id: "notify-title"}, t("notify.title")),
+    h("div", {class: "table-wrap"}, channels.el),
+    h("p", {class: "usage__sub"}, t("notify.deadHint")),
+  );
   const historyBody = h("div", {class: "usage", testid: "history"});
   const agentBody = h("div", {class: "agent-info", testid: "agent"});
 
@@ -65,6 +83,7 @@ export function createDispositivos(ctx) {
       h("div", {class: "table-wrap"}, sinks.el),
       sinksEmpty,
     ),
+    channelsPanel,
     h(
       "div",
       {class: "row-2"},
@@ -174,6 +193,54 @@ export function createDispositivos(ctx) {
     );
   }
 
+  function renderChannels(doc) {
+    // counters.notify.channels of /api/health: absent when nothing is configured.
+    const byName = doc?.counters?.notify?.channels;
+    const list = byName && typeof byName === "object" ? Object.entries(byName).map(([name, c]) => ({...c, name})) : [];
+    channelsPanel.hidden = list.length === 0;
+    syncKeyed(
+      channels.body,
+      list,
+      (c) => c.name,
+      (c) =>
+        labelCells(
+          h(
+            "tr",
+            {testid: `notify-${c.name}`},
+            h("th", {scope: "row"}, h("span", {class: "cell-main"}), h("span", {class: "cell-sub"})),
+            h("td", null, badge("off", "", "notify-state")),
+            h("td", {class: "num", testid: "notify-queued"}),
+            h("td", null, relTime(null, "notify-last-sent")),
+            h("td", {class: "num", testid: "notify-sent"}),
+            h("td", {class: "num", testid: "notify-dead"}),
+            h("td", {class: "num col-opt", testid: "notify-expired"}),
+          ),
+          channels.labels,
+        ),
+      (tr, c) => {
+        const cells = tr.children;
+        setText(cells[0].children[0], tCode("notify.channel", c.name));
+        setText(cells[0].children[1], c.last_error ? t("devices.lastError", {error: c.last_error}) : "");
+        const dead = c.dead > 0;
+        const retrying = !dead && (typeof c.retry_at_ns === "number" || (c.queued > 0 && !!c.last_error));
+        setBadge(
+          cells[1].firstChild,
+          dead ? "bad" : retrying ? "warn" : "ok",
+          dead ? t("notify.stateDead") : retrying ? t("notify.stateRetrying") : t("notify.stateOk"),
+        );
+        setText(cells[2], int(c.queued));
+        cells[2].classList.toggle("is-warn", c.queued > 0);
+        const last = cells[3].firstChild;
+        setRelTime(last, c.last_sent_ns ?? null);
+        if (typeof c.last_sent_ns !== "number") setText(last, t("sinks.never"));
+        setText(cells[4], int(c.sent));
+        setText(cells[5], int(c.dead));
+        cells[5].classList.toggle("is-bad", dead);
+        setText(cells[6], int(c.expired));
+      },
+    );
+  }
+
   function renderHistory(hist) {
     if (!hist) {
       historyBody.replaceChildren(h("p", null, t("history.off")));
@@ -219,10 +286,11 @@ export function createDispositivos(ctx) {
   }
 
   async function load() {
-    const doc = await getJSON("/api/devices");
+    const [doc, health] = await Promise.all([getJSON("/api/devices"), getJSON("/api/health")]);
     syncClock(doc.now_ns);
     renderDevices(doc.devices || []);
     renderSinks(doc.sinks || []);
+    renderChannels(health);
     renderHistory(doc.history ?? null);
     renderAgent(doc.agent ?? null);
   }

@@ -68,8 +68,9 @@ class StandIn:
 
 
 @asynccontextmanager
-async def open_standin() -> AsyncIterator[StandIn]:
-    standin = StandIn()
+async def open_standin(port: int | None = None) -> AsyncIterator[StandIn]:
+    """Serve a stand-in on ``port`` (a free one by default) until the block ends."""
+    standin = StandIn() if port is None else StandIn(port=port)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", standin._handle)
     runner = web.AppRunner(app)
