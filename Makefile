@@ -7,12 +7,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast check bench bench-peer install system-deps clean
+.PHONY: demo test test-fast check check-package bench bench-peer install system-deps clean
 
-$(STAMP): pyproject.toml
+# constraints.txt: the versions the suite runs with (scripts/freeze-constraints).
+# The demo extra is the embedded broker of `make demo`.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,demo]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +33,10 @@ test-fast: $(STAMP)
 
 check: $(STAMP)
 	PATH=$(BIN):$$PATH scripts/check
+
+# What users install: wheel + sdist, a clean venv, init, check-config, demo, collisions.
+check-package: $(STAMP)
+	$(BIN)/python scripts/check-package --python $(BIN)/python
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/pipeline.py

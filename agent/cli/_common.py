@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
 from coffee_telemetry.agent.config import Config, load_config
+from coffee_telemetry.agent.logs import LogFormat, configure_logging
 
 __all__ = [
     "CONFIG_HELP",
@@ -65,13 +64,12 @@ def load(path: str) -> Config:
     return load_config(Path(path))
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr at ``level`` (a name such as ``info``)."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, log_format: LogFormat | None = None) -> None:
+    """Log to stderr at ``level`` (a name such as ``info``), as text or JSON lines.
+
+    ``log_format`` None: ``COFFEE_TELEMETRY_LOG_FORMAT`` decides (``agent.logs``).
+    """
+    configure_logging(level, log_format)
 
 
 def install_stop(stop: asyncio.Event) -> None:

@@ -70,6 +70,7 @@ def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout
     """Publish cmd/ack/<rule>/<subject> with the site's MQTT settings and wait for the reply."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.reasoncodes import ReasonCode
 
     from coffee_telemetry.agent.commands import CommandRefused, check_level, escape_level
 
@@ -85,6 +86,10 @@ def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout
     topic = f"{base}/cmd/ack/{levels[0]}/{levels[1]}"
     replies: list[bytes] = []
     got = threading.Event()
+    subscribed = threading.Event()
+    pending: set[int] = set()
+    refused: list[str] = []
+    lock = threading.Lock()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"coffee-cli-{os.getpid()}")
     if m.username:
         password = cfg.mqtt_password.get_secret_value() if cfg.mqtt_password else None
@@ -112,7 +117,21 @@ def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout
         replies.append(bytes(msg.payload))
         got.set()
 
+    def on_subscribe(
+        c: paho.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: object,
+    ) -> None:
+        with lock:
+            refused.extend(str(code) for code in reason_codes if code.is_failure)
+            pending.discard(mid)
+            if not pending:
+                subscribed.set()
+
     client.on_message = on_message
+    client.on_subscribe = on_subscribe
     try:
         client.connect(m.host, m.port, keepalive=30)
     except OSError as exc:
@@ -120,9 +139,24 @@ def _alerts_ack(cfg: Config, rule: str, subject: str, *, by: str | None, timeout
         return EXIT_FAILURE
     client.loop_start()
     try:
-        client.subscribe(f"{topic}/reply", qos=1)
-        client.subscribe(f"{base}/cmd/reply", qos=1)
-        time.sleep(0.2)
+        # The reply can come at once: publish only once the broker has confirmed
+        # (SUBACK) both subscriptions, so it cannot arrive before them.
+        with lock:
+            for reply_topic in (f"{topic}/reply", f"{base}/cmd/reply"):
+                rc, mid = client.subscribe(reply_topic, qos=1)
+                if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+                    print(f"error: cannot subscribe to {reply_topic}: {rc}", file=sys.stderr)
+                    return EXIT_FAILURE
+                pending.add(mid)
+        if not subscribed.wait(timeout_s):
+            print("error: the MQTT broker did not confirm the subscription", file=sys.stderr)
+            return EXIT_FAILURE
+        if refused:
+            print(
+                f"error: the MQTT broker refused the reply subscription: {', '.join(refused)}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
         payload = json.dumps({"by": by or getpass.getuser()}).encode()
         client.publish(topic, payload, qos=1).wait_for_publish(timeout=timeout_s)
         if not got.wait(timeout_s):

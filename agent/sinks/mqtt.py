@@ -36,6 +36,10 @@ Topics, under ``<prefix>/<site>/``::
 
 A device's retained status says what the agent last knew; when ``agent/status``
 is ``offline`` the agent is gone and no device status can be trusted.
+
+With ``set_discovery`` (Home Assistant, ``agent.sinks.homeassistant``) retained
+discovery documents follow every connection and every retained state, outside the
+prefix, on the same connection.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import aiomqtt
 
@@ -67,6 +72,21 @@ _CLIENT_LOG.setLevel(logging.CRITICAL)
 
 #: Replies waiting to be published (sent by the web API); past this the oldest go.
 MAX_QUEUED_REPLIES = 256
+
+
+class Discovery(Protocol):
+    """Retained documents that follow the agent's own (``agent.sinks.homeassistant``).
+
+    ``publish(topic, payload)`` publishes retained at QoS 1 on an absolute topic.
+    """
+
+    async def on_connect(self, publish: Callable[[str, bytes], Awaitable[None]]) -> None:
+        """After each connection's statuses and states."""
+
+    async def on_state(
+        self, suffix: str, payload: bytes, publish: Callable[[str, bytes], Awaitable[None]]
+    ) -> None:
+        """After a retained state on ``<prefix>/<site>/<suffix>`` was published."""
 
 
 class MqttSink:
@@ -138,6 +158,11 @@ class MqttSink:
         self._errors = RefusalLog(log)
         self._dirty_states: set[str] = set()
         self._states_changed = asyncio.Event()
+        self._discovery: Discovery | None = None
+
+    def set_discovery(self, discovery: Discovery) -> None:
+        """Publish ``discovery``'s documents on every connection and after each state."""
+        self._discovery = discovery
 
     def set_command_handler(self, commands: CommandBoundary) -> None:
         """Subscribe to ``<prefix>/<site>/cmd/#`` (from the next connection) and route there."""
@@ -216,6 +241,8 @@ class MqttSink:
                     await self._publish_statuses(client, set(self._health.devices), force=True)
                     self._dirty_states = set(self._states)
                     await self._publish_states(client)
+                    if self._discovery is not None:
+                        await self._discovery.on_connect(_retained(client))
                     if self._commands is not None:
                         await client.subscribe(f"{self._base}/cmd/#", qos=1)
                     log.info("Connected to MQTT broker %s:%d", self._host, self._port)
@@ -315,6 +342,8 @@ class MqttSink:
         dirty, self._dirty_states = self._dirty_states, set()
         for topic in sorted(dirty):
             await client.publish(f"{self._base}/{topic}", self._states[topic], qos=1, retain=True)
+            if self._discovery is not None:
+                await self._discovery.on_state(topic, self._states[topic], _retained(client))
         while self._replies:  # best effort: a reply lost with the connection is not resent
             reply = self._replies.popleft()
             await client.publish(f"{self._base}/{reply.topic}", reply.payload, qos=1)
@@ -390,6 +419,13 @@ class MqttSink:
     async def close(self) -> None:
         """Ask the connection loop to publish ``offline`` and disconnect."""
         self._stopping.set()
+
+
+def _retained(client: aiomqtt.Client) -> Callable[[str, bytes], Awaitable[None]]:
+    async def publish(topic: str, payload: bytes) -> None:
+        await client.publish(topic, payload, qos=1, retain=True)
+
+    return publish
 
 
 def _valid_suffix(topic: str) -> bool:
