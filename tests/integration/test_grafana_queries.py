@@ -1,8 +1,8 @@
 """The Grafana dashboards' InfluxQL against what the real agent writes.
 
 ``dashboards/grafana/json/*.json`` hold raw InfluxQL (``rawQuery``) with Grafana's
-macros (``$timeFilter``, ``$__interval``) and template variables (``$station``,
-``$lot``, ``$huller``, ``$host``, ``$scale``). Two checks:
+macros (``$timeFilter``, ``$__interval``) and template variables (``$site``,
+``$station``, ``$lot``, ``$huller``, ``$host``, ``$scale``). Two checks:
 
 1. Statically, every panel target and template-variable query names only
    measurements, tags and fields of ``SCHEMA`` (the README's "InfluxDB schema" table).
@@ -552,6 +552,7 @@ async def test_every_dashboard_query_returns_rows_from_a_real_run(
                 options = sorted(str(r["value"]) for r in rows)
                 values[query.variable] = WET_LOT if WET_LOT in options else options[0]
     assert values == {
+        "site": SITE,
         "station": "armazem",
         "lot": WET_LOT,
         "huller": HULLER,
