@@ -37,6 +37,9 @@ KINDS = frozenset({"reading", "event"})
 #: A nanosecond wall clock, such as ``time.time_ns``.
 Clock = Callable[[], int]
 
+#: How far a reading's time can be trusted (``agent.timekeeping.TimeQuality``).
+TIME_QUALITIES = frozenset({"trusted", "provisional", "estimated"})
+
 
 @dataclass(frozen=True, slots=True)
 class Reading:
@@ -51,6 +54,9 @@ class Reading:
         tags: All tags, including site, device and station.
         kind: ``reading`` or ``event``.
         audit: Source text kept for audit (a printed ticket), if any.
+        time_quality: ``trusted``; ``provisional`` (no trusted time yet: held back from
+            the sinks until re-stamped) or ``estimated`` (no trusted time came; see
+            ``agent.timekeeping``).
     """
 
     ts_ns: int
@@ -61,6 +67,7 @@ class Reading:
     tags: Mapping[str, str] = field(default_factory=dict)
     kind: str = "reading"
     audit: str | None = None
+    time_quality: str = "trusted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,8 @@ def encode_reading(reading: Reading) -> bytes:
     }
     if reading.audit is not None:
         doc["audit"] = reading.audit
+    if reading.time_quality != "trusted":
+        doc["time_quality"] = reading.time_quality
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -134,6 +143,9 @@ def decode_reading(payload: bytes) -> Reading:
         if not isinstance(fields, dict) or not isinstance(tags, dict):
             raise TypeError("fields and tags must be objects")
         audit = doc.get("audit")
+        quality = str(doc.get("time_quality", "trusted"))
+        if quality not in TIME_QUALITIES:
+            raise ValueError(f"unknown time_quality {quality!r}")
         return Reading(
             ts_ns=int(doc["ts"]),
             seq=int(doc["seq"]),
@@ -143,6 +155,7 @@ def decode_reading(payload: bytes) -> Reading:
             tags={str(k): str(v) for k, v in tags.items()},
             kind=str(doc.get("kind", "reading")),
             audit=None if audit is None else str(audit),
+            time_quality=quality,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a reading: {exc}") from exc
@@ -157,10 +170,21 @@ class Stamper:
     so InfluxDB never merges two genuine readings into one point.
     """
 
-    def __init__(self, *, clock_ns: Clock | None = None) -> None:
+    def __init__(
+        self, *, clock_ns: Clock | None = None, quality: Callable[[], str] | None = None
+    ) -> None:
         self._clock: Clock = clock_ns or time.time_ns
+        self._quality = quality
         self._last_ts: dict[str, int] = {}
         self._seq: dict[str, int] = {}
+
+    def shift(self, delta_ns: int) -> None:
+        """Move every device's last stamp by ``delta_ns`` (its readings were re-stamped)."""
+        self._last_ts = {dev: ts + delta_ns for dev, ts in self._last_ts.items()}
+
+    def forget_times(self) -> None:
+        """Let the next stamps go back in time (a trusted source replaced an estimate)."""
+        self._last_ts.clear()
 
     def restore(self, sequences: Mapping[str, int]) -> None:
         """Continue sequences from what the outbox last committed."""
@@ -230,4 +254,5 @@ class Stamper:
             tags={k: v for k, v in tags.items() if v},
             kind=kind,
             audit=audit,
+            time_quality="trusted" if self._quality is None else self._quality(),
         )

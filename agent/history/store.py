@@ -49,11 +49,12 @@ from coffee_telemetry.agent.errors import HistoryError as HistoryError
 from coffee_telemetry.agent.history.lots import (
     LOT_FIELD,
     LOT_MEASUREMENT,
+    LOT_SCHEMA_SQL,
     LOT_TABLE,
     LOT_UPSERT,
     LotAgg,
-    ensure_lot_rollup,
     fold_lot,
+    lot_rows_from_raw,
     lot_upserts,
 )
 from coffee_telemetry.agent.history.queries import HistoryQueries
@@ -68,7 +69,13 @@ from coffee_telemetry.agent.history.schema import (
     Resolution,
 )
 from coffee_telemetry.agent.readings import Reading
-from coffee_telemetry.agent.sqlite import connect, connect_read_only
+from coffee_telemetry.agent.sqlite import (
+    MigrationStep,
+    connect,
+    connect_read_only,
+    migrate,
+    script,
+)
 
 __all__ = ["History", "HistoryError", "HistoryStats", "Point"]
 
@@ -188,8 +195,11 @@ class History(HistoryQueries):
     def add(self, reading: Reading) -> None:
         """Buffer a reading's numeric and bool fields (a ``ReadingListener``).
 
-        Cheap and non-blocking: no SQL here. String fields are skipped.
+        Cheap and non-blocking: no SQL here. String fields are skipped, and so are
+        provisional readings: they come back once re-stamped (``agent.timekeeping``).
         """
+        if reading.time_quality == "provisional":
+            return
         tags = reading.tags
         station = tags.get("station", "")
         lot = tags.get("lot", "")
@@ -443,9 +453,28 @@ def _oldest(conn: sqlite3.Connection, table: str, col: str, ids: Iterable[int]) 
     return oldest
 
 
+def _add_lot_rollup(conn: sqlite3.Connection) -> None:
+    # ``lot_1h``, backfilled from the raw points of a history from before it existed.
+    if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lot_1h'"
+    ).fetchone():
+        return
+    conn.execute(LOT_SCHEMA_SQL)
+    acc: dict[tuple[int, str], LotAgg] = {}
+    for row in lot_rows_from_raw(conn, -(2**63), 2**63 - 1):
+        fold_lot(acc, row)  # rows are per tag set and hour, so no bucket spills
+    conn.executemany(LOT_UPSERT, lot_upserts(acc))
+    if acc:
+        log.info("History: backfilled %d lot rollup rows from raw points", len(acc))
+
+
+#: ``STEPS[i]`` takes a history from schema version ``i`` to ``i + 1`` (``agent.sqlite``).
+#: Append a step for every change; never edit one a release has shipped.
+STEPS: tuple[MigrationStep, ...] = (script(SCHEMA), _add_lot_rollup)
+
+
 def _prepare(conn: sqlite3.Connection) -> None:
-    conn.executescript(SCHEMA)
-    ensure_lot_rollup(conn)
+    migrate(conn, STEPS, name="history")
 
 
 def _connect(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:

@@ -37,7 +37,7 @@ async def deliver_loop(
     loop = asyncio.get_running_loop()
     while True:
         cursor = outbox.cursor(sink.name)
-        if outbox.last_id <= cursor:
+        if outbox.ready_id <= cursor:
             await outbox.wait_beyond(cursor)
             continue
         if sink.flush_interval_s > 0 and outbox.backlog(sink.name) < sink.batch_size:
@@ -46,7 +46,7 @@ async def deliver_loop(
             while outbox.backlog(sink.name) < sink.batch_size:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await outbox.wait_beyond(
-                    outbox.last_id, timeout_s=remaining
+                    outbox.ready_id, timeout_s=remaining
                 ):
                     break
         batch = await outbox.read_batch(sink.name, sink.batch_size)

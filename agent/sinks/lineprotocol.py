@@ -7,10 +7,12 @@ What goes into the line:
 * tags: ``reading.tags``, sorted by (escaped) key; a tag whose value is empty is
   left out, because line protocol cannot carry one;
 * fields: ``reading.fields``, plus the reading's ``seq`` as integer field
-  ``seq`` and, when the reading has one, its ``audit`` text as string field
-  ``audit``; sorted by key, so the same reading always yields the same bytes
-  whatever the order of its mappings (redelivery must be byte-identical for
-  InfluxDB's overwrite-on-duplicate to make resends harmless);
+  ``seq``, when the reading has one, its ``audit`` text as string field
+  ``audit``, and when its time is not trusted, string field ``time_quality``
+  (``estimated``; see ``agent.timekeeping``); sorted by key, so the same
+  reading always yields the same bytes whatever the order of its mappings
+  (redelivery must be byte-identical for InfluxDB's overwrite-on-duplicate to
+  make resends harmless);
 * timestamp: ``reading.ts_ns``, to be written with ``precision=ns``.
 
 Escaping (InfluxDB line protocol reference, "Special characters"):
@@ -227,6 +229,10 @@ def _field_set(reading: Reading) -> str:
         if "audit" in fields:
             raise ValueError("field 'audit' is reserved for the reading's audit text")
         fields["audit"] = reading.audit
+    if reading.time_quality != "trusted":
+        if "time_quality" in fields:
+            raise ValueError("field 'time_quality' is reserved for the reading's time quality")
+        fields["time_quality"] = reading.time_quality
     rendered: dict[str, str] = {}
     for key, value in fields.items():
         escaped = escape_field_key(key)

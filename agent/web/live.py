@@ -62,7 +62,11 @@ def sse_frame(event: str, data: object) -> bytes:
 
 
 def reading_doc(reading: Reading) -> dict[str, object]:
-    """The ``reading`` event's data: numbers and booleans only, plus station/lot/product."""
+    """The ``reading`` event's data: numbers and booleans only, plus station/lot/product.
+
+    ``time_quality`` tells the page to mark a time that is not trusted yet
+    (``provisional``, ``estimated``: ``agent.timekeeping``).
+    """
     return {
         "device": reading.device,
         "measurement": reading.measurement,
@@ -70,6 +74,7 @@ def reading_doc(reading: Reading) -> dict[str, object]:
         "seq": reading.seq,
         "fields": {k: v for k, v in reading.fields.items() if isinstance(v, bool | int | float)},
         "tags": {k: reading.tags[k] for k in _TAGS if reading.tags.get(k)},
+        "time_quality": reading.time_quality,
     }
 
 

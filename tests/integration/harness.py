@@ -60,6 +60,8 @@ def write_site_config(
         f'id = "{site}"',
         "[agent]",
         f'data_dir = "{data_dir}"',
+        # This machine's clock is kept by its host, which the kernel cannot vouch for.
+        'time_sources = ["system"]',
         'log_level = "debug"',
         "status_interval_s = 3600",
         "[mqtt]",
@@ -136,17 +138,26 @@ def huller_toml(
 class AgentProcess:
     """The agent as a child process, logs in a file."""
 
-    def __init__(self, config: Path, log_path: Path, *, nofile: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log_path: Path,
+        *,
+        nofile: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         """The agent, not started yet.
 
         Args:
             config: The site file.
             log_path: Where the agent's output goes.
             nofile: If set, the child's open-file limit, soft and hard (it cannot raise it).
+            env: Extra environment variables for the child.
         """
         self.config = config
         self.log_path = log_path
         self.nofile = nofile
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _limit_files(self) -> None:
@@ -157,7 +168,7 @@ class AgentProcess:
     def start(self) -> None:
         """Start ``coffee-telemetry run -c CONFIG``."""
         log = self.log_path.open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "coffee_telemetry.agent.cli", "run", "-c", str(self.config)],
             cwd=ROOT,

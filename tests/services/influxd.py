@@ -103,6 +103,11 @@ class InfluxServer:
         return f"http://127.0.0.1:{self.http_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The running influxd's process id (benchmarks measure its CPU)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def running(self) -> bool:
         """Whether the process is alive."""
         return self._process is not None and self._process.poll() is None

@@ -1,0 +1,301 @@
+"""Time the agent can trust, on a box with no clock battery and no internet.
+
+Theory of operation
+-------------------
+A Raspberry Pi has no real-time clock: it boots at the time it was shut down
+(fake-hwclock) or in 1970, and a warehouse without internet may never see NTP.
+So the agent does not take the wall clock at its word. Every timestamp is the
+monotonic clock plus an *offset*, and the offset has a quality:
+
+* ``trusted``: set from a trusted source. A source is trusted only at or after
+  ``FLOOR_NS`` (the release date of this version: no reading is ever dated
+  before it). Sources (``[agent] time_sources``), each optional: ``ntp``, the
+  kernel's NTP synchronisation (``adjtimex`` no longer reports ``TIME_ERROR``;
+  a clock set by hand clears it, so a manual step is not mistaken for NTP);
+  ``rtc``, a battery-backed clock the kernel set the time from at boot
+  (``/sys/class/rtc/rtc0/hctosys``); ``user``, a person setting the time from
+  the dashboard (``set_by_user``, their browser's clock, confirmed on screen);
+  and ``system``, the wall clock as it is, for a box kept on time by something
+  the agent cannot see (a container's host, a VM): off by default.
+* ``provisional``: no trusted source yet. The offset is the best estimate: the
+  latest of the wall clock, the time saved at the last run (``clock.json``,
+  advanced by nothing: a box that was off for a day estimates a day early) and
+  the floor. Readings stamped now are kept in the outbox, shown on the live
+  pages at once, and held back from the sinks. When a trusted source arrives,
+  each of them is re-stamped exactly once: wall = trusted wall - (trusted
+  monotonic - reading monotonic), which is the provisional time plus one
+  constant ``delta`` for the whole boot (``Adjustment``).
+* ``estimated``: no trusted source within ``trust_timeout_s`` (10 min). The
+  estimate is adopted: held readings are released with ``time_quality =
+  "estimated"``, and new ones carry it too, until a trusted source appears; the
+  offset found then is recorded as an event, and later readings are trusted.
+
+Once anchored, the wall clock moving on its own (a step by hand, a restored
+fake-hwclock) changes nothing: time follows the monotonic clock, so it never
+jumps, repeats or goes back. Only a trusted source re-anchors it; huller hours
+and alert timers run on the monotonic clock regardless.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: No timestamp is ever earlier than this: the release date of this version.
+FLOOR_NS = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+#: A trusted source re-anchors time only when it disagrees by more than this.
+REANCHOR_NS = 1_000_000_000
+#: ``adjtimex`` answers this while the kernel clock is not synchronised.
+TIME_ERROR = 5
+NS = 1_000_000_000
+
+
+class TimeQuality(enum.StrEnum):
+    """How far a timestamp can be trusted (see the module docstring)."""
+
+    TRUSTED = "trusted"
+    PROVISIONAL = "provisional"
+    ESTIMATED = "estimated"
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """Time was anchored anew: what changed, and from which source.
+
+    Attributes:
+        before: The quality of time until now.
+        after: The quality from now on.
+        delta_ns: Added to every timestamp given since the last anchor (for
+            provisional readings: their correction).
+        source: What anchored it (``ntp``, ``user:<name>``, ``timeout``).
+        at_ns: The new time, when it happened.
+    """
+
+    before: TimeQuality
+    after: TimeQuality
+    delta_ns: int
+    source: str
+    at_ns: int
+
+
+def ntp_synchronised() -> bool | None:
+    """Whether the kernel says its clock is NTP-synchronised (``None``: cannot tell)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)  # struct timex, modes = 0: read only
+        state = int(libc.adjtimex(buf))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state != TIME_ERROR
+
+
+def rtc_set_clock() -> bool:
+    """Whether the kernel set the system clock from a battery-backed clock at boot."""
+    try:
+        return Path("/sys/class/rtc/rtc0/hctosys").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def boot_id() -> str:
+    """This boot's id (the kernel's random ``boot_id``), or ``unknown``."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+class TimeKeeper:
+    """The agent's clock: monotonic time plus an offset of known quality.
+
+    Args:
+        state_path: Where the last time is saved (``data_dir/clock.json``); ``None``: nowhere.
+        trust_timeout_s: How long to wait for a trusted source before adopting the estimate.
+        ntp: Probe of the kernel's NTP status (injectable).
+        wall_ns: The wall clock (injectable).
+        mono_ns: The monotonic clock (injectable).
+        floor_ns: No time is ever given before this.
+        sources: The trusted sources in use (``ntp``, ``rtc``, ``user``, ``system``).
+        rtc_set_clock: Whether the kernel set the clock from a battery clock at boot.
+    """
+
+    def __init__(
+        self,
+        *,
+        state_path: Path | None = None,
+        trust_timeout_s: float = 600.0,
+        ntp: Callable[[], bool | None] = ntp_synchronised,
+        wall_ns: Callable[[], int] = time.time_ns,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+        floor_ns: int = FLOOR_NS,
+        sources: Collection[str] = ("ntp", "rtc", "user"),
+        rtc_set_clock: Callable[[], bool] = rtc_set_clock,
+    ) -> None:
+        self._path = state_path
+        self._timeout_ns = int(trust_timeout_s * NS)
+        self._ntp = ntp
+        self._wall = wall_ns
+        self._mono = mono_ns
+        self._floor = floor_ns
+        self._sources = frozenset(sources)
+        self._boot = f"{boot_id()}:{os.getpid()}"
+        self._started_mono = mono_ns()
+        self.quality = TimeQuality.PROVISIONAL
+        self.source = ""
+        self.reason = "no time source yet"
+        self.ntp: bool | None = None
+        saved = self._load()
+        estimate = max(wall_ns(), saved, floor_ns)
+        self._offset = estimate - self._started_mono
+        if self._check_ntp(at_start=True):
+            self._anchor(TimeQuality.TRUSTED, "ntp", self._wall())
+        elif "rtc" in self._sources and wall_ns() >= floor_ns and rtc_set_clock():
+            self._anchor(TimeQuality.TRUSTED, "rtc", self._wall())
+        elif "system" in self._sources and wall_ns() >= floor_ns:
+            self._anchor(TimeQuality.TRUSTED, "system", self._wall())
+
+    # -- reading the clock --------------------------------------------------------------
+
+    def now_ns(self) -> int:
+        """The agent's time now: monotonic + offset (never before the floor)."""
+        return self._mono() + self._offset
+
+    @property
+    def trusted(self) -> bool:
+        """Whether time comes from a trusted source."""
+        return self.quality is TimeQuality.TRUSTED
+
+    @property
+    def boot(self) -> str:
+        """This run: the boot's id and the process id.
+
+        Provisional readings belong to one run; those of an earlier run, even in the
+        same boot, were stamped against another estimate and are released as estimated.
+        """
+        return self._boot
+
+    def health_doc(self) -> dict[str, object]:
+        """What ``/api/health`` and the doctor show about time."""
+        return {
+            "quality": self.quality.value,
+            "source": self.source,
+            "reason": self.reason,
+            "ntp_synchronised": self.ntp,
+            "now_ns": self.now_ns(),
+            "wall_ns": self._wall(),
+        }
+
+    # -- sources ------------------------------------------------------------------------
+
+    def poll(self) -> Adjustment | None:
+        """Ask the sources; anchor time if one is trusted, or adopt the estimate on timeout."""
+        for source, believed in (("ntp", self._check_ntp), ("system", self._system_ok)):
+            if not believed():
+                continue
+            wall = self._wall()
+            if self.quality is not TimeQuality.TRUSTED or abs(wall - self.now_ns()) > REANCHOR_NS:
+                return self._anchor(TimeQuality.TRUSTED, source, wall)
+            return None
+        if (
+            self.quality is TimeQuality.PROVISIONAL
+            and self._mono() - self._started_mono >= self._timeout_ns
+        ):
+            minutes = self._timeout_ns / NS / 60
+            adj = self._anchor(TimeQuality.ESTIMATED, "timeout", self.now_ns())
+            self.reason = f"no trusted time source within {minutes:g} min"
+            return adj
+        return None
+
+    def set_by_user(self, user: str, wall_ns: int) -> Adjustment:
+        """A person set the time (their browser's clock, confirmed on screen).
+
+        Raises:
+            ValueError: The time is before the floor (a browser with a wrong clock).
+        """
+        if "user" not in self._sources:
+            raise ValueError("setting the time by hand is off ([agent] time_sources)")
+        if wall_ns < self._floor:
+            raise ValueError("time before this version's release date")
+        adj = self._anchor(TimeQuality.TRUSTED, f"user:{user}", wall_ns)
+        return adj
+
+    def _system_ok(self) -> bool:
+        return "system" in self._sources and self._wall() >= self._floor
+
+    def _check_ntp(self, *, at_start: bool = False) -> bool:
+        if "ntp" not in self._sources:
+            return False
+        synced = self._ntp()
+        self.ntp = synced
+        if not synced:
+            return False
+        if self._wall() < self._floor:
+            # "Synchronised" to a time before this version existed: not believed.
+            if at_start or self.reason != "ntp time before the floor":
+                log.warning(
+                    "The kernel says its clock is synchronised, but it is before %s",
+                    _iso(self._floor),
+                )
+            self.reason = "ntp time before the floor"
+            return False
+        return True
+
+    def _anchor(self, quality: TimeQuality, source: str, wall_ns: int) -> Adjustment:
+        mono = self._mono()
+        before = self.quality
+        new_offset = max(wall_ns, self._floor) - mono
+        delta = new_offset - self._offset if quality is TimeQuality.TRUSTED else 0
+        self._offset += delta
+        self.quality = quality
+        self.source = source
+        self.reason = ""
+        adj = Adjustment(before, quality, delta, source, self.now_ns())
+        log.info(
+            "Time is %s (%s)%s",
+            quality.value,
+            source,
+            f", moved by {delta / NS:+.3f} s" if delta else "",
+        )
+        self.save()
+        return adj
+
+    # -- the saved time ------------------------------------------------------------------
+
+    def _load(self) -> int:
+        if self._path is None:
+            return 0
+        try:
+            doc = json.loads(self._path.read_text(encoding="utf-8"))
+            return int(doc["wall_ns"])
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("Ignoring the saved time in %s: %s", self._path, exc)
+            return 0
+
+    def save(self) -> None:
+        """Save the time now, so the next start without a source estimates from it."""
+        if self._path is None or self.quality is TimeQuality.PROVISIONAL:
+            return
+        tmp = self._path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"wall_ns": self.now_ns(), "quality": self.quality.value}))
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            log.warning("Cannot save the time to %s: %s", self._path, exc)
+
+
+def _iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / NS, tz=UTC).isoformat(timespec="seconds")
