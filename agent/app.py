@@ -33,6 +33,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 from coffee_telemetry.agent.accept import AcceptStage, ReadingListener
 from coffee_telemetry.agent.alerts.model import Alert
@@ -41,11 +42,20 @@ from coffee_telemetry.agent.commands import CommandBoundary
 from coffee_telemetry.agent.config import Config
 from coffee_telemetry.agent.devices import make_device_runner
 from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
+from coffee_telemetry.agent.digestfacts import digest_facts_provider
+from coffee_telemetry.agent.errors import ConfigError, LotError
 from coffee_telemetry.agent.health import DeviceState, Health
 from coffee_telemetry.agent.history.service import open_configured_history
 from coffee_telemetry.agent.hullers.record import service_command
 from coffee_telemetry.agent.hullers.service import HullerService
 from coffee_telemetry.agent.hullers.store import open_maintenance_store
+from coffee_telemetry.agent.logs import context_copy
+from coffee_telemetry.agent.lots.records import (
+    DETAILS_COMMAND,
+    AsyncLotRecords,
+    LotRecordSink,
+    open_configured_lot_records,
+)
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.notify.model import AlertEvent
@@ -54,17 +64,23 @@ from coffee_telemetry.agent.notify.service import Notifier
 from coffee_telemetry.agent.outbox.delivery import deliver_loop
 from coffee_telemetry.agent.outbox.sink import Sink
 from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
-from coffee_telemetry.agent.readings import Draft, Stamper
+from coffee_telemetry.agent.readings import Draft, Reading, Stamper
+from coffee_telemetry.agent.sdnotify import SdNotify, status_line, watchdog_loop
+from coffee_telemetry.agent.sinks.homeassistant import discovery_for
 from coffee_telemetry.agent.sinks.influx import open_influx_v1, open_influx_v2
 from coffee_telemetry.agent.sinks.lineprotocol import encode_line
 from coffee_telemetry.agent.sinks.mqtt import MqttSink
 from coffee_telemetry.agent.sinks.webhook import open_webhook
 from coffee_telemetry.agent.supervise import supervise
+from coffee_telemetry.agent.timekeeping import Adjustment, TimeKeeper, TimeQuality
 from coffee_telemetry.agent.tls import client_context, report_tls
 from coffee_telemetry.agent.web.api import WebDeps
 from coffee_telemetry.agent.web.live import LiveHub
 from coffee_telemetry.agent.web.server import make_web_app, open_web
 from coffee_telemetry.drivers.events import FieldValue
+
+if TYPE_CHECKING:  # nats-py is optional (the "central" extra)
+    from coffee_telemetry.agent.sinks.nats import NatsSink
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +179,35 @@ async def _open_sinks(
     return sinks, mqtt
 
 
+def _open_nats(cfg: Config, health: Health) -> NatsSink | None:
+    """The JetStream sink of ``[sinks.nats]``, if enabled (nats-py is imported only then)."""
+    n = cfg.sinks.nats
+    if n is None or not n.enabled:
+        return None
+    try:
+        from coffee_telemetry.agent.sinks.nats import NatsSink
+    except ImportError as exc:  # nats-py comes with the "central" extra
+        raise ConfigError(
+            [("sinks.nats", f"needs nats-py: pip install 'coffee-telemetry[central]' ({exc})")]
+        ) from exc
+    if n.tls is not None:
+        report_tls(health, "nats", insecure=n.tls.insecure)
+    return NatsSink(
+        servers=n.servers,
+        site=cfg.site.id,
+        health=health,
+        prefix=n.subject_prefix,
+        stream=n.stream,
+        username=n.username,
+        password=_secret(cfg.nats_password),
+        creds_file=n.creds_file,
+        ssl_context=None if n.tls is None else client_context(n.tls),
+        batch_size=n.batch_size,
+        publish_timeout_s=n.publish_timeout_s,
+        reconnect_max_s=n.reconnect_max_s,
+    )
+
+
 def agent_fields(outbox: Outbox, health: Health, started: float) -> dict[str, FieldValue]:
     """The agent's own health, as fields of the ``agent`` measurement."""
     fields: dict[str, FieldValue] = {
@@ -174,6 +219,8 @@ def agent_fields(outbox: Outbox, health: Health, started: float) -> dict[str, Fi
         "interface_failures": sum(i.failures for i in health.interfaces.values()),
     }
     for name in outbox.sinks:
+        if name == LotRecordSink.name:
+            continue  # on this box: /api/health and /metrics show it
         fields[f"backlog_{name}"] = outbox.backlog(name)
         sink = health.sinks.get(name)
         if sink is not None:
@@ -199,6 +246,22 @@ async def _status_loop(
         await accept.record([status])
 
 
+def open_configured_outbox(
+    cfg: Config, sinks: Sequence[str]
+) -> contextlib.AbstractAsyncContextManager[Outbox]:
+    """``open_outbox`` with the site's ``[outbox]`` settings (its storage profile's included)."""
+    return open_outbox(
+        cfg.outbox_path,
+        sinks=sinks,
+        max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
+        synchronous=cfg.outbox.synchronous,
+        sync_interval_s=cfg.outbox.sync_interval_s,
+        commit_delay_s=cfg.outbox.commit_delay_s,
+        cursor_flush_s=cfg.outbox.cursor_flush_s,
+        line_encoder=encode_line if cfg.influx.enabled else None,
+    )
+
+
 async def run_agent(
     cfg: Config,
     *,
@@ -207,6 +270,7 @@ async def run_agent(
     open_port: PortOpener = open_serial_port,
     health: Health | None = None,
     shutdown_grace_s: float = 3.0,
+    systemd: SdNotify | None = None,
 ) -> None:
     """Run the agent until ``stop`` is set.
 
@@ -216,23 +280,45 @@ async def run_agent(
     delivery loops to the sinks, and the supervised interfaces.
     """
     health = health or Health()
+    systemd = systemd or SdNotify.from_env()  # READY, WATCHDOG, STATUS, STOPPING
+    health.counters["systemd"] = systemd.health_doc
     started = time.monotonic()
     devices = [d for d in cfg.devices if d.enabled]
     async with AsyncExitStack() as stack:
+        stack.callback(systemd.close)
         # -- where readings go: the sinks, and the outbox in front of them ---------------
         sinks, mqtt = await _open_sinks(cfg, stack, health)
+        nats = _open_nats(cfg, health)
+        if nats is not None:
+            sinks.append(nats)
+        # Lot records: a sink of their own, so the outbox keeps what they have not taken.
+        lot_records: AsyncLotRecords | None = None
+        try:
+            lot_records = await stack.enter_async_context(open_configured_lot_records(cfg))
+        except LotError as exc:  # the meters come first: run without lot records
+            log.error("Lot records off for this run: %s", exc)
+        else:
+            sinks.append(LotRecordSink(lot_records))
+            health.add_sink(LotRecordSink.name)
         outbox = await stack.enter_async_context(
-            open_outbox(
-                cfg.outbox_path,
-                sinks=[s.name for s in sinks],
-                max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
-                synchronous=cfg.outbox.synchronous,
-                sync_interval_s=cfg.outbox.sync_interval_s,
-                line_encoder=encode_line if cfg.influx.enabled else None,
-            )
+            open_configured_outbox(cfg, [s.name for s in sinks])
         )
         publish_state = mqtt.set_state if mqtt is not None else None
-        stamper = Stamper()
+        if mqtt is not None and (discovery := await asyncio.to_thread(discovery_for, cfg)):
+            mqtt.set_discovery(discovery)  # Home Assistant MQTT discovery
+        if nats is not None:
+            nats.epoch = outbox.epoch  # message ids name the store's life
+        # -- time: trusted, provisional or estimated (a Pi has no clock battery) ----------
+        keeper = TimeKeeper(
+            state_path=cfg.agent.data_dir / "clock.json",
+            trust_timeout_s=cfg.agent.time_trust_timeout_min * 60,
+            sources=cfg.agent.time_sources,
+        )
+        health.counters["time"] = keeper.health_doc
+        outbox.set_boot(keeper.boot)
+        # Provisional readings of an earlier run can no longer be placed: estimated.
+        await outbox.resolve(delta_ns=0, quality="estimated", boot=None)
+        stamper = Stamper(clock_ns=keeper.now_ns, quality=lambda: keeper.quality.value)
         stamper.restore(await outbox.sequences())
 
         # -- accept: stamp, commit to the outbox, then fan out ----------------------------
@@ -285,6 +371,8 @@ async def run_agent(
 
         # -- commands: one boundary for MQTT and the web ----------------------------------
         commands = CommandBoundary({"lot": lots.handle_command})
+        if lot_records is not None:
+            commands.add(DETAILS_COMMAND, lot_records.handle_command)
         health.counters["commands"] = commands.stats.as_doc
         if alerts is not None:
             commands.add("ack", alerts.handle_command)
@@ -313,17 +401,28 @@ async def run_agent(
                 accept=accept.accept,
                 health=health,
                 open_port=open_port,
+                clock_ns=keeper.now_ns,
                 lot_for_station=lots.lot_for,
             )
             for dev in devices
         ]
+        clock = TimeService(keeper, stamper=stamper, outbox=outbox, accept=accept, site=cfg.site.id)
+        if history is not None:
+            clock.on_restamped.append(history.add)
         hullers: HullerService | None = None
         store = None
         if cfg.hullers:
             store = await stack.enter_async_context(
                 open_maintenance_store(cfg.maintenance_path, synchronous=cfg.outbox.synchronous)
             )
-            hullers = HullerService(cfg=cfg, store=store, accept=accept.accept, health=health)
+            hullers = HullerService(
+                cfg=cfg, store=store, accept=accept.accept, health=health, clock_ns=keeper.now_ns
+            )
+        if notify is not None:  # the digest's lots, service tasks, devices and backlogs
+            notify.notifier.digest_facts = digest_facts_provider(
+                cfg=cfg, health=health, outbox=outbox, history=history, hullers=hullers,
+                maintenance=store, alerts=alerts,
+            )  # fmt: skip
         log.info(
             "Agent for site %s: %d devices, %d hullers, sinks %s, outbox %s",
             cfg.site.id,
@@ -348,13 +447,24 @@ async def run_agent(
                 publish=mqtt.send if mqtt is not None else None,
             )
 
-        def interface(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-            return tg.create_task(supervise(name, run, health=health), name=name)
+        def _systemd_status() -> str:
+            online = sum(1 for d in health.devices.values() if d.state is DeviceState.ONLINE)
+            # The lot records are on this box: the queue shown is what waits to leave it.
+            backlog = {s: outbox.backlog(s) for s in outbox.sinks if s != LotRecordSink.name}
+            return status_line(online, len(health.devices), backlog)
+
+        def interface(
+            name: str, run: Callable[[], Awaitable[None]], **log_fields: str
+        ) -> asyncio.Task[None]:
+            task = supervise(name, run, health=health)
+            return tg.create_task(task, name=name, context=context_copy(**log_fields))
 
         async with asyncio.TaskGroup() as tg:
             # Acquisition: if one of these fails, the agent exits and systemd restarts it.
             readers = [
-                tg.create_task(runner.run_loop(), name=f"device[{dev.id}]")
+                tg.create_task(
+                    runner.run_loop(), name=f"device[{dev.id}]", context=context_copy(device=dev.id)
+                )
                 for dev, runner in zip(devices, runners, strict=True)
             ]
             if hullers is not None:
@@ -364,18 +474,27 @@ async def run_agent(
                 interface(
                     f"deliver[{sink.name}]",
                     functools.partial(deliver_loop, outbox, sink, health=health.sinks[sink.name]),
+                    sink=sink.name,
                 )
                 for sink in sinks
             ]
             # Interfaces: restarted with back-off when they fail.
-            mqtt_task = interface("mqtt", mqtt.connection_loop) if mqtt else None
+            mqtt_task = interface("mqtt", mqtt.connection_loop, sink="mqtt") if mqtt else None
+            if nats is not None:  # ended by nats.close() at shutdown
+                interface(nats.name, nats.connection_loop)
             interfaces: list[asyncio.Task[None]] = []
             if web_deps is not None:
                 notifier = None if notify is None else notify.notifier
                 interfaces.append(
-                    interface("web", lambda: _serve_web(cfg, web_deps, notifier=notifier))
+                    interface(
+                        "web",
+                        lambda: _serve_web(
+                            cfg, web_deps, notifier=notifier, lot_records=lot_records
+                        ),
+                    )
                 )
             interfaces.append(interface("lots", lots.run_loop))
+            interfaces.append(interface("time", clock.run_loop))
             interfaces.append(
                 interface(
                     "live-health",
@@ -395,7 +514,12 @@ async def run_agent(
                     "agent-status", lambda: _status_loop(cfg, outbox, health, accept, started)
                 )
             )
+            if systemd.enabled:  # last: its first step (READY=1) runs after every other task's
+                interfaces.append(
+                    interface("systemd", lambda: watchdog_loop(systemd, _systemd_status))
+                )
             await stop.wait()
+            systemd.stopping(_systemd_status())
             log.info("Stopping: closing devices, delivering what is pending")
             for task in [*readers, *interfaces]:
                 task.cancel()
@@ -404,7 +528,104 @@ async def run_agent(
                 task.cancel()
             if mqtt is not None and mqtt_task is not None:
                 await mqtt.close()
+            if nats is not None:
+                await nats.close()
         log.info("Stopped; %s", _backlog_summary(outbox))
+
+
+class TimeService:
+    """Polls the time sources and re-stamps what waited for them (``agent.timekeeping``).
+
+    When time becomes trusted after a provisional start, the provisional readings of
+    this run are re-stamped in the outbox, once, and handed to ``on_restamped`` (the
+    local history, which skipped them); when no source came in time, they are released
+    as estimated. Every change of anchor is recorded as a ``time`` event of the agent.
+    """
+
+    def __init__(
+        self,
+        keeper: TimeKeeper,
+        *,
+        stamper: Stamper,
+        outbox: Outbox,
+        accept: AcceptStage,
+        site: str,
+        poll_s: float = 5.0,
+        save_s: float = 60.0,
+    ) -> None:
+        self._keeper = keeper
+        self._stamper = stamper
+        self._outbox = outbox
+        self._accept = accept
+        self._site = site
+        self._poll_s = poll_s
+        self._save_s = save_s
+        #: How this run's provisional readings were resolved: readings still in flight
+        #: then (committed after the re-stamp) get the same.
+        self._resolved: tuple[int, str] | None = None
+        self.on_restamped: list[Callable[[Reading], None]] = []
+
+    async def run_loop(self) -> None:
+        """Poll the sources until cancelled (an interface: restarted if it fails)."""
+        loop = asyncio.get_running_loop()
+        next_save = loop.time() + self._save_s
+        try:
+            while True:
+                adj = self._keeper.poll()
+                if adj is not None:
+                    await self.adjusted(adj)
+                elif self._resolved is not None and self._outbox.held:
+                    await self._restamp(*self._resolved)
+                if loop.time() >= next_save:
+                    self._keeper.save()
+                    next_save = loop.time() + self._save_s
+                await asyncio.sleep(self._poll_s)
+        finally:
+            self._keeper.save()
+
+    async def set_by_user(self, user: str, wall_ns: int) -> Adjustment:
+        """A person confirmed the time on the dashboard (see ``TimeKeeper.set_by_user``)."""
+        adj = self._keeper.set_by_user(user, wall_ns)
+        await self.adjusted(adj)
+        return adj
+
+    async def adjusted(self, adj: Adjustment) -> None:
+        """Bring the stamper, the outbox and the history in line with a new anchor."""
+        # Before any await: the next stamp must already follow the new time.
+        if adj.before is TimeQuality.PROVISIONAL:
+            self._stamper.shift(adj.delta_ns)
+            self._resolved = (adj.delta_ns, adj.after.value)
+            await self._restamp(*self._resolved)
+        elif adj.delta_ns:
+            # The estimate was off: readings that carried it stay flagged, new ones
+            # follow the trusted time, even where that is behind the estimate.
+            self._stamper.forget_times()
+        await self._accept.record(
+            [
+                Draft(
+                    device=AGENT_DEVICE,
+                    measurement="time",
+                    fields={
+                        "delta_s": adj.delta_ns / 1e9,
+                        "before": adj.before.value,
+                        "after": adj.after.value,
+                        "source": adj.source,
+                    },
+                    tags={"site": self._site, "device": AGENT_DEVICE},
+                    kind="event",
+                )
+            ]
+        )
+
+    async def _restamp(self, delta_ns: int, quality: str) -> None:
+        readings = await self._outbox.resolve(
+            delta_ns=delta_ns, quality=quality, boot=self._keeper.boot
+        )
+        if readings:
+            log.info("Re-stamped %d provisional readings (%s)", len(readings), quality)
+        for reading in readings:
+            for listener in self.on_restamped:
+                listener(reading)
 
 
 def notify_events(
@@ -434,9 +655,17 @@ def notify_events(
     return submit
 
 
-async def _serve_web(cfg: Config, deps: WebDeps, *, notifier: Notifier | None = None) -> None:
+async def _serve_web(
+    cfg: Config,
+    deps: WebDeps,
+    *,
+    notifier: Notifier | None = None,
+    lot_records: AsyncLotRecords | None = None,
+) -> None:
     """The web server, until cancelled (a fresh application on every start)."""
-    app = make_web_app(deps, token=_secret(cfg.api_token), notifier=notifier)
+    app = make_web_app(
+        deps, token=_secret(cfg.api_token), notifier=notifier, lot_records=lot_records
+    )
     async with open_web(app, host=cfg.api.bind, port=cfg.api.port):
         await asyncio.Event().wait()
 

@@ -45,6 +45,7 @@ from pydantic import (
 from coffee_telemetry.agent.errors import ConfigError
 from coffee_telemetry.agent.notify.config import NotifyConfig
 from coffee_telemetry.agent.passwords import hash_problem
+from coffee_telemetry.drivers import profiles
 from coffee_telemetry.drivers.moisture_tesma import TesmaParser
 from coffee_telemetry.drivers.moisture_ticket import FieldPattern, TicketOptions, TicketParser
 from coffee_telemetry.drivers.scale_ascii import AsciiScaleParser
@@ -233,8 +234,54 @@ class AgentSection(_Model):
     data_dir: Path = Path("/var/lib/coffee-telemetry")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     status_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    #: Minutes to wait for a trusted time source before the estimate is adopted
+    #: (readings then carry ``time_quality = "estimated"``; ``agent.timekeeping``).
+    time_trust_timeout_min: float = Field(default=10.0, gt=0, le=1440)
+    #: Time sources trusted (``agent.timekeeping``): ``ntp``, ``rtc`` (a battery clock the
+    #: kernel read at boot), ``user`` (set from the dashboard) and ``system`` (the wall
+    #: clock as it is: containers and VMs whose host keeps time).
+    time_sources: tuple[Literal["ntp", "rtc", "user", "system"], ...] = ("ntp", "rtc", "user")
     #: ``auto``: uvloop when installed (the ``fast`` extra), else asyncio's own loop.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    #: ``text`` for journald; ``json``: one JSON object per line (``agent.logs``).
+    log_format: Literal["text", "json"] = "text"
+    #: Settings that wear an SD card less, where the file leaves them unset (``STORAGE_PROFILES``).
+    storage_profile: Literal["default", "sd-card"] = "default"
+
+
+#: What each ``[agent] storage_profile`` sets, by section and key, unless the file sets it.
+#: ``sd-card``: the outbox gathers a second of readings into one commit (each is accepted up
+#: to 1 s later, still only once on disk) and fsyncs and checkpoints every 10 s instead of
+#: every second (a power cut may lose the last 10 s of readings; a crash loses nothing
+#: accepted), and the history is written once a minute (a crash or a power cut may lose its
+#: last minute; the outbox and the sinks still have those readings). README, "Cartão SD",
+#: has the measured writes of each.
+STORAGE_PROFILES: dict[str, dict[str, dict[str, object]]] = {
+    "default": {},
+    "sd-card": {
+        "outbox": {"sync_interval_s": 10.0, "commit_delay_s": 1.0, "cursor_flush_s": 10.0},
+        "history": {"flush_interval_s": 60.0},
+    },
+}
+
+
+def apply_storage_profile(doc: dict[str, object]) -> dict[str, object]:
+    """``doc`` (a site file, parsed) with its storage profile's settings where it has none.
+
+    Keys the file sets win; a malformed ``[agent]`` or section is left for validation to
+    refuse.
+    """
+    agent = doc.get("agent")
+    profile = agent.get("storage_profile", "default") if isinstance(agent, dict) else "default"
+    settings = STORAGE_PROFILES.get(profile) if isinstance(profile, str) else None
+    if not settings:
+        return doc
+    out = dict(doc)
+    for section, values in settings.items():
+        given = out.get(section, {})
+        if isinstance(given, dict):
+            out[section] = {**values, **given}
+    return out
 
 
 class OutboxConfig(_Model):
@@ -244,6 +291,10 @@ class OutboxConfig(_Model):
     max_mb: float = Field(default=512.0, gt=0)
     synchronous: Literal["full", "normal"] = "normal"
     sync_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: Seconds a commit waits for more readings to share it (fewer writes, later accept).
+    commit_delay_s: float = Field(default=0.0, ge=0, le=5)
+    #: Longest a delivered cursor waits in memory for a commit to ride (a crash resends that).
+    cursor_flush_s: float = Field(default=0.25, gt=0, le=60)
 
 
 class TlsConfig(_Model):
@@ -269,6 +320,14 @@ class TlsConfig(_Model):
         return self
 
 
+class HomeAssistantDeviceInfo(_Model):
+    """``[mqtt.homeassistant_devices.<id>]``: what Home Assistant shows of a device."""
+
+    manufacturer: str | None = Field(default=None, min_length=1, max_length=64)
+    model: str | None = Field(default=None, min_length=1, max_length=64)
+    serial_number: str | None = Field(default=None, min_length=1, max_length=64)
+
+
 class MqttConfig(_Model):
     """``[mqtt]``: the MQTT sink."""
 
@@ -286,6 +345,11 @@ class MqttConfig(_Model):
     publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
     #: Longest wait between reconnect attempts (a LAN broker: seconds; a remote one: more).
     reconnect_max_s: float = Field(default=2.0, gt=0, le=600)
+    #: Home Assistant MQTT discovery documents (``agent.sinks.homeassistant``).
+    homeassistant_discovery: bool = False
+    homeassistant_prefix: Annotated[str, Field(pattern=PREFIX)] = "homeassistant"
+    #: Device registry details by device or huller id.
+    homeassistant_devices: dict[Ident, HomeAssistantDeviceInfo] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_secret(self) -> MqttConfig:
@@ -338,6 +402,51 @@ class InfluxConfig(_Model):
             if missing:
                 raise ValueError(f"api = 'v2' needs {', '.join(missing)}")
         return self
+
+
+class NatsConfig(_Model):
+    """``[sinks.nats]``: the JetStream sink to a central NATS cluster (``agent.sinks.nats``).
+
+    Credentials come from files: a ``.creds`` file (``creds_file``, NATS JWT accounts)
+    or a user name with ``password_file`` (or ``password_env``).
+    """
+
+    enabled: bool = True
+    servers: tuple[str, ...] = Field(min_length=1)
+    subject_prefix: Ident = "coffee"
+    #: The stream expected to store the messages (checked on each PubAck).
+    stream: str | None = Field(default="COFFEE", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    creds_file: Path | None = None
+    tls: TlsConfig | None = None
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: Longest wait between reconnect attempts (jittered: sites come back spread out).
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("servers")
+    @classmethod
+    def _nats_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not re.match(r"^(nats|tls)://[^\s/@]+$", url):
+                raise ValueError(f"{url!r} is not a nats:// or tls:// URL (host:port)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> NatsConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("set password_env or password_file, not both")
+        if self.creds_file and self.username:
+            raise ValueError("set creds_file or username, not both")
+        return self
+
+
+class SinksConfig(_Model):
+    """``[sinks]``: further delivery targets, each with its own outbox cursor."""
+
+    nats: NatsConfig | None = None
 
 
 class SerialSettings(_Model):
@@ -396,6 +505,8 @@ class _DeviceBase(_Model):
     product: str | None = Field(default=None, min_length=1, max_length=48)
     enabled: bool = True
     serial: SerialSettings = SerialSettings()
+    #: The meter profile laid under this table (``drivers/profiles``); its keys lose to ours.
+    profile: str | None = None
 
 
 class StreamDeviceBase(_DeviceBase):
@@ -799,6 +910,27 @@ class HistoryConfig(_Model):
     max_mb: float = Field(default=2048.0, gt=0)
     raw_retention_days: float = Field(default=30.0, gt=0)
     rollup_retention_days: float = Field(default=730.0, gt=0)
+    #: Seconds between writes of what was buffered (a crash loses at most this much history).
+    flush_interval_s: float = Field(default=1.0, gt=0, le=300)
+
+
+class LotsConfig(_Model):
+    """``[lots]``: lot records, their reports and drying estimates."""
+
+    #: A lot not seen for this long is deleted with its whole record (``agent.lots.records``).
+    retention_years: float = Field(default=5.0, gt=0, le=50)
+    #: Target moisture a drying lot is estimated to reach (% wet basis).
+    target_moisture_pct: float = Field(default=11.5, gt=0, lt=100)
+    #: Target moisture per product type (``cereja = 12.0``); others use the default.
+    target_moisture_by_product: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("target_moisture_by_product")
+    @classmethod
+    def _targets(cls, value: dict[str, float]) -> dict[str, float]:
+        for product, pct in value.items():
+            if not 0 < pct < 100 or not math.isfinite(pct):
+                raise ValueError(f"target moisture of {product!r} must be between 0 and 100")
+        return {product.strip().lower(): pct for product, pct in value.items()}
 
 
 class WebUserConfig(_Model):
@@ -894,6 +1026,9 @@ class ApiConfig(_Model):
     max_streams: int = Field(default=64, ge=1, le=4096)
     #: Live-update streams at once from one client address.
     max_streams_per_address: int = Field(default=8, ge=1, le=4096)
+    #: ``/metrics``, ``/healthz`` and ``/readyz`` without login from any address (default:
+    #: from loopback only; other clients need an API token or a login).
+    metrics_public: bool = False
 
     @field_validator("users")
     @classmethod
@@ -964,6 +1099,7 @@ class Config(_Model):
     outbox: OutboxConfig = OutboxConfig()
     mqtt: MqttConfig = MqttConfig()
     influx: InfluxConfig = InfluxConfig()
+    sinks: SinksConfig = SinksConfig()
     devices: tuple[DeviceConfig, ...] = ()
     buses: tuple[BusConfig, ...] = ()
     hullers: tuple[HullerConfig, ...] = ()
@@ -971,11 +1107,13 @@ class Config(_Model):
     notify: NotifyConfig = NotifyConfig()
     api: ApiConfig = ApiConfig()
     history: HistoryConfig = HistoryConfig()
+    lots: LotsConfig = LotsConfig()
 
     # Resolved secrets (never in the file).
     mqtt_password: SecretStr | None = None
     influx_password: SecretStr | None = None
     influx_token: SecretStr | None = None
+    nats_password: SecretStr | None = None
     api_token: SecretStr | None = None
     #: Every API token by name (``api`` is ``[api] token_env``/``token_file``'s).
     api_tokens: dict[str, SecretStr] = Field(default_factory=dict)
@@ -983,6 +1121,27 @@ class Config(_Model):
     webhook_secret_headers: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)
     #: The secret files read, by the key that names them (for ``check-config``'s warnings).
     secret_files: dict[str, Path] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profiles(cls, doc: object) -> object:
+        """Lay each device's ``profile`` under its table, before the driver is known."""
+        devices = doc.get("devices") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or not isinstance(devices, list | tuple):
+            return doc
+        out = []
+        for i, dev in enumerate(devices):
+            try:
+                out.append(profiles.apply_profile(dev) if isinstance(dev, dict) else dev)
+            except profiles.ProfileProblem as exc:
+                raise ValueError(f"devices[{i}].profile: {exc}") from None
+        return {**doc, "devices": out}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storage_profile(cls, doc: object) -> object:
+        """Fill in the ``[agent] storage_profile``'s settings the file leaves unset."""
+        return apply_storage_profile(doc) if isinstance(doc, dict) else doc
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -1032,6 +1191,11 @@ class Config(_Model):
     def history_path(self) -> Path:
         """Where the local history lives."""
         return self.history.path or self.agent.data_dir / "history.sqlite3"
+
+    @property
+    def lot_records_path(self) -> Path:
+        """Where lot records live: ``data_dir/lots-records.sqlite3``."""
+        return self.agent.data_dir / "lots-records.sqlite3"
 
     @property
     def maintenance_path(self) -> Path:
@@ -1129,6 +1293,16 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
         webhook_secret_headers[hook.name] = resolved
     mqtt_tls = secrets.tls("mqtt.tls", cfg.mqtt.tls)
     influx_tls = secrets.tls("influx.tls", cfg.influx.tls)
+    nats = cfg.sinks.nats
+    nats_password = None
+    if nats is not None:
+        nats_password = secrets.read("sinks.nats.password", nats.password_env, nats.password_file)
+        creds = None if nats.creds_file is None else secrets.path("sinks.nats", nats.creds_file)
+        if creds is not None:
+            secrets.files["sinks.nats.creds_file"] = creds
+        nats = nats.model_copy(
+            update={"tls": secrets.tls("sinks.nats.tls", nats.tls), "creds_file": creds}
+        )
     if secrets.problems:
         raise ConfigError(secrets.problems, source=source)
     return cfg.model_copy(
@@ -1138,6 +1312,8 @@ def parse_config(doc: dict[str, object], *, source: str = "") -> Config:
             "mqtt_password": mqtt_password,
             "influx_password": influx_password,
             "influx_token": influx_token,
+            "sinks": cfg.sinks.model_copy(update={"nats": nats}),
+            "nats_password": nats_password,
             "webhook_secret_headers": webhook_secret_headers,
             "api_token": api_token,
             "api_tokens": api_tokens,

@@ -114,7 +114,19 @@ def with_settings(toml: str, settings: list[str]) -> str:
         section, _, name = key.rpartition(".")
         header = f"[{section}]\n"
         line = f"{name} = {value}\n"
-        toml = toml.replace(header, header + line, 1) if header in toml else toml + header + line
+        if header not in toml:
+            toml += header + line
+            continue
+        start = toml.index(header) + len(header)
+        end = toml.find("\n[", start)
+        end = len(toml) if end < 0 else end + 1
+        # The setting replaces the harness's own value for the key, if it wrote one.
+        body = "".join(
+            kept
+            for kept in toml[start:end].splitlines(keepends=True)
+            if kept.partition("=")[0].strip() != name
+        )
+        toml = toml[:start] + line + body + toml[end:]
     return toml
 
 

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import random
 import secrets
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +36,12 @@ from typing import TextIO
 from coffee_telemetry.agent.app import run_agent
 from coffee_telemetry.agent.config import Config, parse_config
 from coffee_telemetry.agent.health import DeviceState, Health
+from coffee_telemetry.agent.lots.records import LotRecords, parse_details
+from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.readings import Reading
 from coffee_telemetry.agent.web.auth import hash_password
 from coffee_telemetry.drivers.counter_autonics_ct import Mode
+from coffee_telemetry.simulators.drying import DryingCurve
 from coffee_telemetry.simulators.moisture import TesmaMeterSim, TicketMeterSim
 from coffee_telemetry.simulators.pty import PtyPort
 from coffee_telemetry.simulators.rtu import CounterUnitSim, RtuBusSim
@@ -108,7 +113,12 @@ def demo_config(
         port = int(port_text)
     doc: dict[str, object] = {
         "site": {"id": opts.site, "name": "Demonstração"},
-        "agent": {"data_dir": str(data_dir), "status_interval_s": 30.0},
+        # The demo shows readings at once: it takes the machine's clock as it is.
+        "agent": {
+            "data_dir": str(data_dir),
+            "status_interval_s": 30.0,
+            "time_sources": ["system", "ntp", "user"],
+        },
         "mqtt": {"host": host or "127.0.0.1", "port": port, "prefix": opts.prefix},
         "api": {
             "port": opts.api_port,
@@ -187,11 +197,13 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple) and not any(isinstance(v, Mapping) for v in value):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML form for {value!r}")
 
 
 def to_toml(doc: Mapping[str, object], prefix: str = "") -> str:
-    """Render the demo's config (scalars, tables, arrays of tables) as TOML."""
+    """Render the demo's config (scalars, arrays, tables, arrays of tables) as TOML."""
     lines: list[str] = []
     nested: list[str] = []
     for key, value in doc.items():
@@ -229,16 +241,47 @@ async def weigh_samples_loop(balance: MtSicsBalanceSim, *, seed: int | None = No
         await asyncio.sleep(rng.uniform(2.0, 4.0))
 
 
-def _drying() -> Callable[[], float]:
-    """Moisture of coffee in a dryer: falling slowly from 13 % towards 11 %."""
-    value = 13.0
+#: The lots the demo starts with: the station that works on each (``None``: the meter
+#: prints it on its tickets) and its details, as ``coffee-telemetry lot info`` sets them.
+DEMO_LOTS: dict[str, tuple[str | None, dict[str, object]]] = {
+    "L-0001": (
+        "recepcao",
+        {"producer": "Sítio Boa Vista", "bags": 42, "product_type": "cereja"},
+    ),
+    "L-0002": (
+        None,
+        {"producer": "Sítio Santa Rita", "bags": 18, "note": "chegou com chuva"},
+    ),
+    "L-0003": (
+        "secador",
+        {
+            "producer": "Fazenda Santa Luzia",
+            "bags": 120,
+            "product_type": "pergaminho",
+            "note": "secador 2, secagem acelerada para a demonstração",
+        },
+    ),
+}
 
-    def step() -> float:
-        nonlocal value
-        value = value - 0.1 if value > 11.0 else 13.0
-        return round(value, 1)
 
-    return step
+def seed_lots(cfg: Config) -> None:
+    """Give the demo's stations their lots and the lots their details, before the agent starts."""
+    stations = LotStore.open(cfg.agent.data_dir / "lots.sqlite3")
+    records = LotRecords.open(cfg.lot_records_path)
+    try:
+        for code, (station, details) in DEMO_LOTS.items():
+            now = time.time_ns()
+            if station is not None:
+                stations.set(station, code, by="demo", source="cli", at_ns=now)
+            records.set_details(code, parse_details(details), by="demo", source="cli", at_ns=now)
+    finally:
+        records.close()
+        stations.close()
+
+
+def _wet() -> Iterator[float]:
+    """A lot that arrived wet: readings at and above the 12.5 % wet-lot threshold."""
+    return itertools.cycle([12.9, 13.4, 12.6, 13.8, 13.1])
 
 
 def _printer(out: TextIO) -> Callable[[Reading], None]:
@@ -270,6 +313,7 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
         links = {name: port.path for name, port in ports.items()}
         password = opts.web_password or secrets.token_urlsafe(8)
         cfg = demo_config(opts, links, data_dir, password_hash=hash_password(password))
+        seed_lots(cfg)
         # Meters and the truck scale talk on their own once switched on.
         talkers: dict[str, Callable[[], Coroutine[object, object, None]]] = {
             "umid-recepcao": TicketMeterSim(
@@ -280,13 +324,15 @@ async def run_demo(opts: DemoOptions, *, out: TextIO = sys.stdout) -> None:
                 interval_s=opts.interval_s * 1.5,
                 product="CAFE",
                 lot="L-0002",
+                moisture=_wet(),
             ).run,
             "umid-secador": TesmaMeterSim(
                 ports["umid-secador"],
                 interval_s=1.0,
                 grain="CAFE",
-                moisture_pct=13.0,
-                moisture=_drying(),
+                moisture_pct=18.0,
+                # A dryer, sped up: from 18 % to the 11.5 % target in about 20 minutes.
+                moisture=DryingCurve(m0_pct=18.0, me_pct=10.5, k_per_h=6.0),
                 frames_per_sample=10,
             ).run,
             "balanca-recepcao": ToledoStreamSim(ports["balanca-recepcao"], rate_hz=5.0).run,

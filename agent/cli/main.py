@@ -1,6 +1,8 @@
 """The ``coffee-telemetry`` command.
 
     coffee-telemetry run -c site.toml          the agent (systemd runs this)
+    coffee-telemetry run --once -c site.toml   one reading per device to stdout, nothing sent
+    coffee-telemetry init DIR [--site ID]      a new site's files, ready to edit
     coffee-telemetry check-config site.toml    validate, print a summary, exit 0/2
     coffee-telemetry outbox -c site.toml       backlog per sink, drops, dead letters
     coffee-telemetry maintenance status -c site.toml
@@ -11,8 +13,12 @@
     coffee-telemetry simulate                  virtual meters on ptys, prints their paths
     coffee-telemetry capture PORT | propose FILE | replay FILE --pty PATH   a new meter
     coffee-telemetry demo                      broker + simulators + agent, zero setup
+    coffee-telemetry completion bash|zsh       shell completion, from this parser
+    coffee-telemetry --version
 
-Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+Exit codes (also in ``--help``): 0 success, 1 runtime failure, 2 invalid
+configuration or usage. Global options (``--log-level``) are accepted before or
+after the subcommand.
 
 This module builds the parser and runs the agent, the simulators and the demo; the
 verbs that read or write the site's stores are modules of their own (``outbox``,
@@ -24,15 +30,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy as _copy
 import getpass
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 
-from coffee_telemetry.agent.cli import alerts, lots, maintenance, onboard, outbox
+from coffee_telemetry.agent.cli import alerts, central, init, lots, maintenance, onboard, outbox
 from coffee_telemetry.agent.cli._common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -52,9 +61,11 @@ log = logging.getLogger("coffee_telemetry")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the agent until SIGTERM/SIGINT."""
+    """Run the agent until SIGTERM/SIGINT (with ``--once``: read each device once)."""
+    if args.once:
+        return cmd_run_once(args)
     cfg = load(args.config)
-    setup_logging(args.log_level or cfg.agent.log_level)
+    setup_logging(args.log_level or cfg.agent.log_level, cfg.agent.log_format)
     from coffee_telemetry.agent.app import run_agent
 
     async def main() -> None:
@@ -70,6 +81,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
     return EXIT_OK
+
+
+def cmd_run_once(args: argparse.Namespace) -> int:
+    """Read each configured device until one reading or the timeout; print, send nothing."""
+    from coffee_telemetry.agent.cli.once import print_readings, read_once
+
+    cfg = load(args.config)
+    setup_logging(args.log_level or "warning")
+    enabled = [dev for dev in cfg.devices if dev.enabled]
+    if args.device:
+        known = {dev.id: dev for dev in cfg.devices}
+        unknown = [name for name in args.device if name not in known]
+        if unknown:
+            print(f"error: no device {', '.join(unknown)} in {args.config}", file=sys.stderr)
+            return EXIT_USAGE
+        enabled = [known[name] for name in dict.fromkeys(args.device)]
+    if not enabled:
+        print(f"error: {args.config} has no enabled devices", file=sys.stderr)
+        return EXIT_FAILURE
+    results = asyncio.run(read_once(cfg, enabled, timeout_s=args.timeout))
+    silent = []
+    for name, readings in results.items():
+        print_readings(readings, fmt=args.format)
+        if not readings:
+            silent.append(name)
+    for name in silent:
+        print(f"error: {name}: no reading within {args.timeout:g} s", file=sys.stderr)
+    return EXIT_FAILURE if silent else EXIT_OK
 
 
 def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -123,7 +162,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  webhook   {hook.name} {public_url(hook.url)}")
     for dev in cfg.devices:
         state = "" if dev.enabled else " (disabled)"
-        print(f"  device    {dev.id} {dev.driver} {dev.port}{state}")
+        profile = f" (profile {dev.profile})" if dev.profile else ""
+        print(f"  device    {dev.id} {dev.driver} {dev.port}{profile}{state}")
     for bus in cfg.buses:
         print(f"  bus       {bus.id} modbus-rtu {bus.port}")
     for huller in cfg.hullers:
@@ -211,10 +251,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def demo_refusal(args: argparse.Namespace) -> str | None:
+    """Why ``demo`` cannot start as asked (one line), or ``None``."""
+    if args.broker is None:
+        try:
+            import amqtt.broker  # noqa: F401
+        except ImportError:
+            return (
+                "the demo's embedded MQTT broker is not installed:"
+                " pip install 'coffee-telemetry[demo]' (or use --broker HOST:PORT)"
+            )
+        if _port_in_use(args.port):
+            return f"port {args.port} is in use, try --port"
+    if _port_in_use(args.api_port):
+        return f"port {args.api_port} is in use, try --api-port"
+    return None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded broker + simulators + agent."""
     from coffee_telemetry.agent.cli.demo import DemoOptions, run_demo
 
+    refusal = demo_refusal(args)
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_USAGE
     setup_logging(args.log_level or "warning")
     opts = DemoOptions(
         port=args.port,
@@ -260,16 +332,111 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print the shell completion script for ``args.shell``, generated from the parser."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return EXIT_OK
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when not installed)."""
+    try:
+        return metadata.version("coffee-telemetry")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+#: The ``--help`` epilog: what the exit status means.
+EXIT_CODES_HELP = """\
+exit codes:
+  0  success
+  1  runtime failure (a device gave no reading, the broker is unreachable, ...)
+  2  invalid configuration or usage (the systemd unit does not restart on it)
+
+global options such as --log-level may come before or after the subcommand;
+shell completion: coffee-telemetry completion bash|zsh"""
+
+
+def _share_global_options(parser: argparse.ArgumentParser) -> None:
+    """Accept the top-level options after any subcommand too.
+
+    Each subparser gets a copy of every top-level option (help and version aside)
+    whose default is ``SUPPRESS``: given after the subcommand, it sets the value;
+    not given there, it leaves what the top level parsed alone.
+    """
+    shared = [
+        action
+        for action in parser._actions
+        if action.option_strings
+        and not isinstance(action, argparse._HelpAction | argparse._VersionAction)
+    ]
+
+    def visit(current: argparse.ArgumentParser) -> None:
+        for action in current._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for child in dict.fromkeys(action.choices.values()):
+                for option in shared:
+                    if any(s in child._option_string_actions for s in option.option_strings):
+                        continue
+                    copy = _copy.copy(option)
+                    copy.default = argparse.SUPPRESS
+                    child._add_action(copy)
+                visit(child)
+
+    visit(parser)
+
+
+def _complete_files(parser: argparse.ArgumentParser) -> None:
+    """Let shells complete file names for the options and arguments that take files."""
+    import shtab
+
+    def visit(current: argparse.ArgumentParser) -> None:
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in dict.fromkeys(action.choices.values()):
+                    visit(child)
+            elif action.dest in ("config", "file"):
+                action.complete = shtab.FILE  # type: ignore[attr-defined]
+            elif action.dest in ("dir", "data_dir"):
+                action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+
+    visit(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
         prog="coffee-telemetry",
         description="Edge telemetry for coffee warehouses: serial devices to MQTT and InfluxDB.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    add_config_command(sub, "run", summary="run the agent", run=cmd_run)
+    run = add_config_command(sub, "run", summary="run the agent", run=cmd_run)
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="read each device until one reading or --timeout, print it, send and store nothing",
+    )
+    run.add_argument(
+        "--device", action="append", metavar="ID", help="with --once: only this device (repeat)"
+    )
+    run.add_argument(
+        "--timeout", type=float, default=10.0, help="with --once: seconds per device (10)"
+    )
+    run.add_argument(
+        "--format",
+        choices=["both", "line", "json"],
+        default="both",
+        help="with --once: line protocol, JSON or both (a line each)",
+    )
+    init.add_parser(sub)
 
     check = sub.add_parser("check-config", help="validate a site TOML file")
     check.add_argument("file")
@@ -280,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     lots.add_parser(sub)
     alerts.add_parser(sub)
     onboard.add_parser(sub)
+    central.add_parser(sub)
+    from coffee_telemetry.agent.cli import doctor
+
+    doctor.add_parser(sub)
 
     simulate = sub.add_parser("simulate", help="virtual meters, scales and a huller on ptys")
     simulate.add_argument("--dir", default="/tmp/coffee-sim", help="where the stable links go")
@@ -312,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--api-port", type=int, default=8780, help="dashboard and API port")
     demo.set_defaults(func=cmd_demo)
+
+    completion = sub.add_parser(
+        "completion", help="print shell completion (bash, zsh), generated from this parser"
+    )
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(func=cmd_completion)
+    _share_global_options(parser)
+    with contextlib.suppress(ImportError):
+        _complete_files(parser)
     return parser
 
 

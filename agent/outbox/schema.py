@@ -3,14 +3,22 @@
 ``records`` holds what at least one sink has not delivered, each with its canonical JSON
 payload and, when rendered, its InfluxDB line; ``cursors`` one row per sink (what it
 delivered, dropped and refused); ``sequences`` the last ``seq`` committed per device;
-``dead_letters`` what a sink refused for good; ``meta`` counters that outlive the
-records they counted (``dropped_total``). The quota counts a record's payload and line
-plus ``RECORD_OVERHEAD``, in SQL (``SIZE_SQL``) and in Python (``record_size``) alike.
+``dead_letters`` what a sink refused for good; ``provisional`` the records stamped
+before the agent had a trusted time, with the boot they belong to (held back from the
+sinks until re-stamped, ``agent.timekeeping``); ``meta`` counters that outlive the
+records they counted (``dropped_total``) and the store's ``epoch``: a random id drawn
+when the store is created (or first opened by a version that had none), so a new SD
+card or a wiped store numbers its ``(device, seq)`` in a new epoch. The quota counts a
+record's payload and line plus ``RECORD_OVERHEAD``, in SQL (``SIZE_SQL``) and in Python
+(``record_size``) alike.
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
+
+from coffee_telemetry.agent.sqlite import MigrationStep, migrate, script
 
 #: Bytes counted against the quota per record on top of its payload and line
 #: (row header, index entry): an estimate that keeps the quota honest.
@@ -50,7 +58,14 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS provisional (
+    id INTEGER PRIMARY KEY,
+    boot TEXT NOT NULL
+);
 """
+
+#: Bits of the store's random ``epoch`` (positive in SQLite's signed 64-bit integers).
+EPOCH_BITS = 62
 
 #: A record's bytes in SQL, without ``RECORD_OVERHEAD``.
 SIZE_SQL = "LENGTH(payload) + COALESCE(LENGTH(line), 0)"
@@ -61,11 +76,32 @@ def record_size(payload: bytes, line: str | None) -> int:
     return len(payload) + (len(line) if line is not None else 0) + RECORD_OVERHEAD
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables, and bring an outbox written by an older version up to them."""
-    conn.executescript(SCHEMA)
+def _add_record_columns(conn: sqlite3.Connection) -> None:
+    # Outboxes written before ``kind`` and ``line`` existed (no version then).
     columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(records)")}
     if "kind" not in columns:
         conn.execute("ALTER TABLE records ADD COLUMN kind TEXT NOT NULL DEFAULT 'reading'")
     if "line" not in columns:
         conn.execute("ALTER TABLE records ADD COLUMN line TEXT")
+
+
+def _add_epoch(conn: sqlite3.Connection) -> None:
+    # New stores and stores written before epochs existed get one; an existing one stays.
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)",
+        (secrets.randbits(EPOCH_BITS) or 1,),
+    )
+
+
+#: ``STEPS[i]`` takes an outbox from schema version ``i`` to ``i + 1`` (``agent.sqlite``).
+#: Append a step for every change; never edit one a release has shipped.
+STEPS: tuple[MigrationStep, ...] = (script(SCHEMA), _add_record_columns, _add_epoch)
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, or migrate an outbox written by an older version up to them.
+
+    Raises:
+        ConfigError: A newer version wrote it.
+    """
+    migrate(conn, STEPS, name="outbox")

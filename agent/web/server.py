@@ -10,7 +10,11 @@ One aiohttp application, started by ``run`` and ``demo`` on ``[api] bind``
   ever leaves the LAN);
 * the JSON API (``agent.web.api``), and ``GET /api/events``, a Server-Sent Events
   stream of readings and change notices (``agent.web.live``);
-* ``GET /api/session``, ``POST /api/login``, ``POST /api/logout``.
+* a lot's PDF and CSV reports, ``GET /api/lots/<code>/report.pdf`` and ``.csv``
+  (``agent.web.lotreports``);
+* ``GET /api/session``, ``POST /api/login``, ``POST /api/logout``;
+* ``GET /metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (``agent.web.metrics``):
+  open on loopback, from elsewhere with a token or login unless ``[api] metrics_public``.
 
 Access (``agent.web.auth`` has the mechanics): with ``[api] read_access =
 "open"`` (the default) anyone who can reach the port may look; every write
@@ -68,9 +72,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES, RefusalLog, decode_payload
 from coffee_telemetry.agent.config import ApiConfig
 from coffee_telemetry.agent.errors import CommandRefused
+from coffee_telemetry.agent.lots.records import AsyncLotRecords
 from coffee_telemetry.agent.notify.ackpage import add_ack_routes
 from coffee_telemetry.agent.notify.service import Notifier
-from coffee_telemetry.agent.web import api
+from coffee_telemetry.agent.web import api, lotreports
 from coffee_telemetry.agent.web.api import (
     CLIENT,
     DEPS,
@@ -95,6 +100,14 @@ from coffee_telemetry.agent.web.connlimit import (
     ConnectionLimits,
     GuardedConnection,
     raise_nofile_limit,
+)
+from coffee_telemetry.agent.web.lots import LOT_RECORDS, lot_routes
+from coffee_telemetry.agent.web.metrics import (
+    healthz,
+    install_metrics,
+    is_local,
+    metrics,
+    readyz,
 )
 
 log = logging.getLogger(__name__)
@@ -388,6 +401,26 @@ def _guard(access: api.Access, handler: Handler) -> Handler:
     return guarded
 
 
+def _ops_guard(handler: Handler) -> Handler:
+    """Guard ``/metrics``, ``/healthz`` and ``/readyz`` (see ``agent.web.metrics``).
+
+    Open on loopback, or everywhere with ``[api] metrics_public``; from elsewhere an API
+    token or a login.
+    """
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if request.app[DEPS].cfg.api.metrics_public or is_local(request):
+            return await handler(request)
+        bearer = _bearer(request)
+        if isinstance(bearer, web.Response):
+            return bearer
+        if bearer is None and _session(request) is None:
+            return refused("log in or send the API token to see this from another address", 401)
+        return await handler(request)
+
+    return guarded
+
+
 # -- session -------------------------------------------------------------------------
 
 
@@ -615,12 +648,14 @@ def make_web_app(
     token: str | None = None,
     session_key: bytes | None = None,
     notifier: Notifier | None = None,
+    lot_records: AsyncLotRecords | None = None,
 ) -> web.Application:
     """The web server as an aiohttp application (tests serve it on a free port).
 
     Args:
         deps: What the API reads and writes through.
         notifier: Serves the acknowledgement links of notifications (``/ack/<token>``).
+        lot_records: The lot records the Lotes API reads (``agent.web.lots``).
         token: An API token named ``api``, besides ``[api]``'s tokens (``cfg.api_tokens``).
         session_key: MAC key of session cookies, kept in memory only (default: the
             session store in ``data_dir/web-auth.json``).
@@ -651,10 +686,15 @@ def make_web_app(
     app[_STREAMS] = set[asyncio.Task[None]]()
     app.on_shutdown.append(_close_streams)
     app.on_cleanup.append(_close_auth)
-    for method, path, handler, access in api.ROUTES:
+    if lot_records is not None:
+        app[LOT_RECORDS] = lot_records
+    for method, path, handler, access in (*lot_routes(api.ROUTES), *lotreports.ROUTES):
         app.router.add_route(method, path, _guard(access, handler))
     app.router.add_get("/api/events", _guard("read", events))
     app.router.add_get("/api/web", _guard("read", web_stats))
+    install_metrics(app)
+    for path, ops in (("/metrics", metrics), ("/healthz", healthz), ("/readyz", readyz)):
+        app.router.add_get(path, _ops_guard(ops))
     app.router.add_get("/api/session", session_info)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", _guard("write", logout))

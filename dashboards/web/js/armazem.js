@@ -1,5 +1,6 @@
-// Armazém (warehouse) page: wet-lot alerts, one panel per station (its meters'
-// latest readings, active lot, moisture chart, set-lot form) and today's lots.
+// Armazém (warehouse) page: the wet-lot alarm (js/alarm.js: banner and sound), the
+// open wet-lot alerts, one panel per station (its meters' latest readings, active
+// lot, moisture chart, set-lot form) and today's lots.
 //
 // Readings arrive over SSE several times a minute per meter. A reading updates
 // its meter card and chart at once, from the event itself (staff expect the value
@@ -9,6 +10,7 @@
 // (syncKeyed), so a refetch never wipes a half-typed lot code or a chart.
 
 import {t} from "../i18n.js";
+import {createAlarm} from "./alarm.js";
 import {alertText} from "./alertas.js";
 import {apiPath, getJSON, postJSON, query} from "./api.js";
 import {MoistureChart, RANGES} from "./charts.js";
@@ -28,6 +30,7 @@ export function createArmazem(ctx) {
   const meters = new Map(); // device -> latest meter doc (server's, patched by live readings)
   const charts = new Map(); // station -> {chart, devices: "a,b", range, loadSeq}
   let data = null;
+  const alarm = createAlarm();
 
   const banner = h(
     "section",
@@ -61,6 +64,7 @@ export function createArmazem(ctx) {
     "div",
     {class: "page page--armazem"},
     h("h1", {class: "sr-only"}, t("armazem.title")),
+    ...alarm.root,
     banner,
     stations,
     h(
@@ -215,7 +219,14 @@ export function createArmazem(ctx) {
     );
     setText(q("meter-lot"), m.lot ?? t("common.none"));
     setText(q("meter-product"), m.product ?? t("common.none"));
-    setText(q("meter-time"), m.ts_ns ? time(m.ts_ns) : t("meter.noReading"));
+    setText(
+      q("meter-time"),
+      !m.ts_ns
+        ? t("meter.noReading")
+        : m.time_quality && m.time_quality !== "trusted"
+          ? `${time(m.ts_ns)} (${t(`time.${m.time_quality}`)})`
+          : time(m.ts_ns),
+    );
     setRelTime(q("meter-age"), m.ts_ns ?? null);
     q("meter-age").hidden = !m.ts_ns;
     setText(
@@ -436,12 +447,14 @@ export function createArmazem(ctx) {
   }
 
   async function load(reason) {
+    const mark = alarm.mark();
     const doc = await getJSON("/api/warehouse");
     syncClock(doc.now_ns);
     data = doc;
     meters.clear();
     for (const m of data.meters || []) meters.set(m.device, m);
     render();
+    alarm.setAlerts(data.alerts, mark);
     settleLots();
     // After a reconnect the charts missed whatever arrived while we were away.
     if (reason === "hello") for (const station of charts.keys()) loadSeries(station);
@@ -476,6 +489,7 @@ export function createArmazem(ctx) {
     if (typeof f.moisture_pct === "number") m.moisture_pct = f.moisture_pct;
     if (typeof f.temperature_c === "number") m.temperature_c = f.temperature_c;
     m.ts_ns = r.ts_ns;
+    m.time_quality = r.time_quality ?? "trusted";
     m.last_seen_ns = r.ts_ns;
     m.online = true;
     m.lot = tags.lot ?? null;
@@ -507,11 +521,15 @@ export function createArmazem(ctx) {
     load,
     onEvent(type, payload) {
       if (type === "reading") onReading(payload);
-      else if (type === "lots" || type === "alert") ctx.refetch();
+      else if (type === "alert") {
+        alarm.onAlert(payload); // the alarm starts from the event; the refetch confirms it
+        ctx.refetch();
+      } else if (type === "lots") ctx.refetch();
       // Scales and hullers report health every second; only the meters matter here.
       else if (type === "devices" && (payload.devices || []).some((d) => meters.has(d))) ctx.refetch();
     },
     destroy() {
+      alarm.destroy();
       clearInterval(slide);
       clearTimeout(settleTimer);
       for (const entry of charts.values()) entry.chart.destroy();
