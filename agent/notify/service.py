@@ -26,8 +26,13 @@ whichever is longer. A channel that fails forever holds only its own rows; the o
 channels' loops never wait for it, and nothing here touches the readings outbox.
 
 With ``digest_hour`` set, ``digest_due`` (every ``DIGEST_TICK_S``) queues once a day,
-at that hour of the site's day, one digest per contact: the last 24 hours' alerts by
-rule, who acknowledged them, and what is still open, from the events ``submit`` keeps.
+at that hour of the site's day, one digest per contact: what is still open and the last
+24 hours' alerts by rule and who acknowledged them, from the events ``submit`` keeps;
+then, from ``digest_facts`` (the agent sets it: this package imports nothing of the
+history, hullers or outbox), today's lots and their verdicts, service tasks due or
+overdue, devices offline and sink backlogs. A provider that fails or takes longer than
+``DIGEST_FACTS_TIMEOUT_S`` is logged, and the digest goes with those sections marked
+unavailable.
 
 Acknowledgements come back as a signed link's POST (``acknowledge_token``) or an
 answer carrying a code (``acknowledge_reply``: an SMS from the contact's number, a
@@ -61,6 +66,7 @@ from coffee_telemetry.agent.notify.acks import (
     new_nonce,
 )
 from coffee_telemetry.agent.notify.config import ContactConfig, NotifyConfig, RouteConfig
+from coffee_telemetry.agent.notify.digest import DigestFacts, DigestFactsProvider
 from coffee_telemetry.agent.notify.model import (
     AlertEvent,
     Channel,
@@ -90,6 +96,8 @@ ESCALATION_TICK_S = 1.0
 DIGEST_TICK_S = 30.0
 #: A digest not delivered within this is dropped.
 DIGEST_MAX_AGE_S = 12 * 3600
+#: Longest the digest waits for its facts (lots, tasks, devices, backlogs).
+DIGEST_FACTS_TIMEOUT_S = 30.0
 #: Longest a channel loop sleeps without looking at its queue (the clock may be fake).
 IDLE_CHECK_S = 1.0
 #: Longest error text kept.
@@ -168,6 +176,8 @@ class Notifier:
         link_key: The acknowledgement-link key (``load_link_key``).
         commands: Where acknowledgements go (set later if made later).
         clock_ns: Wall clock, UTC ns.
+        digest_facts: What the digest says beyond alerts (set later if made later;
+            ``None``: alerts only).
     """
 
     def __init__(
@@ -181,6 +191,7 @@ class Notifier:
         link_key: bytes,
         commands: CommandBoundary | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        digest_facts: DigestFactsProvider | None = None,
     ) -> None:
         self._cfg = cfg
         self._site = site
@@ -190,6 +201,7 @@ class Notifier:
         self._key = link_key
         self.commands = commands
         self._clock_ns = clock_ns
+        self.digest_facts = digest_facts
         self._wake = {name: asyncio.Event() for name in self._channels}
         self.stats = {name: ChannelStats() for name in self._channels}
         self.acks = 0
@@ -406,6 +418,7 @@ class Notifier:
             return 0
         events = await self._store.events_since(now - 86400 * NS)
         still_open = await self._store.open_episodes()
+        facts = await self._digest_facts(now)
         queued: list[tuple[Message, int]] = []
         for contact in self._cfg.contacts:
             running = [c for c in contact.channels if c in self._channels]
@@ -419,6 +432,8 @@ class Notifier:
                 zone=self._zone,
                 site=self._site,
                 at_ns=now,
+                facts=facts,
+                channel=channel,
             )
             message = Message(
                 key=f"digest/{day}/{contact.name}/{channel}",
@@ -438,6 +453,17 @@ class Notifier:
         await self._enqueue(queued)
         log.info("Daily digest for %s queued for %d contacts", day, len(queued))
         return len(queued)
+
+    async def _digest_facts(self, now: int) -> DigestFacts | None:
+        """The provider's facts; on its failure, every section unavailable."""
+        if self.digest_facts is None:
+            return None
+        try:
+            async with asyncio.timeout(DIGEST_FACTS_TIMEOUT_S):
+                return await self.digest_facts(now)
+        except Exception as exc:  # the digest still goes, with what the notifier knows
+            log.error("Daily digest: could not gather its facts", exc_info=exc)
+            return DigestFacts()
 
     # -- the loops ---------------------------------------------------------------------
 
@@ -484,8 +510,9 @@ class Notifier:
                 )
             queued = await self._store.next_due(name, now)
             if queued is None:
-                stats.queued = 0
                 due = await self._store.next_due_ns(name)
+                if due is None:  # empty; a message held for later (quiet hours) still counts
+                    stats.queued = 0
                 wait_s = IDLE_CHECK_S if due is None else min(IDLE_CHECK_S, (due - now) / NS)
                 try:
                     async with asyncio.timeout(max(0.0, wait_s)):

@@ -156,6 +156,25 @@ async def test_retries_back_off_and_honour_retry_after(tmp_path: Path) -> None:
     assert times[2] - times[1] >= 0.39  # the server's Retry-After, longer than the back-off
 
 
+async def test_a_message_held_until_morning_still_counts_as_queued(tmp_path: Path) -> None:
+    night = local_ns("2026-11-30 23:10")
+    clock = WallClock(night)
+    email = RecordingChannel("email")
+    cfg = notify_config(
+        routes=[{"name": "noite", "contacts": ["João"], "quiet_hours": "22:00-06:00"}]
+    )
+    async with open_notifier(tmp_path, [email], clock=clock, cfg=cfg) as notifier:
+        await notifier.submit([event(severity="warning", subject="L-1", since_ns=night)])
+        await notifier.refresh()
+        loop = asyncio.create_task(notifier.channel_loop("email"))
+        await asyncio.sleep(0.2)  # the loop looked, found nothing due, and waits
+        channels = notifier.health_doc()["channels"]
+        assert isinstance(channels, dict)
+        assert channels["email"]["queued"] == 1
+        assert email.attempts == []
+        await drain([email], [loop])
+
+
 async def test_a_refused_message_is_a_dead_letter_and_the_next_one_goes(tmp_path: Path) -> None:
     clock = WallClock(MONDAY_10H)
     email = RecordingChannel("email", [Refused("535 authentication failed", 535)])
