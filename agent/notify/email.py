@@ -116,6 +116,11 @@ class EmailChannel:
                             return self._refused("server offers no AUTH; check security", None)
                         await client.login(cfg.username, cfg.secret or "")
                     errors, answer = await client.send_message(mail)
+                except asyncio.CancelledError:
+                    # Stopping: no polite QUIT, which would wait for a server that may
+                    # never answer (the finally below skips a closed connection).
+                    client.close()
+                    raise
                 finally:
                     if client.is_connected:
                         try:
