@@ -36,6 +36,23 @@ maintenance   FULL (default)     automatic                                IMMEDI
 lots          SQLite's default   automatic                                DEFERRED
 ============  =================  =======================================  ==========
 
+Schema versions
+---------------
+Every store's ``prepare`` is ``migrate(conn, steps, name=..., path=...)``: the store's
+schema version is SQLite's ``PRAGMA user_version`` (0 for a new file, and for stores
+written before versions were kept), and ``steps[i]`` takes a store from version ``i`` to
+``i + 1``. The steps still to run, and the new ``user_version``, are one ``BEGIN
+IMMEDIATE`` transaction: a crash or ``SIGKILL`` midway leaves the file at its old
+version, as it was (WAL rolls back what was not committed), and the next start runs the
+steps again. The version is read again under the write lock, so two processes opening
+the same store at once migrate it once. A store whose version is higher than the steps
+this code knows was written by a newer release: it is refused with ``ConfigError``
+(file, its version, the supported one) and nothing is written. A step runs statements
+one at a time (``script`` splits a schema text): ``executescript`` would commit the
+transaction first. Steps for version 0 must accept a store of any earlier release
+(``CREATE TABLE IF NOT EXISTS``, a column added only if missing); a later step runs only
+on a store at exactly its version.
+
 Threads
 -------
 Every ``sqlite3`` call blocks, and nothing may block the event loop. A store the agent
@@ -53,20 +70,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Generic, Literal, ParamSpec, TypeVar
+from typing import Generic, Literal, ParamSpec, TypeAlias, TypeVar
+
+from coffee_telemetry.agent.errors import ConfigError
 
 __all__ = [
+    "MigrationStep",
     "StoreThread",
     "Synchronous",
     "ThreadedStore",
     "connect",
     "connect_read_only",
+    "migrate",
     "open_on_thread",
+    "script",
     "store_thread",
+    "user_version",
 ]
 
 P = ParamSpec("P")
@@ -141,6 +164,95 @@ def connect_read_only(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Con
         conn.close()
         raise
     return conn
+
+
+#: Takes a store from one schema version to the next, inside ``migrate``'s transaction.
+MigrationStep: TypeAlias = Callable[[sqlite3.Connection], None]
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    """The store's schema version (``PRAGMA user_version``; 0 for a new file)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def script(sql: str) -> MigrationStep:
+    """A step that runs the statements of ``sql`` one by one (no ``executescript``)."""
+    statements: list[str] = []
+    pending = ""
+    for part in sql.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n\t;"):
+                statements.append(pending.strip())
+            pending = ""
+
+    def run(conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return run
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    steps: Sequence[MigrationStep],
+    *,
+    name: str,
+    path: Path | None = None,
+) -> int:
+    """Bring the store on ``conn`` (autocommit) to version ``len(steps)``, in one transaction.
+
+    Args:
+        conn: A connection in autocommit mode (``connect`` calls ``prepare`` so).
+        steps: ``steps[i]`` takes version ``i`` to ``i + 1``.
+        name: The store's name in messages (``outbox``, ``lots``...).
+        path: The file, for messages (default: the connection's main database).
+
+    Returns:
+        The version the store had before (``len(steps)`` if it was current).
+
+    Raises:
+        ConfigError: A newer release wrote the store (nothing is written).
+        sqlite3.Error: A step failed (the store is left at its old version).
+    """
+    target = len(steps)
+    found = user_version(conn)
+    if found == target:
+        return found
+    _refuse_newer(conn, found, target, name=name, path=path)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = user_version(conn)  # another process may have migrated meanwhile
+        _refuse_newer(conn, found, target, name=name, path=path)
+        for step in steps[found:]:
+            step(conn)
+        conn.execute(f"PRAGMA user_version={target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+def _refuse_newer(
+    conn: sqlite3.Connection, found: int, target: int, *, name: str, path: Path | None
+) -> None:
+    if found <= target:
+        return
+    if path is None:
+        path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    raise ConfigError(
+        [
+            (
+                "",
+                f"{name} store written by a newer version of coffee-telemetry (schema"
+                f" version {found}; this version supports up to {target}); nothing was"
+                " changed: upgrade coffee-telemetry, or restore a backup made by this version",
+            )
+        ],
+        source=str(path),
+    )
 
 
 class StoreThread:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import os
 import time
@@ -50,8 +49,10 @@ from coffee_telemetry.agent.alerts.model import (
     SinkSnapshot,
     Tick,
 )
+from coffee_telemetry.agent.alerts.snapshot import decode_recent, encode_recent
 from coffee_telemetry.agent.commands import Command, CommandRefused, Outgoing, encode_json
 from coffee_telemetry.agent.config import AlertsConfig
+from coffee_telemetry.agent.errors import ConfigError
 from coffee_telemetry.agent.health import Health
 from coffee_telemetry.agent.outbox.store import Outbox
 from coffee_telemetry.agent.readings import Draft, Reading
@@ -130,6 +131,8 @@ class AlertService:
             return Engine(self._rules, lang=self._lang)
         try:
             return Engine.restore(self._rules, text, lang=self._lang)
+        except ConfigError as exc:  # a newer version's state: refused, never overwritten
+            raise ConfigError(exc.problems, source=str(self._path)) from exc
         except ValueError as exc:
             log.warning("Alert state %s unreadable (%s); starting afresh", self._path, exc)
             return Engine(self._rules, lang=self._lang)
@@ -138,6 +141,20 @@ class AlertService:
     def engine(self) -> Engine:
         """The rule engine (read-only use: current alerts for pages and commands)."""
         return self._engine
+
+    def replace_rules(self, cfg: AlertsConfig) -> None:
+        """Evaluate with the rules of ``cfg`` from now on, carrying the engine's state over.
+
+        Subjects of rules still configured keep their state (an open alert stays open,
+        a lot keeps its window); those of rules gone are dropped (``Engine.restore``).
+
+        Raises:
+            RuleError: ``cfg``'s rules cannot be built; the running ones stay.
+        """
+        rules = build_rules(cfg)
+        self._engine = Engine.restore(rules, self._engine.snapshot(), lang=cfg.lang)
+        self._rules, self._lang = rules, cfg.lang
+        self._dirty = True
 
     def alert_doc(self, alert: Alert) -> dict[str, object]:
         """``alert_payload`` plus ``messages``: the message in every language (for pages)."""
@@ -157,14 +174,14 @@ class AlertService:
     def _load_recent(self) -> collections.deque[dict[str, object]]:
         recent: collections.deque[dict[str, object]] = collections.deque(maxlen=RECENT_ALERTS)
         try:
-            doc = json.loads(self._recent_path.read_text(encoding="utf-8"))
+            recent.extend(decode_recent(self._recent_path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             return recent
+        except ConfigError as exc:  # a newer version's: refused, never overwritten
+            raise ConfigError(exc.problems, source=str(self._recent_path)) from exc
         except (OSError, ValueError) as exc:
             log.warning("Recent alerts %s unreadable (%s); starting afresh", self._recent_path, exc)
             return recent
-        if isinstance(doc, list):
-            recent.extend(d for d in doc if isinstance(d, dict))
         return recent
 
     def publish_all(self) -> None:
@@ -221,7 +238,7 @@ class AlertService:
         """Write the state now if anything is unsaved (on shutdown; blocks briefly)."""
         if self._save_due or self._dirty:
             _write_atomic(self._path, self._engine.snapshot())
-            _write_atomic(self._recent_path, encode_json(list(self._recent)).decode())
+            _write_atomic(self._recent_path, encode_recent(self._recent))
             self._save_due = self._dirty = False
 
     async def _serve(self) -> None:
@@ -316,7 +333,7 @@ class AlertService:
 
     async def _save(self) -> None:
         text = self._engine.snapshot()
-        recent = encode_json(list(self._recent)).decode()
+        recent = encode_recent(self._recent)
         self._dirty = False
         self._save_due = False
         self._last_save = asyncio.get_running_loop().time()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import assert_never
 
 from coffee_telemetry.agent.alerts.kinds import Rule
@@ -34,6 +34,7 @@ from coffee_telemetry.agent.alerts.model import (
     RuleState,
     WiringMemory,
 )
+from coffee_telemetry.agent.errors import ConfigError
 from coffee_telemetry.drivers.events import FieldValue
 
 #: Version of the engine snapshot document.
@@ -83,7 +84,21 @@ def decode_snapshot(
 
     Raises:
         ValueError: ``text`` is not an engine snapshot of this version.
+        ConfigError: A newer version wrote it (refused, so that it is not overwritten).
     """
+    newer = snapshot_version(text)
+    if newer is not None and newer > SNAPSHOT_VERSION:
+        raise ConfigError(
+            [
+                (
+                    "",
+                    "alert state written by a newer version of coffee-telemetry (version"
+                    f" {newer}; this version supports up to {SNAPSHOT_VERSION}); upgrade"
+                    " coffee-telemetry, or restore a backup made by this version",
+                )
+            ],
+            source="alerts.json",
+        )
     try:
         doc = json.loads(text)
         if _int(doc, "version") != SNAPSHOT_VERSION:
@@ -108,6 +123,52 @@ def decode_snapshot(
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"not an alert engine snapshot: {exc}") from exc
     return next_sweep_ns, found
+
+
+def snapshot_version(text: str) -> int | None:
+    """The ``version`` of an engine snapshot, or None if ``text`` has no integer one."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    version = doc.get("version") if isinstance(doc, dict) else None
+    return version if type(version) is int else None
+
+
+#: Version of the recent-alerts document (``alerts-recent.json``).
+RECENT_VERSION = 1
+
+
+def encode_recent(recent: Iterable[Mapping[str, object]]) -> str:
+    """The latest notified alerts as a versioned document (``decode_recent`` reads it)."""
+    return _dumps({"version": RECENT_VERSION, "recent": list(recent)})
+
+
+def decode_recent(text: str) -> list[dict[str, object]]:
+    """Read what ``encode_recent`` wrote (or the bare list written before versions).
+
+    Raises:
+        ValueError: ``text`` is not a recent-alerts document.
+        ConfigError: A newer version wrote it (refused, so that it is not overwritten).
+    """
+    doc = json.loads(text)
+    if isinstance(doc, dict):
+        version = doc.get("version")
+        if type(version) is int and version > RECENT_VERSION:
+            raise ConfigError(
+                [
+                    (
+                        "",
+                        "recent alerts written by a newer version of coffee-telemetry"
+                        f" (version {version}; this version supports up to {RECENT_VERSION})",
+                    )
+                ],
+                source="alerts-recent.json",
+            )
+        doc = doc.get("recent") if version == RECENT_VERSION else None
+    if not isinstance(doc, list):
+        raise ValueError("not a list of recent alerts")
+    return [d for d in doc if isinstance(d, dict)]
 
 
 def to_json(state: RuleState) -> str:

@@ -69,6 +69,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from coffee_telemetry.agent.errors import ConfigError
 from coffee_telemetry.agent.errors import MaintenanceError as MaintenanceError
 from coffee_telemetry.agent.hullers.tasks import (
     SNAPSHOT_KEEP_NS,
@@ -76,7 +77,15 @@ from coffee_telemetry.agent.hullers.tasks import (
     ResetRecord,
     ServiceRecord,
 )
-from coffee_telemetry.agent.sqlite import Synchronous, ThreadedStore, connect, open_on_thread
+from coffee_telemetry.agent.sqlite import (
+    MigrationStep,
+    Synchronous,
+    ThreadedStore,
+    connect,
+    migrate,
+    open_on_thread,
+    script,
+)
 from coffee_telemetry.drivers.counter_autonics_ct import TotalState
 
 __all__ = [
@@ -193,17 +202,18 @@ def _reset(row: Sequence[object]) -> ResetRecord:
     )
 
 
+#: ``STEPS[i]`` takes the store from schema version ``i`` to ``i + 1`` (``agent.sqlite``).
+#: Append a step for every change (``SCHEMA_VERSION`` is their number); never edit a
+#: shipped one.
+STEPS: tuple[MigrationStep, ...] = (script(SCHEMA),)
+
+
 def _prepare(conn: sqlite3.Connection, *, path: Path) -> None:
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise MaintenanceError(
-            f"written by a newer version (schema {version}, this one knows {SCHEMA_VERSION})",
-            path=path,
-        )
-    if version < SCHEMA_VERSION:
-        # Only a new database is written on open: ``status`` opens it too.
-        conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    # Only a store older than this code is written on open: ``status`` opens it too.
+    try:
+        migrate(conn, STEPS, name="maintenance", path=path)
+    except ConfigError as exc:
+        raise MaintenanceError(exc.problems[0][1], path=path) from exc
 
 
 class MaintenanceStore:

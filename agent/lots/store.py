@@ -24,7 +24,7 @@ from pathlib import Path
 from coffee_telemetry.agent.commands import check_by as check_claimed_by
 from coffee_telemetry.agent.errors import CommandRefused
 from coffee_telemetry.agent.errors import LotError as LotError
-from coffee_telemetry.agent.sqlite import connect
+from coffee_telemetry.agent.sqlite import MigrationStep, connect, migrate, script
 
 LOT_MAX_LEN = 32
 _LOT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,30}[A-Za-z0-9])?")
@@ -70,8 +70,13 @@ CREATE TABLE IF NOT EXISTS lot_history (
 """
 
 
+#: ``STEPS[i]`` takes the store from schema version ``i`` to ``i + 1`` (``agent.sqlite``).
+#: Append a step for every change; never edit one a release has shipped.
+STEPS: tuple[MigrationStep, ...] = (script(_SCHEMA),)
+
+
 def _create_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
+    migrate(conn, STEPS, name="lots")
 
 
 @dataclass(frozen=True, slots=True)

@@ -384,6 +384,7 @@ def test_lot_rollup_is_backfilled_once_on_an_old_database(tmp_path: Path) -> Non
     h.close()
     conn = sqlite3.connect(tmp_path / "h.db")
     conn.execute("DROP TABLE lot_1h")  # a database from before the lot rollup
+    conn.execute("PRAGMA user_version = 0")  # and from before schema versions
     conn.commit()
     conn.close()
     for _ in range(2):  # the second open must not backfill again
