@@ -33,14 +33,16 @@ import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coffee_telemetry.agent.accept import AcceptStage, ReadingListener
 from coffee_telemetry.agent.alerts.model import Alert
 from coffee_telemetry.agent.alerts.service import AlertService
 from coffee_telemetry.agent.commands import CommandBoundary
-from coffee_telemetry.agent.config import Config
-from coffee_telemetry.agent.devices import make_device_runner
+from coffee_telemetry.agent.config import Config, DeviceConfig
+from coffee_telemetry.agent.devices import Runner, make_device_runner
+from coffee_telemetry.agent.devices.fleet import Fleet
 from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
 from coffee_telemetry.agent.digestfacts import digest_facts_provider
 from coffee_telemetry.agent.errors import ConfigError, LotError
@@ -65,6 +67,7 @@ from coffee_telemetry.agent.outbox.delivery import deliver_loop
 from coffee_telemetry.agent.outbox.sink import Sink
 from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
 from coffee_telemetry.agent.readings import Draft, Reading, Stamper
+from coffee_telemetry.agent.reload import Reloader
 from coffee_telemetry.agent.sdnotify import SdNotify, status_line, watchdog_loop
 from coffee_telemetry.agent.sinks.homeassistant import discovery_for
 from coffee_telemetry.agent.sinks.influx import open_influx_v1, open_influx_v2
@@ -271,8 +274,13 @@ async def run_agent(
     health: Health | None = None,
     shutdown_grace_s: float = 3.0,
     systemd: SdNotify | None = None,
+    reload: asyncio.Event | None = None,
+    config_path: Path | None = None,
 ) -> None:
     """Run the agent until ``stop`` is set.
+
+    With ``reload`` and ``config_path``, each time ``reload`` is set (SIGHUP) the site
+    file is read again and applied by difference (``agent.reload``).
 
     Read top to bottom, this is the pipeline: sinks and the outbox, the accept
     stage (commit, then fan out to alert rules, history and live pages), the
@@ -394,8 +402,9 @@ async def run_agent(
         # -- sources: serial devices and the hullers on their buses -----------------------
         for dev in devices:
             health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
-        runners = [
-            make_device_runner(
+
+        def make_runner(dev: DeviceConfig) -> Runner:
+            return make_device_runner(
                 dev,
                 site=cfg.site.id,
                 accept=accept.accept,
@@ -404,8 +413,7 @@ async def run_agent(
                 clock_ns=keeper.now_ns,
                 lot_for_station=lots.lot_for,
             )
-            for dev in devices
-        ]
+
         clock = TimeService(keeper, stamper=stamper, outbox=outbox, accept=accept, site=cfg.site.id)
         if history is not None:
             clock.on_restamped.append(history.add)
@@ -461,12 +469,15 @@ async def run_agent(
 
         async with asyncio.TaskGroup() as tg:
             # Acquisition: if one of these fails, the agent exits and systemd restarts it.
-            readers = [
-                tg.create_task(
-                    runner.run_loop(), name=f"device[{dev.id}]", context=context_copy(device=dev.id)
-                )
-                for dev, runner in zip(devices, runners, strict=True)
-            ]
+            fleet = Fleet(
+                make_runner,
+                spawn=lambda dev_id, loop: tg.create_task(
+                    loop, name=f"device[{dev_id}]", context=context_copy(device=dev_id)
+                ),
+                health=health,
+            )
+            fleet.start(devices)
+            readers: list[asyncio.Task[None]] = []
             if hullers is not None:
                 readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
             # Delivery: one loop per sink, each with its own cursor.
@@ -514,6 +525,13 @@ async def run_agent(
                     "agent-status", lambda: _status_loop(cfg, outbox, health, accept, started)
                 )
             )
+            if reload is not None and config_path is not None:  # SIGHUP: apply the site file
+                reloader = Reloader(
+                    path=config_path, running=cfg, fleet=fleet, alerts=alerts,
+                    systemd=systemd, status=_systemd_status,
+                )  # fmt: skip
+                health.counters["reload"] = reloader.health_doc
+                interfaces.append(interface("reload", lambda: reloader.run_loop(reload)))
             if systemd.enabled:  # last: its first step (READY=1) runs after every other task's
                 interfaces.append(
                     interface("systemd", lambda: watchdog_loop(systemd, _systemd_status))
@@ -521,7 +539,7 @@ async def run_agent(
             await stop.wait()
             systemd.stopping(_systemd_status())
             log.info("Stopping: closing devices, delivering what is pending")
-            for task in [*readers, *interfaces]:
+            for task in [*fleet.cancel_all(), *readers, *interfaces]:
                 task.cancel()
             await _drain(outbox, [s.name for s in sinks], shutdown_grace_s)
             for task in delivery:

@@ -4,7 +4,9 @@
     coffee-telemetry run --once -c site.toml   one reading per device to stdout, nothing sent
     coffee-telemetry init DIR [--site ID]      a new site's files, ready to edit
     coffee-telemetry check-config site.toml    validate, print a summary, exit 0/2
+    coffee-telemetry reload -c site.toml       validate, then the running agent applies it
     coffee-telemetry outbox -c site.toml       backlog per sink, drops, dead letters
+    coffee-telemetry backup -c site.toml -o FILE | restore FILE -c site.toml   state
     coffee-telemetry maintenance status -c site.toml
     coffee-telemetry maintenance done -c site.toml HULLER TASK [--note T] [--at TIME]
     coffee-telemetry lot set -c site.toml STATION LOT | lot clear | lot show
@@ -41,7 +43,17 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from coffee_telemetry.agent.cli import alerts, central, init, lots, maintenance, onboard, outbox
+from coffee_telemetry.agent.cli import (
+    alerts,
+    backup,
+    central,
+    init,
+    lots,
+    maintenance,
+    onboard,
+    outbox,
+    reload,
+)
 from coffee_telemetry.agent.cli._common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -71,7 +83,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         install_stop(stop)
-        await run_agent(cfg, stop=stop)
+        requests = asyncio.Event()  # SIGHUP: read the site file again, apply what changed
+        reload.install_reload(requests)
+        with reload.pid_file(cfg.agent.data_dir):
+            await run_agent(cfg, stop=stop, reload=requests, config_path=Path(args.config))
 
     try:
         loop_factory = event_loop_factory(cfg.agent.event_loop)
@@ -443,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     outbox.add_parser(sub)
+    reload.add_parser(sub)
+    backup.add_parser(sub)
     maintenance.add_parser(sub)
     lots.add_parser(sub)
     alerts.add_parser(sub)
@@ -502,6 +519,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ExceptionGroup as group:
+        # A store refused at start (a newer version wrote it) inside the agent's task groups.
+        refused = group.subgroup(lambda exc: isinstance(exc, ConfigError))
+        while isinstance(refused, ExceptionGroup):
+            refused = refused.exceptions[0]
+        if refused is None:
+            raise
+        print(f"configuration error:\n{refused}", file=sys.stderr)
         return EXIT_CONFIG
     except OutboxError as exc:
         print(f"outbox error: {exc}", file=sys.stderr)

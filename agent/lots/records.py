@@ -83,7 +83,9 @@ from coffee_telemetry.agent.sqlite import (
     ThreadedStore,
     connect,
     connect_read_only,
+    migrate,
     open_on_thread,
+    script,
 )
 
 __all__ = [
@@ -949,8 +951,13 @@ def details_doc(details: LotDetails) -> dict[str, object]:
     }
 
 
+#: Schema versions: ``STEPS[i]`` takes the store from version ``i`` to ``i + 1``
+#: (``agent.sqlite.migrate``; stores made before versions existed are version 0).
+STEPS = (script(_SCHEMA),)
+
+
 def _prepare(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
+    migrate(conn, STEPS, name="lot records")
 
 
 # -- in the agent ----------------------------------------------------------------------

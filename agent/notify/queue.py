@@ -47,7 +47,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coffee_telemetry.agent.notify.model import AlertEvent, Message
-from coffee_telemetry.agent.sqlite import ThreadedStore, connect, connect_read_only, open_on_thread
+from coffee_telemetry.agent.sqlite import (
+    ThreadedStore,
+    connect,
+    connect_read_only,
+    migrate,
+    open_on_thread,
+    script,
+)
 
 __all__ = [
     "AckRow",
@@ -186,8 +193,13 @@ class DeadLetter:
     message: Message
 
 
+#: Schema versions: ``STEPS[i]`` takes the store from version ``i`` to ``i + 1``
+#: (``agent.sqlite.migrate``; stores made before versions existed are version 0).
+STEPS = (script(_SCHEMA),)
+
+
 def _prepare(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
+    migrate(conn, STEPS, name="notification queue")
 
 
 class NotifyStore:

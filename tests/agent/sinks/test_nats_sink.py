@@ -256,6 +256,7 @@ async def test_a_store_from_before_epochs_gets_one_and_keeps_its_records(tmp_pat
         await outbox.accept(readings(stamper, 3, site="site-a"))
     with sqlite3.connect(path) as conn:  # what an older version left behind
         conn.execute("DELETE FROM meta WHERE key = 'epoch'")
+        conn.execute("PRAGMA user_version = 2")  # the schema version before epochs
     conn.close()
     async with open_outbox(path, sinks=["nats"]) as outbox:
         assert outbox.epoch
