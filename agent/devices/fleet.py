@@ -10,6 +10,8 @@ are frozen models, so equal settings compare equal):
 * a device that is new gets a loop (its health entry is added first);
 * a device that is gone has its loop cancelled and awaited: the port closes in the
   loop's ``async with``, and its health entry goes (the silent-device rule forgets it);
+  a loop holding half a frame (a ticket waiting for its idle gap) is first given up
+  to ``settle_s`` to finish and commit it, so a reload loses no ticket;
 * a device whose settings differ has its old loop cancelled and awaited *before* the
   new one starts, so the port is never held twice (ports are opened exclusively), and
   a path that was just closed gets ``release_s`` before it is opened again; its
@@ -39,6 +41,11 @@ log = logging.getLogger(__name__)
 #: transport closes the fd in the background; a reopen that still finds it locked only
 #: backs off and retries, so this is a courtesy, not a condition).
 PORT_RELEASE_S = 0.25
+
+#: Longest wait for a loop to finish the frame it holds before it is stopped: past a
+#: ticket's idle gap (2 s by default, at most 60) the ticket has ended or never will.
+SETTLE_S = 5.0
+SETTLE_POLL_S = 0.05
 
 #: Makes the loop of one device (``make_device_runner`` with the agent's wiring).
 RunnerFactory = Callable[[DeviceConfig], Runner]
@@ -98,23 +105,25 @@ class Fleet:
         spawn: Spawn,
         health: Health,
         release_s: float = PORT_RELEASE_S,
+        settle_s: float = SETTLE_S,
     ) -> None:
         self._make_runner = make_runner
         self._release_s = release_s
+        self._settle_s = settle_s
         self._spawn = spawn
         self._health = health
-        self._running: dict[str, tuple[DeviceConfig, asyncio.Task[None]]] = {}
+        self._running: dict[str, tuple[DeviceConfig, asyncio.Task[None], Runner]] = {}
         self._lock = asyncio.Lock()
 
     @property
     def devices(self) -> tuple[DeviceConfig, ...]:
         """The configs of the running loops, in start order."""
-        return tuple(dev for dev, _ in self._running.values())
+        return tuple(dev for dev, _, _ in self._running.values())
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
         """The running loops' tasks."""
-        return [task for _, task in self._running.values()]
+        return [task for _, task, _ in self._running.values()]
 
     def start(self, devices: Sequence[DeviceConfig]) -> None:
         """Start a loop for each of ``devices`` (at the agent's start)."""
@@ -156,10 +165,16 @@ class Fleet:
         if fresh or dev.id not in self._health.devices:
             self._health.add_device(dev.id, driver=dev.driver, port=dev.port, station=dev.station)
         runner = self._make_runner(dev)
-        self._running[dev.id] = (dev, self._spawn(dev.id, runner.run_loop()))
+        self._running[dev.id] = (dev, self._spawn(dev.id, runner.run_loop()), runner)
 
     async def _stop(self, dev_id: str) -> None:
-        _, task = self._running.pop(dev_id)
+        _, task, runner = self._running.pop(dev_id)
+        # A ticket waiting for its idle gap is complete on paper: let it end and be
+        # committed before the loop goes (bounded: a line that never goes quiet).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settle_s
+        while runner.holding and not task.done() and loop.time() < deadline:  # noqa: ASYNC110 (a rare reload polls; nothing on the hot path signals it)
+            await asyncio.sleep(SETTLE_POLL_S)
         task.cancel()
         # Wait for the port to close; the task's own cancellation is not ours to raise.
         await asyncio.wait([task])

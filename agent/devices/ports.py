@@ -114,6 +114,8 @@ async def open_serial_port(
         yield port
     finally:
         port.close()
-        # Let the transport run connection_lost so the fd is really closed
-        # before a reopen of the same path.
-        await asyncio.sleep(0)
+        # Wait until the transport has run connection_lost, so the fd (and its
+        # exclusive lock) is really gone before a reopen of the same path.
+        with contextlib.suppress(TimeoutError, *PORT_EXCEPTIONS):
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()

@@ -76,6 +76,11 @@ DeviceT = TypeVar("DeviceT", bound=MtSicsDevice | StreamDeviceBase)
 class Runner(Protocol):
     """A device loop, as the agent runs it: one task per device."""
 
+    @property
+    def holding(self) -> bool:
+        """Whether the loop holds part of a frame (a ticket waiting for its idle gap)."""
+        ...
+
     async def run_loop(self) -> None:
         """Run until cancelled."""
         ...
@@ -127,6 +132,11 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
         self._monotonic = monotonic
         self._last_bytes_ns = 0
         self._seen_ok = 0
+
+    @property
+    def holding(self) -> bool:
+        """Whether a frame is half received (stopping now would lose it)."""
+        return False
 
     async def run_loop(self) -> None:
         """Open, talk, and reopen after failures, until cancelled."""
@@ -241,8 +251,15 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
 class DeviceRunner(PortRunner[StreamDevice]):
     """Reads one stream device forever; see the module docstring."""
 
+    _driver: StreamDriver | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether the driver waits on a deadline: a frame that is not complete yet."""
+        return self._driver is not None and self._driver.next_deadline() is not None
+
     async def _connection_loop(self, port: SerialPort) -> None:
-        driver = self._dev.make_driver()
+        driver = self._driver = self._dev.make_driver()
         while True:
             data = await self._read(port, driver.next_deadline())
             if data is None:

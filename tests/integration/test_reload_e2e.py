@@ -169,9 +169,9 @@ async def test_reload_while_four_meters_stream(
         # The old threshold (30 %): umid-1's lot is not wet.
         assert WET_LOT not in collector.alert_states
         # umid-4 is about to be removed: what it sent while configured must all arrive.
-        # umid-3 is about to be changed: its loop restarts, and a ticket the old loop
-        # holds (complete only at the next ticket or after idle_gap_s) would go with it,
-        # so it is quiet while it is reconfigured, as a meter being moved is.
+        # umid-3 is about to be changed: its loop restarts and its port is closed for a
+        # moment, as a meter being moved is, so it is quiet while it is reconfigured (a
+        # ticket its old loop still holds is committed first: tests/agent/devices).
         for dev in ("umid-3", "umid-4"):
             meters[dev].running.clear()
         await asyncio.sleep(0.5)

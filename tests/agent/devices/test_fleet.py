@@ -183,3 +183,31 @@ async def test_changed_port_moves_the_device() -> None:
     assert rig.ports.of("umid-a")[0] in rig.ports.closed
     assert rig.health.devices["umid-a"].port == "/dev/fake-z"
     await rig.close()
+
+
+async def test_a_ticket_waiting_for_its_idle_gap_is_committed_before_its_loop_stops() -> None:
+    rig = Rig()
+    meter = {
+        "id": "umid-t",
+        "driver": "moisture.ticket",
+        "port": "/dev/t",
+        "ticket": {"idle_gap_s": 0.3},
+    }
+    (before,) = devices(meter)
+    rig.fleet.start([before])
+    await rig.online("umid-t")
+    port = rig.ports.of("umid-t")[0]
+    await asyncio.sleep(0.4)  # past the opening's idle gap: the next ticket is whole
+    # A ticket with no form feed: complete only once the line has been quiet 0.3 s.
+    port.send(b"GEHAKA G650\r\nProduto: cafe\r\nUmidade: 11,8 %\r\nAmostra: 0007\r\n")
+    await rig.until(lambda: rig.fleet._running["umid-t"][2].holding)
+    assert rig.readings_of("umid-t") == []
+
+    change = await rig.fleet.apply(devices({**meter, "station": "recepcao"}))
+
+    # Reconfigured, and the ticket the old loop held was committed before it went.
+    assert change.changed == ("umid-t",)
+    (got,) = rig.readings_of("umid-t")
+    assert got.fields["moisture_pct"] == 11.8
+    assert got.tags["station"] == "secador"
+    assert port in rig.ports.closed
