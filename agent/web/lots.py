@@ -6,7 +6,7 @@ Routes (read access as every read route; writes through the command boundary)::
          {"lots": [summary, ...], "total": N, "page": p, "per_page": n}
     GET  /api/lots/<code>
          {"summary": ..., "details": ..., "readings": [...], "weighments": [...],
-          "events": [...], "threshold_pct": x}
+          "events": [...], "threshold_pct": x, "drying": estimate}
     POST /api/lots/<code>/details   {"producer": ..., "bags": ..., "product_type": ...,
                                      "note": ...}  (``cmd/lotinfo/<code>``)
 
@@ -21,18 +21,28 @@ the site's time zone; ``2026-12-01T08:00:00-03:00``), between 2000 and 2100, ``f
 not after ``to``; ``verdict`` is ``wet``, ``ok`` or ``none``; ``page`` counts from 1
 and ``per_page`` is at most 200. Anything else is a 400 naming what is wrong, and
 nothing is read. Times in answers are UTC nanoseconds.
+
+``drying`` is the lot's drying estimate (``agent.lots.drying``, its target from
+``[lots] target_moisture_pct`` and ``target_moisture_by_product``): ``status``
+(``estimate``, ``reached``, ``not_enough_data``, ``never``), ``reason`` and its
+sentence in both languages (``text``), ``target_pct``, ``points``, ``remaining_s``,
+``eta_ns`` and the fitted curve (``fit``: ``me_pct``, ``m0_pct``, ``k_per_h``,
+``t0_ns``, ``rmse_pp``) or ``null``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import operator
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 
 from aiohttp import web
 
+from coffee_telemetry.agent.lots.drying import DryingEstimate, describe, estimate_for_record
 from coffee_telemetry.agent.lots.model import (
     LotEvent,
     LotReading,
@@ -173,6 +183,30 @@ def record_doc(record: LotRecord) -> dict[str, object]:
     }
 
 
+def drying_doc(estimate: DryingEstimate) -> dict[str, object]:
+    """A drying estimate as JSON, its reason as a sentence in both languages."""
+    fit = estimate.fit
+    return {
+        "status": estimate.status,
+        "reason": estimate.reason,
+        "text": {"pt-BR": describe(estimate, "pt-BR"), "en": describe(estimate, "en")},
+        "target_pct": estimate.target_pct,
+        "points": estimate.points,
+        "last_ns": estimate.last_ns,
+        "remaining_s": estimate.remaining_s,
+        "eta_ns": estimate.eta_ns,
+        "fit": None
+        if fit is None
+        else {
+            "me_pct": fit.me_pct,
+            "m0_pct": fit.m0_pct,
+            "k_per_h": fit.k_per_h,
+            "t0_ns": fit.t0_ns,
+            "rmse_pp": fit.rmse_pp,
+        },
+    }
+
+
 def _names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
@@ -229,7 +263,49 @@ async def lot_record(request: web.Request) -> web.Response:
         return refused(
             f"unknown lot {code!r}: no reading, weighment or event of it was recorded", 404
         )
-    return json_response(record_doc(record))
+    doc = record_doc(record)
+    doc["drying"] = drying_doc(await _drying(request, record))
+    return json_response(doc)
+
+
+#: Drying estimates of lots whose readings did not change since (see ``_drying``).
+_DRYING_CACHE: OrderedDict[tuple[object, ...], DryingEstimate] = OrderedDict()
+_DRYING_CACHE_SIZE = 64
+
+
+async def _drying(request: web.Request, record: LotRecord) -> DryingEstimate:
+    """The lot's drying estimate, made on a worker thread, kept while its readings stay.
+
+    A fit takes tens of milliseconds for thousands of readings: never on the event
+    loop, and not again for a lot whose readings did not change (readings are only
+    ever added, so their count, last time and mean say whether they did).
+    """
+    cfg = request.app[DEPS].cfg.lots
+    s = record.summary
+    key = (
+        s.code,
+        s.readings,
+        s.last_ns,
+        s.mean_moisture_pct,
+        s.product,
+        record.details.product_type,
+        cfg.target_moisture_pct,
+        tuple(sorted(cfg.target_moisture_by_product.items())),
+    )
+    cached = _DRYING_CACHE.get(key)
+    if cached is not None:
+        _DRYING_CACHE.move_to_end(key)
+        return cached
+    estimate = await asyncio.to_thread(
+        estimate_for_record,
+        record,
+        default_pct=cfg.target_moisture_pct,
+        by_product=cfg.target_moisture_by_product,
+    )
+    _DRYING_CACHE[key] = estimate
+    while len(_DRYING_CACHE) > _DRYING_CACHE_SIZE:
+        _DRYING_CACHE.popitem(last=False)
+    return estimate
 
 
 async def lot_details(request: web.Request) -> web.Response:

@@ -4,10 +4,11 @@ One aiohttp application, started by ``run`` and ``demo`` on ``[api] bind``
 (127.0.0.1 unless configured) and ``[api] port``. It serves:
 
 * the pages: ``/`` (Armazém), ``/descascadores``, ``/dispositivos``,
-  ``/alertas``, all the same shell (``dashboards/web/index.html``) whose
-  script draws the page from the JSON API; ``/static/...`` and
-  ``/favicon.ico`` from the same folder (uPlot is vendored there: no request
-  ever leaves the LAN);
+  ``/alertas``, ``/lotes`` and ``/lotes/<code>`` (one lot; the code
+  percent-encoded as in ``/api/lots/<code>``), all the same shell
+  (``dashboards/web/index.html``) whose script draws the page from the JSON
+  API; ``/static/...`` and ``/favicon.ico`` from the same folder (uPlot is
+  vendored there: no request ever leaves the LAN);
 * the JSON API (``agent.web.api``), and ``GET /api/events``, a Server-Sent Events
   stream of readings and change notices (``agent.web.live``);
 * a lot's PDF and CSV reports, ``GET /api/lots/<code>/report.pdf`` and ``.csv``
@@ -113,7 +114,7 @@ from coffee_telemetry.agent.web.metrics import (
 log = logging.getLogger(__name__)
 
 #: The pages, by path; each is the same shell.
-PAGES = ("/", "/descascadores", "/dispositivos", "/alertas")
+PAGES = ("/", "/descascadores", "/dispositivos", "/alertas", "/lotes", "/lotes/{code}")
 #: Where the pages' files are when ``[api] assets_dir`` is not set.
 DEFAULT_ASSETS = Path(__file__).resolve().parents[2] / "dashboards" / "web"
 #: A quiet stream gets a comment this often, so proxies and NAT keep it open.

@@ -2,8 +2,10 @@
 //
 // Theory of operation
 // -------------------
-// The agent serves the same index.html for the four page URLs; this module reads
+// The agent serves the same index.html for every page URL; this module reads
 // location.pathname, builds the header, and mounts one page module (js/*.js).
+// /lotes/<code> (one lot, the code percent-encoded) is the one page under a prefix;
+// it shows in the navigation as its parent, Lotes.
 // A page module is {root, load(reason), onEvent(type, data), destroy()}: `load`
 // fetches its JSON and renders into `root`, updating nodes in place on later
 // calls so that refetches do not disturb forms or charts.
@@ -31,12 +33,17 @@ import {createArmazem} from "./js/armazem.js";
 import {createDescascadores} from "./js/descascadores.js";
 import {createDispositivos} from "./js/dispositivos.js";
 import {createAlertas} from "./js/alertas.js";
+import {createLotes} from "./js/lotes.js";
+import {createLote} from "./js/lote.js";
 
 const PAGES = [
   {id: "armazem", path: "/", create: createArmazem},
   {id: "descascadores", path: "/descascadores", create: createDescascadores},
   {id: "dispositivos", path: "/dispositivos", create: createDispositivos},
   {id: "alertas", path: "/alertas", create: createAlertas},
+  {id: "lotes", path: "/lotes", create: createLotes},
+  // Not in the nav bar: reached from Lotes (and links to a lot); "/lotes/<code>".
+  {id: "lote", path: "/lotes/", prefix: true, nav: "lotes", create: createLote},
 ];
 const LANG_KEY = "coffee-telemetry.lang";
 const REFETCH_GAP_MS = 500; // ≤ 2 refetches a second, however fast events come
@@ -171,7 +178,11 @@ function authLost() {
 
 function currentPage() {
   const path = location.pathname.replace(/\/+$/, "") || "/";
-  return PAGES.find((p) => p.path === path) || PAGES[0];
+  return (
+    PAGES.find((p) => !p.prefix && p.path === path) ||
+    PAGES.find((p) => p.prefix && path.startsWith(p.path) && path.length > p.path.length) ||
+    PAGES[0]
+  );
 }
 
 function renderHeader() {
@@ -186,7 +197,7 @@ function renderHeader() {
     h(
       "ul",
       {class: "nav__list"},
-      ...PAGES.map((p) =>
+      ...PAGES.filter((p) => !p.prefix).map((p) =>
         h(
           "li",
           null,
@@ -197,7 +208,7 @@ function renderHeader() {
               href: p.path,
               testid: `nav-${p.id}`,
               data: {nav: p.id},
-              "aria-current": p.id === page.id ? "page" : null,
+              "aria-current": p.id === (page.nav || page.id) ? "page" : null,
             },
             t(`nav.${p.id}`),
             p.id === "alertas" ? h("span", {class: "nav__count", "aria-hidden": "true", hidden: true}) : null,

@@ -356,3 +356,174 @@ export class HoursChart {
     this.plot.destroy();
   }
 }
+
+const TARGET = "#14703a";
+
+/**
+ * A lot's moisture over its whole life: one line per meter that measured it, the
+ * wet threshold (dashed red) and, when a drying estimate was fitted, the target
+ * moisture (dotted green). Unlike MoistureChart the x range is the lot's own span,
+ * not a window ending now; `setData` replaces everything (the page refetches the
+ * record), keeping the same uPlot while the devices stay the same.
+ */
+export class LotChart {
+  constructor(container) {
+    this.container = container;
+    this.devices = [];
+    this.threshold = null;
+    this.target = null;
+    this.data = [[]];
+    this.emptyNote = h("p", {class: "chart__empty", hidden: true}, t("chart.noData"));
+    this.plotBox = h("div", {class: "chart__plot"});
+    container.replaceChildren(this.plotBox, this.emptyNote);
+    this.plot = null;
+    this.unfollow = follow(container, () => this.plot);
+  }
+
+  options() {
+    const font = axisFont();
+    return {
+      width: Math.max(300, Math.floor(this.container.clientWidth) || 600),
+      height: chartHeight(this.container),
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), getTimeZone()),
+      cursor: {drag: {x: false, y: false, setScale: false}},
+      legend: {show: true, live: true},
+      scales: {
+        x: {time: true, range: (u, min, max) => this.xRange(min, max)},
+        y: {range: (u, min, max) => this.yRange(min, max)},
+      },
+      series: [
+        {label: t("chart.time"), value: (u, v) => (v == null ? t("common.none") : time(v * 1e9))},
+        ...this.devices.map((device, i) => ({
+          label: device,
+          stroke: PALETTE[i % PALETTE.length],
+          width: 2,
+          spanGaps: true,
+          points: {size: 6},
+          value: (u, v) => pct(v),
+        })),
+      ],
+      axes: [
+        {
+          stroke: INK,
+          font: `${font}px system-ui, sans-serif`,
+          grid: {stroke: GRID, width: 1},
+          ticks: {stroke: GRID},
+          space: font * 5,
+          values: timeAxisValues,
+        },
+        {
+          stroke: INK,
+          font: `${font}px system-ui, sans-serif`,
+          labelFont: `${font}px system-ui, sans-serif`,
+          label: t("chart.moisture"),
+          labelSize: font + 10,
+          size: font * 3.6,
+          grid: {stroke: GRID, width: 1},
+          ticks: {stroke: GRID},
+          incrs: [0.1, 0.2, 0.5, 1, 2, 5, 10],
+          values: (u, splits) => splits.map((v) => num(v, 1)),
+        },
+      ],
+      hooks: {draw: [(u) => this.drawLines(u)]},
+    };
+  }
+
+  xRange(min, max) {
+    if (min == null || max == null) {
+      const now = nowMs() / 1000;
+      return [now - 3600, now];
+    }
+    // A lot measured within a few minutes still gets a readable axis of ten minutes.
+    const span = max - min;
+    const pad = span < 600 ? (600 - span) / 2 : span * RIGHT_PAD;
+    return [min - pad, max + pad];
+  }
+
+  yRange(min, max) {
+    const values = [this.threshold, this.target].filter((v) => typeof v === "number");
+    if (min != null && Number.isFinite(min)) values.push(min);
+    if (max != null && Number.isFinite(max)) values.push(max);
+    if (!values.length) return [0, 20];
+    const lo = Math.min(...values);
+    const hi = Math.max(...values);
+    return [Math.floor((lo - 0.5) * 2) / 2, Math.ceil((hi + 0.5) * 2) / 2];
+  }
+
+  drawLines(u) {
+    const lines = [];
+    if (typeof this.threshold === "number") {
+      lines.push({v: this.threshold, colour: WET, dash: [10, 6], label: t("chart.threshold", {v: num(this.threshold, 1)})});
+    }
+    if (typeof this.target === "number") {
+      lines.push({v: this.target, colour: TARGET, dash: [3, 5], label: t("lote.target", {v: num(this.target, 1)})});
+    }
+    const ctx = u.ctx;
+    const {left, top, width, height} = u.bbox;
+    const font = axisFont();
+    ctx.save();
+    for (const line of lines) {
+      const y = Math.round(u.valToPos(line.v, "y", true));
+      if (y < top || y > top + height) continue;
+      ctx.strokeStyle = line.colour;
+      ctx.lineWidth = cssPx(2);
+      ctx.setLineDash(line.dash.map(cssPx));
+      ctx.beginPath();
+      ctx.moveTo(left, y);
+      ctx.lineTo(left + width, y);
+      ctx.stroke();
+      ctx.font = `bold ${cssPx(font)}px system-ui, sans-serif`;
+      const w = ctx.measureText(line.label).width;
+      const pad = cssPx(4);
+      // The threshold's label sits on the right, the target's on the left: they may be close.
+      const x = line.colour === WET ? left + width - w - pad * 3 : left + pad * 3;
+      ctx.setLineDash([]);
+      ctx.fillStyle = "rgba(255,255,255,0.9)";
+      ctx.fillRect(x - pad, y - cssPx(font) - pad * 2, w + pad * 2, cssPx(font) + pad * 2);
+      ctx.fillStyle = line.colour;
+      ctx.textAlign = "left"; // uPlot leaves its last axis' alignment on the context
+      ctx.textBaseline = "bottom";
+      ctx.fillText(line.label, x, y - pad);
+    }
+    ctx.restore();
+  }
+
+  /** readings: [{ts_ns, device, moisture_pct}], any order; threshold and target in % (or null). */
+  setData(readings, {threshold, target}) {
+    const byDevice = new Map();
+    for (const r of readings) {
+      if (typeof r.moisture_pct !== "number" || typeof r.ts_ns !== "number") continue;
+      if (!byDevice.has(r.device)) byDevice.set(r.device, [[], []]);
+      const s = byDevice.get(r.device);
+      s[0].push(r.ts_ns / 1e9);
+      s[1].push(r.moisture_pct);
+    }
+    const devices = [...byDevice.keys()].sort();
+    const tables = devices.map((d) => {
+      const [ts, vs] = byDevice.get(d);
+      const order = ts.map((_, i) => i).sort((a, b) => ts[a] - ts[b]);
+      return [order.map((i) => ts[i]), order.map((i) => vs[i])];
+    });
+    let data;
+    if (tables.length === 0) data = [[]];
+    else if (tables.length === 1) data = tables[0];
+    else data = uPlot.join(tables);
+    const linesChanged = threshold !== this.threshold || target !== this.target;
+    this.threshold = typeof threshold === "number" ? threshold : null;
+    this.target = typeof target === "number" ? target : null;
+    this.emptyNote.hidden = data[0].length > 0;
+    if (!this.plot || devices.join("\n") !== this.devices.join("\n")) {
+      this.devices = devices;
+      if (this.plot) this.plot.destroy();
+      this.plot = new uPlot(this.options(), data, this.plotBox);
+      return;
+    }
+    this.plot.setData(data, true);
+    if (linesChanged) this.plot.redraw(true, true);
+  }
+
+  destroy() {
+    this.unfollow();
+    if (this.plot) this.plot.destroy();
+  }
+}

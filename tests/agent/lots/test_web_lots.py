@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from coffee_telemetry.agent.lots.records import (
     AsyncLotRecords,
     open_lot_records,
 )
+from coffee_telemetry.agent.readings import Reading
 from coffee_telemetry.agent.web.api import WebDeps
 from coffee_telemetry.agent.web.lots import QueryError, parse_query
 from coffee_telemetry.agent.web.server import make_web_app, open_web
@@ -113,7 +115,33 @@ async def test_without_parameters_the_path_still_lists_active_lots(api: Api) -> 
 async def test_a_lots_record(api: Api) -> None:
     status, doc = await api.get("/api/lots/L-0042")
     assert status == 200
-    assert set(doc) == {"summary", "details", "readings", "weighments", "events", "threshold_pct"}
+    assert set(doc) == {
+        "summary",
+        "details",
+        "readings",
+        "weighments",
+        "events",
+        "threshold_pct",
+        "drying",
+    }
+    drying = doc["drying"]
+    assert isinstance(drying, dict)
+    assert drying["target_pct"] == 11.5
+    # 20 readings a second apart: too short a span to believe any drying curve.
+    assert drying == {
+        "status": "not_enough_data",
+        "reason": "too_short_span",
+        "text": {
+            "pt-BR": "dados insuficientes: leituras num intervalo curto demais",
+            "en": "not enough data: readings span too short a time",
+        },
+        "target_pct": 11.5,
+        "points": 20,
+        "last_ns": T0 + 20 * NS,
+        "remaining_s": None,
+        "eta_ns": None,
+        "fit": None,
+    }
     readings = doc["readings"]
     assert isinstance(readings, list)
     assert len(readings) == 20
@@ -145,6 +173,34 @@ async def test_a_lots_record(api: Api) -> None:
     status, doc = await api.get("/api/lots/L%2F7")
     assert status == 200
     assert doc["summary"]["code"] == "L/7"
+
+
+async def test_a_drying_lots_estimate_follows_its_readings(api: Api) -> None:
+    # M(t) = 9 + 13 exp(-t / 6 h): every 20 min for 8 h, then on until it is dry.
+    def at(i: int) -> tuple[int, float]:
+        hours = i / 3
+        return T0 + i * 1200 * NS, 9.0 + 13.0 * math.exp(-hours / 6.0)
+
+    def dryer(seqs: range) -> list[Reading]:
+        return [moisture(100 + i, round(at(i)[1], 2), lot="SEC-1", ts=at(i)[0]) for i in seqs]
+
+    await api.records.write(dryer(range(25)))
+    status, doc = await api.get("/api/lots/SEC-1")
+    assert status == 200
+    drying = doc["drying"]
+    assert drying["status"] == "estimate"
+    assert drying["reason"] == "ok"
+    true_remaining_s = (6.0 * math.log(13.0 / 2.5) - 8.0) * 3600
+    assert abs(drying["remaining_s"] - true_remaining_s) <= 0.15 * true_remaining_s
+    assert drying["eta_ns"] == at(24)[0] + round(drying["remaining_s"] * 1e9)
+    assert drying["fit"]["me_pct"] == pytest.approx(9.0, abs=0.2)
+    assert (await api.get("/api/lots/SEC-1"))[1]["drying"] == drying  # unchanged: the same
+    # New readings past the target: the estimate is made again from them.
+    await api.records.write(dryer(range(25, 40)))
+    drying = (await api.get("/api/lots/SEC-1"))[1]["drying"]
+    assert drying["status"] == "reached"
+    assert drying["remaining_s"] == 0.0
+    assert drying["points"] == 40
 
 
 async def test_unknown_and_bad_lots(api: Api) -> None:
