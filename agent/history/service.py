@@ -118,6 +118,7 @@ def open_configured_history(cfg: Config) -> AbstractAsyncContextManager[AsyncHis
         raw_retention_s=cfg.history.raw_retention_days * day,
         rollup_1m_retention_s=cfg.history.rollup_retention_days * day,
         rollup_1h_retention_s=cfg.history.rollup_retention_days * day,
+        flush_interval_s=cfg.history.flush_interval_s,
     )
 
 
