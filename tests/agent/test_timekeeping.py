@@ -160,6 +160,9 @@ class Sink:
         self.changed.set()
         return []
 
+    async def wait_available(self, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)
+
 
 def draft(i: int) -> Draft:
     return Draft(device="umid-1", measurement="moisture", fields={"moisture_pct": 11.0 + i})
