@@ -1,7 +1,7 @@
 """Home Assistant MQTT discovery: the site's equipment as Home Assistant devices.
 
 With ``[mqtt] homeassistant_discovery = true`` the MQTT sink publishes, retained, one
-discovery document per entity at ``<ha_prefix>/<component>/<object_id>/config``
+discovery document per entity at ``<ha_prefix>/<component>/<site>/<object_id>/config``
 (``ha_prefix`` is ``[mqtt] homeassistant_prefix``, ``homeassistant`` by default), with
 ``object_id`` = ``unique_id`` = ``<site>_<device>_<field>``:
 
@@ -237,7 +237,10 @@ class _Builder:
         self.origin = {"name": "coffee-telemetry", "sw_version": self.version}
 
     def topic(self, component: str, object_id: str) -> str:
-        return f"{self.ha_prefix}/{component}/{object_id}/config"
+        # The site is the optional node_id level Home Assistant's discovery topics allow:
+        # a broker ACL can then grant each agent its own site's topics and nothing else
+        # (a Mosquitto pattern substitutes %u only as a whole level).
+        return f"{self.ha_prefix}/{component}/{self.site}/{object_id}/config"
 
     def agent_device(self) -> dict[str, object]:
         return {
@@ -470,7 +473,8 @@ class HomeAssistantDiscovery:
             return set()
         # Only what this site could have announced is ever emptied again.
         ours = re.compile(
-            rf"^[^#+]+/(sensor|binary_sensor)/{re.escape(self._cfg.site.id)}_[a-zA-Z0-9_-]+/config$"
+            rf"^[^#+]+/(sensor|binary_sensor)/{re.escape(self._cfg.site.id)}/"
+            rf"{re.escape(self._cfg.site.id)}_[a-zA-Z0-9_-]+/config$"
         )
         return {t for t in topics if ours.match(t)}
 

@@ -563,3 +563,27 @@ async def test_alerts_ack_uses_the_agents_tls_settings(
             assert "[mqtt.tls] insecure = true" in err
         finally:
             answering.cancel()
+
+
+async def test_agent_writes_its_own_sites_home_assistant_discovery_only(tmp_path: Path) -> None:
+    # Home Assistant's account, as the README says to add it: reads discovery documents.
+    reader = "homeassistant.casa"
+    acl = tmp_path / "with-ha.acl"
+    acl.write_text(
+        ACL.read_text() + f"\nuser {reader}\ntopic deny coffee/{reader}/#\n"
+        "topic read homeassistant/#\n"
+    )
+    mine = f"homeassistant/sensor/{S1}/{S1}_umid-1_moisture/config"
+    others = f"homeassistant/sensor/{S2}/{S2}_umid-1_moisture/config"
+    flat = f"homeassistant/sensor/{S1}_umid-1_moisture/config"  # no site level: not granted
+    with acl_broker(tmp_path / "broker", acl=acl, users=(*ACCOUNTS, reader)) as broker:
+        async with connect(broker, reader) as ha, connect(broker, S1) as agent:
+            await ha.subscribe("homeassistant/#", qos=1)
+            for topic in (others, flat, mine):
+                await agent.publish(topic, f"{S1} {topic}".encode(), qos=1)
+            async with connect(broker, "painel.ourofino") as dashboard:
+                await dashboard.publish(mine, b"forged", qos=1)
+                fence = f"homeassistant/binary_sensor/{S1}/{S1}_agent_status/config"
+                await agent.publish(fence, b"fence", qos=1)
+            got = await receive_until(ha, fence)
+    assert got == [(mine, f"{S1} {mine}".encode()), (fence, b"fence")]

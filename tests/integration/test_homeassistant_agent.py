@@ -88,7 +88,7 @@ async def test_agent_feeds_home_assistant_and_logs_json(
     agent = AgentProcess(config, tmp_path / "agent.log")
     agent.start()
     try:
-        moisture_topic = f"{ha}/sensor/{SITE}_umid-1_moisture/config"
+        moisture_topic = f"{ha}/sensor/{SITE}/{SITE}_umid-1_moisture/config"
         docs = await wait_for(
             mosquitto.port, f"{ha}/#", lambda got: moisture_topic in got, "discovery"
         )
@@ -122,10 +122,10 @@ async def test_agent_feeds_home_assistant_and_logs_json(
         payload = bytes(msg.payload)
         assert render(doc["value_template"], payload) == "12.3"
         for field, value in (("temperature", "24.5"), ("bulk_density", "38.2")):
-            other = json.loads(docs[f"{ha}/sensor/{SITE}_umid-1_{field}/config"])
+            other = json.loads(docs[f"{ha}/sensor/{SITE}/{SITE}_umid-1_{field}/config"])
             assert render(other["value_template"], payload) == value
         # The lot sensor reads the station's retained lot document.
-        lot = json.loads(docs[f"{ha}/sensor/{SITE}_recepcao_lot/config"])
+        lot = json.loads(docs[f"{ha}/sensor/{SITE}/{SITE}_recepcao_lot/config"])
         lots = await retained(mosquitto.port, lot["state_topic"])
         assert render(lot["value_template"], lots[lot["state_topic"]]) == "sem lote"
         assert agent.stop() == 0
@@ -144,8 +144,8 @@ async def test_agent_feeds_home_assistant_and_logs_json(
         )  # fmt: skip
         agent.start()
         gone = {
-            f"{ha}/sensor/{SITE}_umid-2_moisture/config",
-            f"{ha}/sensor/{SITE}_secador_lot/config",
+            f"{ha}/sensor/{SITE}/{SITE}_umid-2_moisture/config",
+            f"{ha}/sensor/{SITE}/{SITE}_secador_lot/config",
         }
         now = await wait_for(
             mosquitto.port, f"{ha}/#", lambda got: not (gone & got.keys()), "removal"

@@ -205,7 +205,7 @@ async def test_documents_retained_reading_on_their_state_topic_and_removal(
         # An alert opens: a binary sensor appears; it resolves: its document goes.
         firing = alert(AlertState.FIRING)
         sink.set_state(Outgoing(alert_topic(firing), encode_json(alert_payload(firing)), True))
-        alert_config = f"{ha}/binary_sensor/{SITE}_alerts_wet_lot_L-0042/config"
+        alert_config = f"{ha}/binary_sensor/{SITE}/{SITE}_alerts_wet_lot_L-0042/config"
         docs = await until_retained(mosquitto.port, f"{ha}/#", {alert_config})
         doc = json.loads(docs[alert_config])
         assert problems("binary_sensor", f"{SITE}_alerts_wet_lot_L-0042", doc) == []
@@ -222,7 +222,7 @@ async def test_documents_retained_reading_on_their_state_topic_and_removal(
     # The next start without the balance: its documents are emptied, the rest stay.
     smaller = site(mqtt_prefix, ha, tmp_path, with_balance=False)
     gone = set(expected) - set(discovery_documents(smaller))
-    assert gone == {f"{ha}/sensor/{SITE}_bal-1_weight/config"}
+    assert gone == {f"{ha}/sensor/{SITE}/{SITE}_bal-1_weight/config"}
     emptied: list[tuple[str, bytes]] = []
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as watcher:
         await watcher.subscribe(f"{ha}/#", qos=1)

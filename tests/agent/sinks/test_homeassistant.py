@@ -283,8 +283,8 @@ async def test_removal_of_a_device_and_of_a_resolved_alert(tmp_path: Path) -> No
     publish = Recorder()
     await second.on_connect(publish)
     removed = {t for t, p in publish.sent if p == b""}
-    assert "homeassistant/sensor/ourofino_umid-2_moisture/config" in removed
-    assert "homeassistant/sensor/ourofino_secador_lot/config" in removed
+    assert "homeassistant/sensor/ourofino/ourofino_umid-2_moisture/config" in removed
+    assert "homeassistant/sensor/ourofino/ourofino_secador_lot/config" in removed
     alert_topic_ha = next(iter(announced - set(discovery_documents(cfg))))
     assert alert_topic_ha in removed  # not seen open since the start
     assert second.announced == set(discovery_documents(smaller))
@@ -334,10 +334,10 @@ STATE_FILE_TOPICS = st.lists(
     st.one_of(
         st.sampled_from(
             [
-                f"homeassistant/sensor/{SITE}_umid-1_moisture/config",
-                f"ha/binary_sensor/{SITE}_alerts_wet_lot_L-1/config",
+                f"homeassistant/sensor/{SITE}/{SITE}_umid-1_moisture/config",
+                f"ha/binary_sensor/{SITE}/{SITE}_alerts_wet_lot_L-1/config",
                 "coffee/ourofino/cmd/lot/config",
-                "homeassistant/sensor/other_umid-1_moisture/config",
+                "homeassistant/sensor/other/other_umid-1_moisture/config",
                 "homeassistant/#/x/config",
             ]
         ),

@@ -19,7 +19,7 @@ import jinja2.sandbox
 #: ``<discovery_prefix>/<component>/[<node_id>/]<object_id>/config``; ids ``[a-zA-Z0-9_-]``.
 DISCOVERY_TOPIC = re.compile(
     r"^(?P<prefix>[^/#+]+(?:/[^/#+]+)*?)/(?P<component>sensor|binary_sensor)"
-    r"/(?P<object_id>[a-zA-Z0-9_-]+)/config$"
+    r"(?:/(?P<node_id>[a-zA-Z0-9_-]+))?/(?P<object_id>[a-zA-Z0-9_-]+)/config$"
 )
 OBJECT_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
@@ -222,7 +222,7 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     """``(discovery_prefix, component, object_id)`` of a discovery topic.
 
     Raises:
-        AssertionError: Not ``<prefix>/<component>/<object_id>/config``.
+        AssertionError: Not ``<prefix>/<component>/[<node_id>/]<object_id>/config``.
     """
     m = DISCOVERY_TOPIC.match(topic)
     assert m is not None, f"{topic!r} is not a discovery topic"
