@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from coffee_telemetry.agent.accept import AcceptStage, ReadingListener
 from coffee_telemetry.agent.alerts.model import Alert
 from coffee_telemetry.agent.alerts.service import AlertService
+from coffee_telemetry.agent.climate.service import ClimateService
 from coffee_telemetry.agent.commands import CommandBoundary
 from coffee_telemetry.agent.config import Config, DeviceConfig
 from coffee_telemetry.agent.devices import Runner, make_device_runner
@@ -426,6 +427,11 @@ async def run_agent(
             hullers = HullerService(
                 cfg=cfg, store=store, accept=accept.accept, health=health, clock_ns=keeper.now_ns
             )
+        climate: ClimateService | None = None
+        if cfg.climate:  # storage-area T/RH sensors, on buses of their own
+            climate = ClimateService(
+                cfg=cfg, accept=accept.accept, health=health, clock_ns=keeper.now_ns
+            )
         if notify is not None:  # the digest's lots, service tasks, devices and backlogs
             notify.notifier.digest_facts = digest_facts_provider(
                 cfg=cfg, health=health, outbox=outbox, history=history, hullers=hullers,
@@ -480,6 +486,8 @@ async def run_agent(
             readers: list[asyncio.Task[None]] = []
             if hullers is not None:
                 readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
+            if climate is not None:
+                readers.append(tg.create_task(climate.run_loop(), name="climate"))
             # Delivery: one loop per sink, each with its own cursor.
             delivery = [
                 interface(

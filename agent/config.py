@@ -46,6 +46,9 @@ from coffee_telemetry.agent.errors import ConfigError
 from coffee_telemetry.agent.notify.config import NotifyConfig
 from coffee_telemetry.agent.passwords import hash_problem
 from coffee_telemetry.drivers import profiles
+from coffee_telemetry.drivers.climate_modbus_th import RegisterMap
+from coffee_telemetry.drivers.errors import DriverUsageError
+from coffee_telemetry.drivers.modbus_rtu import FunctionCode
 from coffee_telemetry.drivers.moisture_tesma import TesmaParser
 from coffee_telemetry.drivers.moisture_ticket import FieldPattern, TicketOptions, TicketParser
 from coffee_telemetry.drivers.scale_ascii import AsciiScaleParser
@@ -708,6 +711,50 @@ class HullerConfig(_Model):
         return self
 
 
+class ClimateRegistersConfig(_Model):
+    """``[climate.registers]``: where a T/RH sensor keeps its values (default: XY-MD02).
+
+    Input registers (FC04) only: the bus master sends FC04, FC02 and FC05.
+    """
+
+    function: Literal[4] = 4
+    temperature: int = Field(default=0x0001, ge=0, le=0xFFFF)
+    humidity: int = Field(default=0x0002, ge=0, le=0xFFFF)
+    temperature_divisor: Literal[1, 10, 100] = 10
+    humidity_divisor: Literal[1, 10, 100] = 10
+    temperature_signed: bool = True
+
+    @model_validator(mode="after")
+    def _fits(self) -> ClimateRegistersConfig:
+        self.register_map()  # the driver's own checks: distinct, within one short read
+        return self
+
+    def register_map(self) -> RegisterMap:
+        """The driver's register map."""
+        try:
+            return RegisterMap(
+                function=FunctionCode(self.function),
+                temperature=self.temperature,
+                humidity=self.humidity,
+                temperature_divisor=self.temperature_divisor,
+                humidity_divisor=self.humidity_divisor,
+                temperature_signed=self.temperature_signed,
+            )
+        except DriverUsageError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class ClimateSensorConfig(_Model):
+    """``[[climate]]``: a temperature/RH sensor in a storage area, on a Modbus RTU bus."""
+
+    id: Ident
+    bus: Ident
+    unit: int = Field(ge=1, le=247)
+    area: Ident
+    poll_interval_s: float = Field(default=60.0, ge=0.1, le=3600)
+    registers: ClimateRegistersConfig = ClimateRegistersConfig()
+
+
 # -- alert rules ---------------------------------------------------------------------------
 # The ``*Params`` models below are the one declaration of what each alert rule takes from
 # ``[alerts.*]``: its keys, their defaults and their limits. The rule classes in
@@ -837,6 +884,29 @@ class SinkBacklogConfig(SinkBacklogParams):
     enabled: bool = True
 
 
+class HumidStorageParams(RuleParams):
+    """The ``humid_storage`` rule's settings (``agent.alerts.kinds.HumidStorageRule``).
+
+    Attributes:
+        threshold_pct: Relative humidity (%) at or above which a storage sensor's air
+            counts as humid (70 % brings green coffee to about 12 % moisture).
+        hysteresis_pct: Once pending or firing, it clears below the threshold minus this.
+        pending_s: How long the air must stay humid before the alert fires.
+        repeat_s: Notify again this often while firing and unacknowledged (None: once).
+    """
+
+    threshold_pct: float = Field(default=70.0, gt=0, le=100)
+    hysteresis_pct: float = Field(default=2.0, ge=0, le=20)
+    pending_s: PendingS = 6 * 3600.0
+    repeat_s: RepeatS = 86400.0
+
+
+class HumidStorageConfig(HumidStorageParams):
+    """``[alerts.humid_storage]``: a storage area whose air stays humid for hours."""
+
+    enabled: bool = True
+
+
 #: Header names that carry credentials: their values come only from the environment or a file.
 _SECRET_HEADER = re.compile(
     r"(^(proxy-)?authorization$|^cookie$|token|secret|password|passwd|api-?key|signature|auth)",
@@ -889,6 +959,7 @@ class AlertsConfig(_Model):
     huller_fault: HullerFaultConfig = HullerFaultConfig()
     service: ServiceAlertConfig = ServiceAlertConfig()
     sink_backlog: SinkBacklogConfig = SinkBacklogConfig()
+    humid_storage: HumidStorageConfig = HumidStorageConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -1103,6 +1174,7 @@ class Config(_Model):
     devices: tuple[DeviceConfig, ...] = ()
     buses: tuple[BusConfig, ...] = ()
     hullers: tuple[HullerConfig, ...] = ()
+    climate: tuple[ClimateSensorConfig, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
     notify: NotifyConfig = NotifyConfig()
     api: ApiConfig = ApiConfig()
@@ -1185,6 +1257,24 @@ class Config(_Model):
                         f"hullers[{i}].{key}: address {addr} is already used on bus {huller.bus!r}"
                     )
                 addresses.add((huller.bus, addr))
+        huller_buses = {h.bus for h in self.hullers}
+        for i, sensor in enumerate(self.climate):
+            if sensor.id in seen_ids or sensor.id in RESERVED_IDS:
+                raise ValueError(f"climate[{i}].id: {sensor.id!r} is already used")
+            seen_ids.add(sensor.id)
+            if sensor.bus not in bus_ids:
+                raise ValueError(f"climate[{i}].bus: no [[buses]] entry with id {sensor.bus!r}")
+            if sensor.bus in huller_buses:
+                raise ValueError(
+                    f"climate[{i}].bus: bus {sensor.bus!r} has hullers; climate sensors need "
+                    "a bus of their own for now (its poller serves hullers only)"
+                )
+            if (sensor.bus, sensor.unit) in addresses:
+                raise ValueError(
+                    f"climate[{i}].unit: address {sensor.unit} is already used "
+                    f"on bus {sensor.bus!r}"
+                )
+            addresses.add((sensor.bus, sensor.unit))
         return self
 
     @property

@@ -49,6 +49,13 @@ clear test passes; in between (the band) nothing changes.
     At least ``min_backlog`` records wait and the sink delivered nothing for
     ``undelivered_s`` (before its first delivery, since ``since_ns``); clears when it
     delivers again or nothing waits.
+``humid_storage``
+    Per storage sensor (subject: its device id), from its ``climate`` readings: holds
+    when ``rh_pct >= threshold_pct``; once open (pending included) it holds until a
+    reading below ``threshold_pct - hysteresis_pct``. ``pending_s`` (6 h by default) is
+    how long the air must stay humid before the alert fires; a reading below the clear
+    line while pending starts the wait again. A sensor that stops reporting keeps its
+    last state (``device_silent`` is the rule for silence).
 
 A device, huller or sink missing from a tick's mapping is taken as removed: its alert
 resolves (``removed`` in its data). A tick whose ``devices`` or ``sinks`` is ``None``
@@ -63,6 +70,7 @@ from typing import assert_never
 from coffee_telemetry.agent.alerts.kinds import (
     DeviceSilentRule,
     HullerFaultRule,
+    HumidStorageRule,
     Rule,
     ServiceRule,
     SinkBacklogRule,
@@ -128,6 +136,10 @@ def condition(rule: Rule, state: RuleState, event: Reading | Tick, now_ns: int) 
         case SinkBacklogRule():
             if isinstance(event, Tick):
                 return _sink_backlog(rule, state, event, now_ns)
+            return None
+        case HumidStorageRule():
+            if isinstance(event, Reading):
+                return _humid_storage(rule, state, event)
             return None
         case _:
             assert_never(rule)
@@ -348,4 +360,28 @@ def _sink_backlog(
     }
     if last is not None:
         data["last_delivery_ns"] = last
+    return active, data, None
+
+
+def _humid_storage(rule: HumidStorageRule, state: RuleState, reading: Reading) -> Outcome | None:
+    if reading.measurement != "climate" or reading.device != state.subject:
+        return None
+    rh = _number(reading.fields.get("rh_pct"))
+    if rh is None:
+        return None
+    clear_below = rule.threshold_pct - rule.hysteresis_pct
+    active = rh >= clear_below if state.open else rh >= rule.threshold_pct
+    if not active and not state.open:
+        return False, _NO_DATA, None
+    data: dict[str, FieldValue] = {
+        "device": state.subject,
+        "area": reading.tags.get("area", ""),
+        "rh_pct": rh,
+        "threshold_pct": float(rule.threshold_pct),
+        "clear_below_pct": round(clear_below, 6),
+        "pending_s": float(rule.pending_s),
+    }
+    temperature = _number(reading.fields.get("temperature_c"))
+    if temperature is not None:
+        data["temperature_c"] = temperature
     return active, data, None

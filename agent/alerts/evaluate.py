@@ -30,6 +30,7 @@ Subjects
     ``service_due``,     ``<huller>/<task>``        ``maintenance_status`` readings
     ``service_overdue``
     ``sink_backlog``     the sink name              ticks (``Tick.sinks``)
+    ``humid_storage``    the sensor's device id     ``climate`` readings
     ===================  =========================  ====================================
 
 Lifecycle
@@ -69,6 +70,7 @@ from coffee_telemetry.agent.alerts.conditions import condition
 from coffee_telemetry.agent.alerts.kinds import (
     DeviceSilentRule,
     HullerFaultRule,
+    HumidStorageRule,
     Rule,
     ServiceRule,
     SinkBacklogRule,
@@ -111,7 +113,7 @@ def subjects(rule: Rule, event: Reading | Tick) -> list[str]:
                 ]
             case SinkBacklogRule():
                 return [] if event.sinks is None else list(event.sinks)
-            case WetLotRule() | ServiceRule():
+            case WetLotRule() | ServiceRule() | HumidStorageRule():
                 return []
             case _:
                 assert_never(rule)
@@ -126,6 +128,8 @@ def subjects(rule: Rule, event: Reading | Tick) -> list[str]:
         case ServiceRule():
             task = event.tags.get("task", "")
             return [f"{event.device}/{task}"] if task else []
+        case HumidStorageRule():
+            return [event.device]
         case DeviceSilentRule() | SinkBacklogRule():  # pragma: no cover - no measurements
             return []
         case _:

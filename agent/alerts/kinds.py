@@ -1,4 +1,4 @@
-"""The five kinds of alert rule, and the rules a site starts with.
+"""The six kinds of alert rule, and the rules a site starts with.
 
 A rule is its settings. Each kind extends the model of its ``[alerts.*]`` section in
 ``agent.config`` (``WetLotParams`` and the like: the keys a site may set, their
@@ -31,6 +31,7 @@ from coffee_telemetry.agent.config import (
     AlertsConfig,
     DeviceSilentParams,
     HullerFaultParams,
+    HumidStorageParams,
     Ident,
     PendingS,
     Positive,
@@ -231,8 +232,35 @@ class SinkBacklogRule(SinkBacklogParams, _RuleBase):
     min_backlog: int = Field(default=1, ge=1)
 
 
+class HumidStorageRule(HumidStorageParams, _RuleBase):
+    """A storage sensor whose relative humidity stays at or above a threshold.
+
+    ``HumidStorageParams`` holds ``threshold_pct``, ``hysteresis_pct``, ``pending_s``
+    (how long: 6 h by default) and ``repeat_s``. One subject per sensor (its device id);
+    its storage area is in the alert's data.
+
+    Attributes:
+        name: Rule name.
+        severity: Severity of its alerts.
+    """
+
+    kind: ClassVar[str] = "humid_storage"
+    measurements: ClassVar[frozenset[str]] = frozenset({"climate"})
+    on_ticks: ClassVar[bool] = False
+
+    name: Ident = "humid_storage"
+    severity: Severity = Severity.WARNING
+
+
 #: A configured rule.
-Rule = WetLotRule | DeviceSilentRule | HullerFaultRule | ServiceRule | SinkBacklogRule
+Rule = (
+    WetLotRule
+    | DeviceSilentRule
+    | HullerFaultRule
+    | ServiceRule
+    | SinkBacklogRule
+    | HumidStorageRule
+)
 
 
 def build_rules(cfg: AlertsConfig) -> list[Rule]:
@@ -256,6 +284,8 @@ def build_rules(cfg: AlertsConfig) -> list[Rule]:
         )
     if cfg.sink_backlog.enabled:
         rules.append(SinkBacklogRule.from_config(cfg.sink_backlog))
+    if cfg.humid_storage.enabled:
+        rules.append(HumidStorageRule.from_config(cfg.humid_storage))
     return rules
 
 

@@ -13,6 +13,7 @@ from typing import assert_never
 from coffee_telemetry.agent.alerts.kinds import (
     DeviceSilentRule,
     HullerFaultRule,
+    HumidStorageRule,
     Rule,
     ServiceRule,
     SinkBacklogRule,
@@ -96,6 +97,8 @@ def _describe(rule: Rule, subject: str, data: Data, resolved: bool, lang: Lang) 
             return title, _service_text(data, lang)
         case SinkBacklogRule():
             return title, _sink_text(subject, data, resolved, lang)
+        case HumidStorageRule():
+            return title, _humid_text(subject, data, lang)
         case _:
             assert_never(rule)
 
@@ -114,6 +117,8 @@ def _title(rule: Rule, lang: Lang) -> str:
             return _tr(lang, "Manutenção vencendo", "Service due")
         case SinkBacklogRule():
             return _tr(lang, "Envio parado", "Sink backlog")
+        case HumidStorageRule():
+            return _tr(lang, "Armazém úmido", "Humid storage")
         case _:
             assert_never(rule)
 
@@ -243,3 +248,22 @@ def _sink_text(sink: str, data: Data, resolved: bool, lang: Lang) -> str:
         f"{sink}: nada entregue há {waiting} (limite {limit}); {backlog} registros na fila",
         f"{sink}: nothing delivered for {waiting} (limit {limit}); {backlog} records waiting",
     )
+
+
+def _humid_text(device: str, data: Data, lang: Lang) -> str:
+    area = _s(data, "area")
+    rh, limit = (_num(_f(data, k), 1, lang) for k in ("rh_pct", "threshold_pct"))
+    during = _dur(_f(data, "pending_s"), lang)
+    where = _tr(
+        lang,
+        f"área {area}, sensor {device}" if area else f"sensor {device}",
+        f"area {area}, sensor {device}" if area else f"sensor {device}",
+    )
+    text = _tr(
+        lang,
+        f"{where}: umidade relativa {rh} % (limite {limit} % por {during})",
+        f"{where}: relative humidity {rh} % (limit {limit} % for {during})",
+    )
+    if "temperature_c" in data:
+        text += f", {_num(_f(data, 'temperature_c'), 1, lang)} °C"
+    return text

@@ -77,6 +77,11 @@ DATA_FIELDS: Mapping[str, type] = {
     "backlog": int,
     "undelivered_s": float,
     "last_delivery_ns": int,
+    # humid_storage (also device, threshold_pct, clear_below_pct)
+    "area": str,
+    "rh_pct": float,
+    "temperature_c": float,
+    "pending_s": float,
 }
 
 #: Nanoseconds in a second.

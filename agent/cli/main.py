@@ -462,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_parser(sub)
     maintenance.add_parser(sub)
     lots.add_parser(sub)
+    from coffee_telemetry.agent.cli import evidence
+
+    evidence.add_parser(sub)  # after lots: adds lot members|pack|verify-pack
     alerts.add_parser(sub)
     onboard.add_parser(sub)
     central.add_parser(sub)

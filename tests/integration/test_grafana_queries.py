@@ -7,11 +7,12 @@ macros (``$timeFilter``, ``$__interval``) and template variables (``$site``,
 1. Statically, every panel target and template-variable query names only
    measurements, tags and fields of ``SCHEMA`` (the README's "InfluxDB schema" table).
 2. End to end, the real agent process runs for a few seconds with a ticket moisture
-   meter, a Toledo indicator and a huller on a simulated RS-485 bus, writing into the
-   session's influxd. What it wrote (``SHOW TAG KEYS``/``SHOW FIELD KEYS``) must be in
-   ``SCHEMA`` and must hold every name the dashboards use; then every variable query and
-   every panel query runs, with the macros and variables substituted as Grafana would,
-   and must return rows. The events a short run would not see are caused on purpose: a
+   meter, a Toledo indicator, a huller on a simulated RS-485 bus and a storage T/RH
+   sensor on a second bus, writing into the session's influxd. What it wrote
+   (``SHOW TAG KEYS``/``SHOW FIELD KEYS``) must be in ``SCHEMA`` and must hold every
+   name the dashboards use; then every variable query and every panel query runs, with
+   the macros and variables substituted as Grafana would, and must return rows. The
+   events a short run would not see are caused on purpose: a
    wet lot (two tickets of one lot at or above 12.5 %) makes an ``alert``, a front-panel
    reset a ``counter_reset``, ``coffee-telemetry maintenance done`` a ``maintenance``
    event (and a fresh ``maintenance_status``), a print on the indicator a ``weighment``;
@@ -34,6 +35,7 @@ import pytest
 
 from coffee_telemetry.agent.alerts.model import DATA_FIELDS
 from coffee_telemetry.drivers.counter_autonics_ct import Mode
+from coffee_telemetry.simulators.climate import ClimateUnitSim, serve_climate_bus
 from coffee_telemetry.simulators.moisture import TicketMeterSim
 from coffee_telemetry.simulators.pty import PtyPort, open_pty_port
 from coffee_telemetry.simulators.rtu import CounterUnitSim, serve_rtu_bus
@@ -57,6 +59,7 @@ SITE = "ourofino"
 METER = "umid-armazem"
 SCALE = "balanca-rodoviaria"
 HULLER = "desc-1"
+CLIMATE = "armazem-1-norte"
 WET_LOT = "L-WET"
 DRY_LOT = "L-0001"
 
@@ -114,6 +117,10 @@ SCHEMA: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "counter_reset": (
         frozenset({"site", "device", "station"}),
         frozenset({"unit", "previous_pv", "pv", "offset", "seq"}),
+    ),
+    "climate": (
+        frozenset({"site", "device", "area"}),
+        frozenset({"temperature_c", "rh_pct", "seq"}),
     ),
     "maintenance_status": (
         frozenset({"site", "device", "task"}),
@@ -310,6 +317,7 @@ def test_dashboards_name_only_documented_measurements_and_fields() -> None:
         "alert",
         "scale",
         "weighment",
+        "climate",
     }
 
 
@@ -322,6 +330,7 @@ def write_site(
     meter: PtyPort,
     scale: PtyPort,
     bus: PtyPort,
+    climate_bus: PtyPort,
     mosquitto: MosquittoServer,
     influxd: InfluxServer,
     database: str,
@@ -363,19 +372,35 @@ def write_site(
             ],
         )
     )
+    # A storage-area T/RH sensor on a bus of its own (XY-MD02 defaults, 8N1).
+    text += "\n" + "\n".join(
+        [
+            "[[buses]]",
+            'id = "rs485-armazem"',
+            f'port = "{climate_bus.path}"',
+            "timeout_s = 0.3",
+            "[[climate]]",
+            f'id = "{CLIMATE}"',
+            'bus = "rs485-armazem"',
+            "unit = 1",
+            'area = "armazem-1"',
+            "poll_interval_s = 0.5",
+        ]
+    )
     config.write_text(text + "\n", encoding="utf-8")
     return config
 
 
 @contextlib.contextmanager
-def ptys(tmp: Path) -> Iterator[tuple[PtyPort, PtyPort, PtyPort]]:
+def ptys(tmp: Path) -> Iterator[tuple[PtyPort, PtyPort, PtyPort, PtyPort]]:
     (tmp / "dev").mkdir()
     with (
         open_pty_port(link=tmp / "dev" / METER) as meter,
         open_pty_port(link=tmp / "dev" / SCALE) as scale,
         open_pty_port(link=tmp / "dev" / "ttyRS485") as bus,
+        open_pty_port(link=tmp / "dev" / "ttyRS485-armazem") as climate_bus,
     ):
-        yield meter, scale, bus
+        yield meter, scale, bus, climate_bus
 
 
 async def run_cli(*args: str) -> tuple[int, str]:
@@ -439,12 +464,13 @@ async def test_every_dashboard_query_returns_rows_from_a_real_run(
 ) -> None:
     counter = CounterUnitSim(1, pv=1000, rate_per_s=5)
     timer = CounterUnitSim(2, mode=Mode.TIMER, pv=95 * 3600)
-    with ptys(tmp_path) as (meter_pty, scale_pty, bus_pty):
+    with ptys(tmp_path) as (meter_pty, scale_pty, bus_pty, climate_pty):
         config = write_site(
             tmp_path,
             meter=meter_pty,
             scale=scale_pty,
             bus=bus_pty,
+            climate_bus=climate_pty,
             mosquitto=mosquitto,
             influxd=influxd,
             database=influx_db,
@@ -464,12 +490,15 @@ async def test_every_dashboard_query_returns_rows_from_a_real_run(
             status = collector.last_status(device)
             return isinstance(status, dict) and status.get("state") == "online"
 
-        async with serve_rtu_bus(bus_pty, [counter, timer]):
+        async with (
+            serve_rtu_bus(bus_pty, [counter, timer]),
+            serve_climate_bus(climate_pty, [ClimateUnitSim(1, temperature_c=24.5, rh_pct=66.0)]),
+        ):
             collector.start()
             scale_task: asyncio.Task[None] | None = None
             try:
                 agent.start()
-                for device in (METER, SCALE, HULLER):
+                for device in (METER, SCALE, HULLER, CLIMATE):
                     await eventually(
                         lambda d=device: online(d),
                         timeout_s=30,

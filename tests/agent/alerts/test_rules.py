@@ -24,6 +24,7 @@ from coffee_telemetry.agent.alerts import (
     Engine,
     ErrorMemory,
     HullerFaultRule,
+    HumidStorageRule,
     JamMemory,
     Lang,
     LotMemory,
@@ -225,9 +226,10 @@ def test_rules_take_their_section_settings() -> None:
             "huller_fault": {"offline_s": 5, "jam_s": 90},
             "service": {"overdue_repeat_s": 600},
             "sink_backlog": {"undelivered_s": 30},
+            "humid_storage": {"threshold_pct": 75, "pending_s": 3600},
         }
     )
-    wet, silent, fault, due, overdue, backlog = build_rules(cfg)
+    wet, silent, fault, due, overdue, backlog, humid = build_rules(cfg)
     assert wet == WetLotRule(thresholds_pct={"Natural": 13.0}, k=1, n=1, pending_s=5.0)
     assert wet.threshold_for("NATURAL") == 13.0
     assert silent == DeviceSilentRule(silent_s_by_device={"umid-1": 20.0}, repeat_s=60.0)
@@ -237,6 +239,7 @@ def test_rules_take_their_section_settings() -> None:
         name="service_overdue", level="overdue", severity=Severity.CRITICAL, repeat_s=600.0
     )
     assert backlog == SinkBacklogRule(undelivered_s=30.0)
+    assert humid == HumidStorageRule(threshold_pct=75.0, pending_s=3600.0)
     assert tuple(build_rules(AlertsConfig())) == default_rules()
     with pytest.raises(TypeError, match="not built from"):
         WetLotRule.from_config(cfg.sink_backlog)

@@ -36,9 +36,14 @@ def test_build_rules_follows_config() -> None:
         "service_due",
         "service_overdue",
         "sink_backlog",
+        "humid_storage",
     }
     cfg = AlertsConfig.model_validate(
-        {"wet_lot": {"enabled": False}, "service": {"enabled": False}}
+        {
+            "wet_lot": {"enabled": False},
+            "service": {"enabled": False},
+            "humid_storage": {"enabled": False},
+        }
     )
     assert {r.name for r in build_rules(cfg)} == {"device_silent", "huller_fault", "sink_backlog"}
 
