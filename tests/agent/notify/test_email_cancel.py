@@ -14,8 +14,11 @@ from tests.agent.notify.test_email import message
 
 async def test_a_send_waiting_on_a_silent_server_is_cancelled() -> None:
     at_data = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+    release = asyncio.Event()
 
     async def silent_after_data(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         # A relay that takes the message and then never answers it.
         writer.write(b"220 relay ESMTP\r\n")
         while line := await reader.readline():
@@ -28,7 +31,8 @@ async def test_a_send_waiting_on_a_silent_server_is_cancelled() -> None:
                 writer.write(b"354 go on\r\n")
             elif line == b".\r\n":
                 at_data.set()
-                await asyncio.Event().wait()
+                await release.wait()
+                return
             await writer.drain()
 
     server = await asyncio.start_server(silent_after_data, "127.0.0.1", 0)
@@ -49,6 +53,11 @@ async def test_a_send_waiting_on_a_silent_server_is_cancelled() -> None:
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
     finally:
+        release.set()
         server.close()
+        for writer in writers:  # the relay's side of the connection, left hanging
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
         with contextlib.suppress(Exception):
             await server.wait_closed()
