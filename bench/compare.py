@@ -64,6 +64,30 @@ def run_one(script: Path, args: list[str], env: dict[str, str]) -> dict[str, obj
     return doc
 
 
+def _system_clock_cli(tmp: Path, cli: str) -> Path:
+    """The agent's command, taking this machine's clock as it is ([agent] time_sources).
+
+    The harness writes its own site file. A benchmark machine (a container, a VM) is
+    kept on time by its host, which its kernel cannot vouch for, so by default the agent
+    would hold every reading as provisional; the test harness says the same in its files.
+    """
+    wrapper = tmp / "coffee-telemetry"
+    wrapper.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "args = sys.argv[1:]\n"
+        "if '-c' in args:\n"
+        "    path = args[args.index('-c') + 1]\n"
+        "    text = open(path, encoding='utf-8').read()\n"
+        "    if 'time_sources' not in text:\n"
+        "        text = text.replace('[agent]\\n', '[agent]\\ntime_sources = [\"system\"]\\n', 1)\n"
+        "        open(path, 'w', encoding='utf-8').write(text)\n"
+        f"os.execv({cli!r}, [{cli!r}, *args])\n"
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers")
@@ -77,9 +101,9 @@ def main() -> None:
     cli = shutil.which("coffee-telemetry", path=str(Path(sys.executable).parent))
     if cli is None:
         raise SystemExit("coffee-telemetry is not installed in this environment")
-    env = dict(os.environ, COFFEE_CLI=cli)
     runs: dict[tuple[str, str], list[dict[str, object]]] = {}
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+        env = dict(os.environ, COFFEE_CLI=str(_system_clock_cli(Path(tmp), cli)))
         peers = Path(tmp) / "peers"
         shutil.copytree(args.peers, peers, symlinks=True)
         systems = {
