@@ -190,7 +190,7 @@ def cmd_lot_pack(args: argparse.Namespace) -> int:
         configured_report,
         report_file_name,
     )
-    from coffee_telemetry.agent.lots.records import LotRecords, configured_thresholds
+    from coffee_telemetry.agent.lots.records import configured_lot_records
     from coffee_telemetry.agent.lots.store import LotError, validate_lot
 
     cfg = load(args.config)
@@ -201,11 +201,7 @@ def cmd_lot_pack(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         code = validate_lot(args.lot)
-        records = LotRecords.open(
-            cfg.lot_records_path,
-            thresholds=configured_thresholds(cfg),
-            retention_years=cfg.lots.retention_years,
-        )
+        records = configured_lot_records(cfg)
     except LotError as exc:
         print(f"erro/error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

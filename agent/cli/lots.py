@@ -45,7 +45,7 @@ from coffee_telemetry.agent.lots.export import (
 from coffee_telemetry.agent.lots.model import LotRecord
 from coffee_telemetry.agent.lots.records import (
     LotRecords,
-    configured_thresholds,
+    configured_lot_records,
     details_doc,
     parse_details,
 )
@@ -79,11 +79,7 @@ def cmd_lot_info(args: argparse.Namespace) -> int:
         print(f"error: {exc}; nothing was written", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        records = LotRecords.open(
-            cfg.lot_records_path,
-            thresholds=configured_thresholds(cfg),
-            retention_years=cfg.lots.retention_years,
-        )
+        records = configured_lot_records(cfg)
     except LotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -180,11 +176,7 @@ def cmd_lot_report(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         code = None if args.lot is None else validate_lot(args.lot)
-        records = LotRecords.open(
-            cfg.lot_records_path,
-            thresholds=configured_thresholds(cfg),
-            retention_years=cfg.lots.retention_years,
-        )
+        records = configured_lot_records(cfg)
     except LotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -232,11 +224,7 @@ def cmd_lot_verify(args: argparse.Namespace) -> int:
         print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        records = LotRecords.open(
-            cfg.lot_records_path,
-            thresholds=configured_thresholds(cfg),
-            retention_years=cfg.lots.retention_years,
-        )
+        records = configured_lot_records(cfg)
     except LotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

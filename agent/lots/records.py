@@ -1079,6 +1079,19 @@ def configured_thresholds(cfg: Config) -> Thresholds:
     )
 
 
+def configured_lot_records(cfg: Config) -> LotRecords:
+    """The site's lot record store, opened on this thread (the CLI's verbs).
+
+    Raises:
+        LotError: The database cannot be opened.
+    """
+    return LotRecords.open(
+        cfg.lot_records_path,
+        thresholds=configured_thresholds(cfg),
+        retention_years=cfg.lots.retention_years,
+    )
+
+
 def open_configured_lot_records(cfg: Config) -> AbstractAsyncContextManager[AsyncLotRecords]:
     """``open_lot_records`` with the site's ``[lots]`` and ``[alerts.wet_lot]`` settings."""
     return open_lot_records(
