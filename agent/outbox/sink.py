@@ -16,6 +16,8 @@ Sinks never touch the outbox themselves: only acknowledgements travel back.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -104,3 +106,50 @@ class Sink(Protocol):
         Called after ``SinkUnavailable``. A sink that cannot tell just sleeps.
         """
         ...
+
+
+class ConnectionGate:
+    """When a sink that holds a connection may deliver (MQTT, NATS).
+
+    The connection loop says when a connection is ``opened`` and ``closed``. A delivery
+    waits for one (``wait_up``); a delivery that fails marks the connection it used as
+    ``spent``, and ``wait_newer`` (the sink's ``wait_available``) then returns as soon as
+    a connection opened after that failure is up, instead of after a fixed back-off.
+
+    Attributes:
+        up: Set while a connection is open.
+    """
+
+    def __init__(self) -> None:
+        self.up = asyncio.Event()
+        self._newer = asyncio.Event()
+
+    def opened(self) -> None:
+        """A connection is up (newer than any failure before it)."""
+        self.up.set()
+        self._newer.set()
+
+    def closed(self) -> None:
+        """The connection is gone."""
+        self.up.clear()
+
+    def spent(self) -> None:
+        """A delivery failed on the current connection: wait for a newer one."""
+        self._newer.clear()
+
+    async def wait_up(self, timeout_s: float) -> bool:
+        """Wait for a connection, at most ``timeout_s``; having to wait spends the last one."""
+        if not self.up.is_set():
+            self._newer.clear()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.up.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_newer(self, timeout_s: float) -> None:
+        """Return when a connection newer than the last failure is up, or after ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._newer.wait()

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import ssl
@@ -59,7 +58,7 @@ from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.commands import CommandBoundary, Outgoing, RefusalLog, check_level
 from coffee_telemetry.agent.errors import SinkUnavailable
 from coffee_telemetry.agent.health import Health, SinkHealth
-from coffee_telemetry.agent.outbox.sink import Record, Rejection
+from coffee_telemetry.agent.outbox.sink import ConnectionGate, Record, Rejection
 from coffee_telemetry.agent.tls import report_tls
 
 log = logging.getLogger(__name__)
@@ -144,9 +143,8 @@ class MqttSink:
             initial_s=min(0.5, reconnect_max_s), maximum_s=reconnect_max_s
         )
         self._client: aiomqtt.Client | None = None
-        self._connected = asyncio.Event()
+        self._gate = ConnectionGate()
         #: Set by every new connection; cleared when a delivery finds the sink down.
-        self._reconnected = asyncio.Event()
         self._published_status: dict[str, bytes] = {}
         self._stopping = asyncio.Event()
         self._broken = asyncio.Event()
@@ -248,8 +246,7 @@ class MqttSink:
                     log.info("Connected to MQTT broker %s:%d", self._host, self._port)
                     self._backoff.reset()
                     self._sink_health.connected = True
-                    self._connected.set()
-                    self._reconnected.set()
+                    self._gate.opened()
                     await self._serve(client)
                     if self._stopping.is_set():
                         await self._publish_offline(client)
@@ -269,7 +266,7 @@ class MqttSink:
                 await self._wait_stop(delay)
             finally:
                 self._client = None
-                self._connected.clear()
+                self._gate.closed()
                 self._sink_health.connected = False
 
     async def _serve(self, client: aiomqtt.Client) -> None:
@@ -381,16 +378,11 @@ class MqttSink:
         Raises:
             SinkUnavailable: Not connected, or a publish failed or timed out.
         """
-        if not self._connected.is_set():
-            self._reconnected.clear()
-        try:
-            async with asyncio.timeout(self._publish_timeout_s):
-                await self._connected.wait()
-        except TimeoutError:
-            raise SinkUnavailable("not connected to the broker", sink=self.name) from None
+        if not await self._gate.wait_up(self._publish_timeout_s):
+            raise SinkUnavailable("not connected to the broker", sink=self.name)
         client = self._client
         if client is None:
-            self._reconnected.clear()
+            self._gate.spent()
             raise SinkUnavailable("not connected to the broker", sink=self.name)
         results = await asyncio.gather(
             *(
@@ -405,16 +397,14 @@ class MqttSink:
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
-                self._reconnected.clear()
+                self._gate.spent()
                 self._broken.set()
                 raise SinkUnavailable(f"publish failed: {result}", sink=self.name) from result
         return []
 
     async def wait_available(self, timeout_s: float) -> None:
         """Return when a connection newer than the failed delivery is up, or after ``timeout_s``."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._reconnected.wait()
+        await self._gate.wait_newer(timeout_s)
 
     async def close(self) -> None:
         """Ask the connection loop to publish ``offline`` and disconnect."""

@@ -63,7 +63,7 @@ from nats.js import JetStreamContext
 from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.errors import SinkUnavailable
 from coffee_telemetry.agent.health import Health, SinkHealth
-from coffee_telemetry.agent.outbox.sink import Record, Rejection
+from coffee_telemetry.agent.outbox.sink import ConnectionGate, Record, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,7 @@ class NatsSink:
         self._rng = rng or random.Random()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
-        self._connected = asyncio.Event()
-        self._reconnected = asyncio.Event()
+        self._gate = ConnectionGate()
         self._stopping = asyncio.Event()
         #: Errors the server reported on the connection (permission violations ...).
         self.server_errors = 0
@@ -213,8 +212,7 @@ class NatsSink:
             self._js = nc.jetstream(timeout=self._publish_timeout_s)
             self._backoff.reset()
             self._sink_health.connected = True
-            self._connected.set()
-            self._reconnected.set()
+            self._gate.opened()
             log.info("Connected to NATS %s", nc.connected_url.netloc if nc.connected_url else "?")
             try:
                 stop = asyncio.ensure_future(self._stopping.wait())
@@ -225,7 +223,7 @@ class NatsSink:
                     stop.cancel()
                     lost.cancel()
             finally:
-                self._connected.clear()
+                self._gate.closed()
                 self._sink_health.connected = False
                 self._nc = None
                 self._js = None
@@ -251,16 +249,11 @@ class NatsSink:
         """
         if self.epoch is None:
             raise SinkUnavailable("the outbox epoch is not known yet", sink=self.name)
-        if not self._connected.is_set():
-            self._reconnected.clear()
-        try:
-            async with asyncio.timeout(self._publish_timeout_s):
-                await self._connected.wait()
-        except TimeoutError:
-            raise SinkUnavailable("not connected to NATS", sink=self.name) from None
+        if not await self._gate.wait_up(self._publish_timeout_s):
+            raise SinkUnavailable("not connected to NATS", sink=self.name)
         js = self._js
         if js is None:
-            self._reconnected.clear()
+            self._gate.spent()
             raise SinkUnavailable("not connected to NATS", sink=self.name)
         rejections: list[Rejection] = []
         for start in range(0, len(records), MAX_IN_FLIGHT):
@@ -277,7 +270,7 @@ class NatsSink:
                     )
                     rejections.append(result)
                 elif isinstance(result, BaseException):
-                    self._reconnected.clear()
+                    self._gate.spent()
                     raise SinkUnavailable(
                         f"publish failed: {type(result).__name__}: {result}", sink=self.name
                     ) from result
@@ -308,9 +301,7 @@ class NatsSink:
 
     async def wait_available(self, timeout_s: float) -> None:
         """Return when a connection newer than the failed delivery is up, or after ``timeout_s``."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._reconnected.wait()
+        await self._gate.wait_newer(timeout_s)
 
     async def close(self) -> None:
         """Ask the connection loop to disconnect and end."""

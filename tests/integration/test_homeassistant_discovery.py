@@ -87,7 +87,7 @@ async def running(sink: MqttSink) -> AsyncIterator[None]:
     task = asyncio.create_task(sink.connection_loop())
     try:
         async with asyncio.timeout(10):
-            await sink._connected.wait()
+            await sink._gate.up.wait()
         yield
     finally:
         await sink.close()

@@ -180,7 +180,7 @@ async def test_last_will_on_sigkill(mosquitto: MosquittoServer, mqtt_prefix: str
             sink = MqttSink(host="127.0.0.1", port={mosquitto.port}, prefix="{mqtt_prefix}",
                             site="s1", health=Health(), keepalive_s=5)
             task = asyncio.create_task(sink.connection_loop())
-            await asyncio.wait_for(sink._connected.wait(), 10)
+            await asyncio.wait_for(sink._gate.up.wait(), 10)
             print("connected", flush=True)
             await asyncio.sleep(60)
         asyncio.run(main())

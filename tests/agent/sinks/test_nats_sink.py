@@ -78,7 +78,7 @@ def sink_for(cluster: NatsCluster, site: str, *, user: str | None = None) -> Nat
 async def connected(sink: NatsSink) -> AsyncIterator[NatsSink]:
     task = asyncio.create_task(sink.connection_loop())
     try:
-        await asyncio.wait_for(sink._connected.wait(), 20)
+        await asyncio.wait_for(sink._gate.up.wait(), 20)
         yield sink
     finally:
         await sink.close()
