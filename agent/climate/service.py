@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from coffee_telemetry.agent.accept import Accept
 from coffee_telemetry.agent.backoff import Backoff
-from coffee_telemetry.agent.config import BusConfig, ClimateSensorConfig, Config
+from coffee_telemetry.agent.config import ClimateSensorConfig, Config
 from coffee_telemetry.agent.errors import OutboxError, PortError
 from coffee_telemetry.agent.health import DeviceState, Health
 from coffee_telemetry.agent.hullers.rtu import (
@@ -72,17 +72,6 @@ class _Sensor:
     failures: int = 0
 
 
-def _bus_spec(bus: BusConfig) -> BusSpec:
-    return BusSpec(
-        port=bus.port,
-        serial=bus.serial,
-        name=bus.id,
-        min_gap_s=bus.min_gap_s,
-        timeout_s=bus.timeout_s,
-        retries=bus.retries,
-    )
-
-
 class ClimateService:
     """Polls every configured climate sensor and accepts its readings.
 
@@ -118,7 +107,7 @@ class ClimateService:
             if sc.id not in health.devices:
                 health.add_device(sc.id, driver=DRIVER, port=bus.port, station=sc.area)
             sensor = _Sensor(cfg=sc, registers=sc.registers.register_map())
-            self._buses.setdefault(bus.id, (_bus_spec(bus), []))[1].append(sensor)
+            self._buses.setdefault(bus.id, (BusSpec.from_config(bus), []))[1].append(sensor)
         self.dropped = 0
 
     async def run_loop(self) -> None:

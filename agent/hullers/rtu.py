@@ -38,7 +38,7 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from coffee_telemetry.agent.config import SerialSettings
+from coffee_telemetry.agent.config import BusConfig, SerialSettings
 from coffee_telemetry.agent.errors import PortError
 from coffee_telemetry.drivers.events import Discarded
 from coffee_telemetry.drivers.modbus_rtu import (
@@ -97,6 +97,18 @@ class BusSpec:
     retries: int = 1
     reopen_initial_s: float = 1.0
     reopen_max_s: float = 60.0
+
+    @classmethod
+    def from_config(cls, bus: BusConfig) -> BusSpec:
+        """The adapter a ``[[buses]]`` entry describes."""
+        return cls(
+            port=bus.port,
+            serial=bus.serial,
+            name=bus.id,
+            min_gap_s=bus.min_gap_s,
+            timeout_s=bus.timeout_s,
+            retries=bus.retries,
+        )
 
     def __post_init__(self) -> None:
         if not self.name:

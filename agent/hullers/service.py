@@ -182,14 +182,7 @@ class HullerService:
                 )
         self._pollers: dict[str, BusPoller] = {
             bus_id: BusPoller(
-                BusSpec(
-                    port=buses[bus_id].port,
-                    serial=buses[bus_id].serial,
-                    name=bus_id,
-                    min_gap_s=buses[bus_id].min_gap_s,
-                    timeout_s=buses[bus_id].timeout_s,
-                    retries=buses[bus_id].retries,
-                ),
+                BusSpec.from_config(buses[bus_id]),
                 units,
                 on_event=self.handle_event,
                 client_factory=client_factory,
