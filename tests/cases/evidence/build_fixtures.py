@@ -59,12 +59,16 @@ def _shapefile_zip(rings: list[list[tuple[float, float]]], prj: str) -> bytes:
         w.field("situacao", "C", size=2)
         w.poly(rings)
         w.record(CAR_CODE, 6.4, "MG", "Tres Pontas", "IRU", "AT")
+    # A dBase header carries its last-update date (bytes 1-3: years since 1900, month,
+    # day); pin it so the fixture's bytes do not depend on the day it was built.
+    dbf_bytes = bytearray(dbf.getvalue())
+    dbf_bytes[1:4] = bytes((2026 - 1900, 11, 3))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for name, body in (
             ("AREA_IMOVEL.shp", shp.getvalue()),
             ("AREA_IMOVEL.shx", shx.getvalue()),
-            ("AREA_IMOVEL.dbf", dbf.getvalue()),
+            ("AREA_IMOVEL.dbf", bytes(dbf_bytes)),
             ("AREA_IMOVEL.prj", prj.encode()),
             ("AREA_IMOVEL.cpg", b"UTF-8"),
         ):
