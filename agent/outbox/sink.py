@@ -95,6 +95,8 @@ class Sink(Protocol):
     batch_size: int
     #: Longest a record may wait for a fuller batch (0 = send at once).
     flush_interval_s: float
+    # A sink may also say ``in_flight = N`` (an int attribute, default 1): how many
+    # batches ``deliver_loop`` hands it before the oldest is confirmed.
 
     async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
         """Deliver ``records`` (in id order) or raise ``SinkUnavailable``."""

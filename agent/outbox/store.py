@@ -632,9 +632,13 @@ class Outbox:
             pass
         return self.ready_id > record_id
 
-    async def read_batch(self, sink: str, limit: int) -> list[Record]:
-        """Return up to ``limit`` ready records after ``sink``'s cursor, in id order."""
-        after = max(self._cursors[sink], self._first_id - 1)
+    async def read_batch(self, sink: str, limit: int, *, after: int | None = None) -> list[Record]:
+        """Return up to ``limit`` ready records after ``sink``'s cursor, in id order.
+
+        ``after``: read after this id instead (beyond the cursor: records sent, not yet
+        confirmed).
+        """
+        after = max(self._cursors[sink] if after is None else after, self._first_id - 1)
         limit = min(limit, self.ready_id - after)
         if limit <= 0:
             return []

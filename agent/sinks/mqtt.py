@@ -48,6 +48,7 @@ import asyncio
 import collections
 import json
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -92,6 +93,8 @@ class MqttSink:
     """Publishes outbox records and status topics to one broker."""
 
     flush_interval_s = 0.0
+    #: Batches published before the oldest one's PUBACKs are all back (``deliver_loop``).
+    in_flight = 8
 
     def __init__(
         self,
@@ -222,6 +225,12 @@ class MqttSink:
             clean_session=True,
             timeout=self._publish_timeout_s,
             logger=_CLIENT_LOG,
+            # Without it, Nagle's algorithm holds a publish written while an earlier one
+            # is unacknowledged until the broker's delayed ACK (40 ms on Linux).
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            # Every publish of the batches in flight goes out at once (paho's default
+            # of 20 would queue the rest until PUBACKs come back).
+            max_inflight_messages=self.in_flight * self.batch_size,
         )
         # A batch is many publishes in flight at once, by design, not a backlog to warn about.
         client.pending_calls_threshold = 4 * self.batch_size

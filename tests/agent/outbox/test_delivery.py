@@ -172,3 +172,106 @@ async def test_a_sink_that_comes_back_is_retried_at_once_not_after_its_back_off(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class GatedSink:
+    """Holds each batch until the test releases it; fails the batches it is told to."""
+
+    def __init__(self, *, in_flight: int, batch_size: int = 2) -> None:
+        self.name = "fake"
+        self.batch_size = batch_size
+        self.flush_interval_s = 0.0
+        self.in_flight = in_flight
+        self.sent: list[list[int]] = []
+        self.gates: dict[int, asyncio.Future[str]] = {}
+        self.available = asyncio.Event()
+
+    async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
+        ids = [r.id for r in records]
+        self.sent.append(ids)
+        gate = self.gates.setdefault(ids[0], asyncio.get_running_loop().create_future())
+        if await gate == "fail":
+            raise SinkUnavailable("broken", sink=self.name)
+        return []
+
+    def release(self, first_id: int, outcome: str = "ok") -> None:
+        self.gates.setdefault(first_id, asyncio.get_running_loop().create_future())
+        self.gates[first_id].set_result(outcome)
+
+    async def wait_available(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.available.wait()
+
+
+async def test_pipelined_sink_gets_later_batches_before_the_first_is_confirmed(
+    tmp_path: Path,
+) -> None:
+    sink = GatedSink(in_flight=3)
+    async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
+        await ob.accept(readings(Stamper(), 10))
+        task = asyncio.create_task(deliver_loop(ob, sink, backoff=fast_backoff()))
+        # Three batches out while none is confirmed; the fourth waits for room.
+        await wait_until(lambda: len(sink.sent) == 3)
+        await asyncio.sleep(0.05)
+        assert sink.sent == [[1, 2], [3, 4], [5, 6]]
+        assert ob.cursor("fake") == 0
+        # A later batch confirmed first moves nothing: the cursor follows id order.
+        sink.release(3)
+        await asyncio.sleep(0.05)
+        assert ob.cursor("fake") == 0
+        sink.release(1)
+        await wait_until(lambda: ob.cursor("fake") == 4)
+        for first in (5, 7, 9):
+            sink.release(first)
+        await wait_until(lambda: ob.cursor("fake") == 10)
+        assert sink.sent == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_pipelined_failure_resends_from_the_failed_batch_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    sink = GatedSink(in_flight=3)
+    health = SinkHealth(sink="fake")
+    async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
+        await ob.accept(readings(Stamper(), 8))
+        task = asyncio.create_task(deliver_loop(ob, sink, health=health, backoff=fast_backoff()))
+        await wait_until(lambda: len(sink.sent) == 3)
+        sink.release(1)
+        await wait_until(lambda: ob.cursor("fake") == 2)
+        await wait_until(lambda: len(sink.sent) == 4)  # [7, 8] took the freed place
+        sink.release(5)  # confirmed, but after a batch that fails: sent again
+        sink.release(3, "fail")
+        await wait_until(lambda: health.failures == 1)
+        assert ob.cursor("fake") == 2
+        sink.gates.clear()
+        sink.available.set()
+        await wait_until(lambda: len(sink.sent) == 7)
+        assert sink.sent[4:] == [[3, 4], [5, 6], [7, 8]]
+        for first in (3, 5, 7):
+            sink.release(first)
+        await wait_until(lambda: ob.cursor("fake") == 8)
+        assert health.delivered == 8
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_pipelined_loop_cancelled_acknowledges_nothing_unconfirmed(tmp_path: Path) -> None:
+    sink = GatedSink(in_flight=4)
+    async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
+        await ob.accept(readings(Stamper(), 8))
+        task = asyncio.create_task(deliver_loop(ob, sink, backoff=fast_backoff()))
+        await wait_until(lambda: len(sink.sent) == 4)
+        sink.release(1)
+        await wait_until(lambda: ob.cursor("fake") == 2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # The batches still out were cancelled with the loop, not left running.
+        assert all(gate.cancelled() for first, gate in sink.gates.items() if first != 1)
+        assert ob.cursor("fake") == 2
+        assert ob.backlog("fake") == 6
