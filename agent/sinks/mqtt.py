@@ -9,7 +9,10 @@ message of a batch. After a disconnect, a crash or a restart, whatever was not
 acknowledged is published again from the outbox (at least once; consumers
 dedupe on ``(device, seq)``).
 
-Two tasks share one connection:
+Two tasks share two connections to the broker: the control connection (``aiomqtt``:
+status, Last Will, commands, retained states) and the data connection the readings go
+out on (``agent.sinks.mqttwire``: QoS 1 batches, one write each), opened and lost
+together:
 
 * ``connection_loop`` connects (TLS and credentials from config), publishes the
   retained ``agent/status`` = ``online`` (its Last Will is ``offline``), keeps
@@ -18,10 +21,11 @@ Two tasks share one connection:
   moved), and reconnects after any failure with a jittered back-off capped at
   ``reconnect_max_s`` (2 s by default: a broker on the LAN comes back quickly;
   raise it for a remote broker): one log line per attempt.
-* ``deliver`` (driven by the dispatcher) publishes a batch and waits for all
-  PUBACKs within ``publish_timeout_s``; if the connection is down it waits for
-  it, then reports ``SinkUnavailable`` so the batch is retried, at the latest
-  when a new connection is up (``wait_available``).
+* ``deliver`` (driven by the dispatcher) publishes a batch on the data connection
+  and waits for all PUBACKs within ``publish_timeout_s``; up to ``in_flight``
+  batches are out at once (``agent.outbox.delivery``). If the connection is down it
+  waits for it, then reports ``SinkUnavailable`` so the batch is retried, at the
+  latest when a new connection is up (``wait_available``).
 
 Topics, under ``<prefix>/<site>/``::
 
@@ -51,7 +55,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiomqtt
 
@@ -60,6 +64,7 @@ from coffee_telemetry.agent.commands import CommandBoundary, Outgoing, RefusalLo
 from coffee_telemetry.agent.errors import SinkUnavailable
 from coffee_telemetry.agent.health import Health, SinkHealth
 from coffee_telemetry.agent.outbox.sink import ConnectionGate, Record, Rejection
+from coffee_telemetry.agent.sinks.mqttwire import PublishConnection, WireError
 from coffee_telemetry.agent.tls import report_tls
 
 log = logging.getLogger(__name__)
@@ -146,6 +151,7 @@ class MqttSink:
             initial_s=min(0.5, reconnect_max_s), maximum_s=reconnect_max_s
         )
         self._client: aiomqtt.Client | None = None
+        self._wire: PublishConnection | None = None
         self._gate = ConnectionGate()
         #: Set by every new connection; cleared when a delivery finds the sink down.
         self._published_status: dict[str, bytes] = {}
@@ -228,11 +234,8 @@ class MqttSink:
             # Without it, Nagle's algorithm holds a publish written while an earlier one
             # is unacknowledged until the broker's delayed ACK (40 ms on Linux).
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-            # Every publish of the batches in flight goes out at once (paho's default
-            # of 20 would queue the rest until PUBACKs come back).
-            max_inflight_messages=self.in_flight * self.batch_size,
         )
-        # A batch is many publishes in flight at once, by design, not a backlog to warn about.
+        # Discovery documents go out many at once, by design, not a backlog to warn about.
         client.pending_calls_threshold = 4 * self.batch_size
         return client
 
@@ -252,6 +255,7 @@ class MqttSink:
                         await self._discovery.on_connect(_retained(client))
                     if self._commands is not None:
                         await client.subscribe(f"{self._base}/cmd/#", qos=1)
+                    self._wire = await self._open_wire()
                     log.info("Connected to MQTT broker %s:%d", self._host, self._port)
                     self._backoff.reset()
                     self._sink_health.connected = True
@@ -259,7 +263,7 @@ class MqttSink:
                     await self._serve(client)
                     if self._stopping.is_set():
                         await self._publish_offline(client)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, WireError) as exc:
                 self._sink_health.last_error = str(exc)
                 if self._stopping.is_set():
                     return
@@ -274,13 +278,38 @@ class MqttSink:
                 )
                 await self._wait_stop(delay)
             finally:
+                if self._wire is not None:
+                    self._wire.close()
+                    self._wire = None
                 self._client = None
                 self._gate.closed()
                 self._sink_health.connected = False
 
+    async def _open_wire(self) -> PublishConnection:
+        """The connection the readings go out on (``agent.sinks.mqttwire``)."""
+        context = None
+        if self._tls:
+            context = ssl.create_default_context(cafile=self._tls_ca_file)
+            if self._tls_cert_file:
+                context.load_cert_chain(self._tls_cert_file, self._tls_key_file)
+            if self._tls_insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return await PublishConnection.open(
+            self._host,
+            self._port,
+            client_id=f"{self._client_id}/data",
+            keepalive_s=self._keepalive_s,
+            username=self._username,
+            password=self._password,
+            ssl_context=context,
+            timeout_s=self._publish_timeout_s,
+        )
+
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Publish status changes until stopped or the connection breaks."""
         disconnected = asyncio.ensure_future(self._watch_disconnect(client))
+        wire = self._wire
         loop = asyncio.get_running_loop()
         refresh_at = loop.time() + self._status_refresh_s
         try:
@@ -290,8 +319,11 @@ class MqttSink:
                 broken = asyncio.ensure_future(self._broken.wait())
                 states = asyncio.ensure_future(self._states_changed.wait())
                 try:
+                    waited: set[asyncio.Future[Any]] = {changed, stop, broken, states, disconnected}
+                    if wire is not None:
+                        waited.add(wire.lost)
                     await asyncio.wait(
-                        {changed, stop, broken, states, disconnected},
+                        waited,
                         timeout=max(0.0, refresh_at - loop.time()),
                         return_when=asyncio.FIRST_COMPLETED,
                     )
@@ -300,6 +332,8 @@ class MqttSink:
                         fut.cancel()
                 if disconnected.done():
                     disconnected.result()  # raises the MqttError that ended it
+                if wire is not None and wire.lost.done():
+                    raise WireError(f"data connection: {wire.lost.exception()}")
                 if self._broken.is_set():
                     raise aiomqtt.MqttError("publish failed; reconnecting")
                 dirty = self._watch.take()
@@ -389,26 +423,22 @@ class MqttSink:
         """
         if not await self._gate.wait_up(self._publish_timeout_s):
             raise SinkUnavailable("not connected to the broker", sink=self.name)
-        client = self._client
-        if client is None:
+        wire = self._wire
+        if wire is None:
             self._gate.spent()
             raise SinkUnavailable("not connected to the broker", sink=self.name)
-        results = await asyncio.gather(
-            *(
-                client.publish(
-                    self.topic_for(rec), rec.payload, qos=1, timeout=self._publish_timeout_s
-                )
-                for rec in records
-            ),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, asyncio.CancelledError):
-                raise result
-            if isinstance(result, BaseException):
-                self._gate.spent()
-                self._broken.set()
-                raise SinkUnavailable(f"publish failed: {result}", sink=self.name) from result
+        base = self._base
+        try:
+            acked = wire.publish_batch(
+                [(f"{base}/{rec.device}/{rec.kind}", rec.payload) for rec in records]
+            )
+            async with asyncio.timeout(self._publish_timeout_s):
+                await acked
+        except (WireError, TimeoutError) as exc:
+            self._gate.spent()
+            self._broken.set()
+            reason = exc if isinstance(exc, WireError) else "no PUBACK in time"
+            raise SinkUnavailable(f"publish failed: {reason}", sink=self.name) from exc
         return []
 
     async def wait_available(self, timeout_s: float) -> None:
