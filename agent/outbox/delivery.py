@@ -9,12 +9,19 @@ says it is available again (``Sink.wait_available``: the MQTT connection is
 back, InfluxDB answers ``/ping``), so delivery resumes within about a second of
 the end of an outage. The devices and the other sinks are not affected because
 the backlog waits on disk, not in memory.
+
+A loop given a ``stop`` event ends when it is set, but never in the middle of a
+batch: a batch handed to the sink is confirmed (and the cursor moved) or refused
+first, so a reload that replaces the sink lets the next loop start from the exact
+cursor the old connection reached. A loop waiting for records or for an unavailable
+sink ends at once; the batch it kept stays in the outbox for the next loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.errors import SinkUnavailable
@@ -31,26 +38,34 @@ async def deliver_loop(
     *,
     health: SinkHealth | None = None,
     backoff: Backoff | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Deliver ``outbox`` records to ``sink`` forever (cancel to stop)."""
+    """Deliver ``outbox`` records to ``sink`` until cancelled or ``stop`` is set.
+
+    With ``stop``, the loop returns once it is set, after the batch in flight (if any)
+    was confirmed and acknowledged (module docstring).
+    """
     backoff = backoff or Backoff(initial_s=1.0, maximum_s=60.0)
     loop = asyncio.get_running_loop()
-    while True:
+    while stop is None or not stop.is_set():
         cursor = outbox.cursor(sink.name)
         if outbox.ready_id <= cursor:
-            await outbox.wait_beyond(cursor)
+            await _unless(stop, outbox.wait_beyond(cursor))
             continue
         if sink.flush_interval_s > 0 and outbox.backlog(sink.name) < sink.batch_size:
             # Let a batch fill up, but never hold a record past the interval.
             deadline = loop.time() + sink.flush_interval_s
-            while outbox.backlog(sink.name) < sink.batch_size:
+            while outbox.backlog(sink.name) < sink.batch_size and not (stop and stop.is_set()):
                 remaining = deadline - loop.time()
-                if remaining <= 0 or not await outbox.wait_beyond(
-                    outbox.ready_id, timeout_s=remaining
+                if remaining <= 0 or not await _unless(
+                    stop, outbox.wait_beyond(outbox.ready_id, timeout_s=remaining)
                 ):
                     break
         batch = await outbox.read_batch(sink.name, sink.batch_size)
         if not batch:
+            # The cursor is below the oldest record held (a sink added back after the
+            # records it missed were freed): nothing is ready past what is held yet.
+            await _unless(stop, outbox.wait_beyond(outbox.ready_id))
             continue
         try:
             rejections = await sink.deliver(batch)
@@ -70,9 +85,9 @@ async def deliver_loop(
                 delay,
             )
             if exc.retry_after_s is not None:
-                await asyncio.sleep(delay)  # the server asked for this long
+                await _unless(stop, asyncio.sleep(delay))  # the server asked for this long
             else:
-                await sink.wait_available(delay)
+                await _unless(stop, sink.wait_available(delay))
             continue
         for rej in rejections:
             log.error(
@@ -89,3 +104,17 @@ async def deliver_loop(
             health.delivered += len(batch) - len(rejections)
             health.rejected += len(rejections)
             health.last_error = None
+
+
+async def _unless(stop: asyncio.Event | None, waiting: Awaitable[object]) -> bool:
+    """Await ``waiting``, unless ``stop`` is set first (it is then cancelled): its truth."""
+    if stop is None:
+        return bool(await waiting)
+    task = asyncio.ensure_future(waiting)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        task.cancel()  # no-op when it is done
+    return bool(task.result()) if task.done() and not task.cancelled() else False
