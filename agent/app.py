@@ -2,7 +2,7 @@
 
 ``run_agent`` opens the outbox, the configured sinks and one loop per device,
 all in one ``asyncio.TaskGroup``, and runs until ``stop`` is set (SIGTERM,
-Ctrl-C). Acquisition (device loops, the huller bus, the outbox) is the one
+Ctrl-C). Acquisition (device loops, the RS-485 buses, the outbox) is the one
 thing that must never stop: if it fails, the agent exits non-zero and systemd
 restarts it; since every accepted reading is already on disk, a crash costs a
 few seconds of latency, never data. Everything else is an interface, run by
@@ -34,11 +34,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from coffee_telemetry.agent.accept import AcceptStage, ReadingListener
 from coffee_telemetry.agent.alerts.model import Alert
 from coffee_telemetry.agent.alerts.service import AlertService
+from coffee_telemetry.agent.bus.scheduler import bus_schedulers
 from coffee_telemetry.agent.climate.service import ClimateService
 from coffee_telemetry.agent.commands import CommandBoundary
 from coffee_telemetry.agent.config import Config, DeviceConfig
@@ -46,17 +46,28 @@ from coffee_telemetry.agent.devices import Runner, make_device_runner
 from coffee_telemetry.agent.devices.fleet import Fleet
 from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
 from coffee_telemetry.agent.digestfacts import digest_facts_provider
-from coffee_telemetry.agent.errors import ConfigError, LotError
+from coffee_telemetry.agent.errors import LotError
+from coffee_telemetry.agent.evidence.identity import box_identity
+from coffee_telemetry.agent.evidence.meters import (
+    MeterCalibration,
+    record_calibrations,
+    run_calibration_status,
+)
 from coffee_telemetry.agent.health import DeviceState, Health
 from coffee_telemetry.agent.history.service import open_configured_history
 from coffee_telemetry.agent.hullers.record import service_command
 from coffee_telemetry.agent.hullers.service import HullerService
 from coffee_telemetry.agent.hullers.store import open_maintenance_store
 from coffee_telemetry.agent.logs import context_copy
+from coffee_telemetry.agent.lots.corrections import MOVE_COMMAND
+from coffee_telemetry.agent.lots.outflow import LotRecordEvents
+from coffee_telemetry.agent.lots.readiness import DRIED_COMMAND, ReadinessRules, ReadinessService
+from coffee_telemetry.agent.lots.receipt import RECEIPT_COMMAND, receipt_command
 from coffee_telemetry.agent.lots.records import (
     DETAILS_COMMAND,
     AsyncLotRecords,
     LotRecordSink,
+    move_command,
     open_configured_lot_records,
 )
 from coffee_telemetry.agent.lots.service import LotService
@@ -64,27 +75,23 @@ from coffee_telemetry.agent.lots.store import LotStore
 from coffee_telemetry.agent.notify.model import AlertEvent
 from coffee_telemetry.agent.notify.runtime import NotifyRuntime, open_notify
 from coffee_telemetry.agent.notify.service import Notifier
-from coffee_telemetry.agent.outbox.delivery import deliver_loop
+from coffee_telemetry.agent.outbox.lanes import DeliveryLanes
 from coffee_telemetry.agent.outbox.sink import Sink
 from coffee_telemetry.agent.outbox.store import Outbox, open_outbox
 from coffee_telemetry.agent.readings import Draft, Reading, Stamper
-from coffee_telemetry.agent.reload import Reloader
+from coffee_telemetry.agent.reload import NotifyReload, Reloader, SinkReload
 from coffee_telemetry.agent.sdnotify import SdNotify, status_line, watchdog_loop
+from coffee_telemetry.agent.sinks.configured import lane_parts, open_sink, set_epoch, sink_specs
 from coffee_telemetry.agent.sinks.homeassistant import discovery_for
-from coffee_telemetry.agent.sinks.influx import open_influx_v1, open_influx_v2
 from coffee_telemetry.agent.sinks.lineprotocol import encode_line
 from coffee_telemetry.agent.sinks.mqtt import MqttSink
-from coffee_telemetry.agent.sinks.webhook import open_webhook
 from coffee_telemetry.agent.supervise import supervise
 from coffee_telemetry.agent.timekeeping import Adjustment, TimeKeeper, TimeQuality
-from coffee_telemetry.agent.tls import client_context, report_tls
+from coffee_telemetry.agent.timesources import gps_loop, modem_loop
 from coffee_telemetry.agent.web.api import WebDeps
 from coffee_telemetry.agent.web.live import LiveHub
 from coffee_telemetry.agent.web.server import make_web_app, open_web
 from coffee_telemetry.drivers.events import FieldValue
-
-if TYPE_CHECKING:  # nats-py is optional (the "central" extra)
-    from coffee_telemetry.agent.sinks.nats import NatsSink
 
 log = logging.getLogger(__name__)
 
@@ -99,117 +106,22 @@ def _secret(value: object) -> str | None:
 
 async def _open_sinks(
     cfg: Config, stack: AsyncExitStack, health: Health
-) -> tuple[list[Sink], MqttSink | None]:
-    sinks: list[Sink] = []
+) -> tuple[list[tuple[Sink, AsyncExitStack]], MqttSink | None]:
+    """The configured sinks, each with a stack of its own (a reload may close one)."""
+    opened: list[tuple[Sink, AsyncExitStack]] = []
     mqtt: MqttSink | None = None
-    if cfg.mqtt.enabled:
-        m = cfg.mqtt
-        tls = m.tls
-        mqtt = MqttSink(
-            host=m.host,
-            port=m.port,
-            prefix=m.prefix,
-            site=cfg.site.id,
-            health=health,
-            client_id=m.client_id,
-            username=m.username,
-            password=_secret(cfg.mqtt_password),
-            tls=tls is not None,
-            tls_ca_file=str(tls.ca_file) if tls and tls.ca_file else None,
-            tls_cert_file=str(tls.cert_file) if tls and tls.cert_file else None,
-            tls_key_file=str(tls.key_file) if tls and tls.key_file else None,
-            tls_insecure=bool(tls and tls.insecure),
-            keepalive_s=m.keepalive_s,
-            batch_size=m.batch_size,
-            publish_timeout_s=m.publish_timeout_s,
-            reconnect_max_s=m.reconnect_max_s,
-        )
-        sinks.append(mqtt)
-    if cfg.influx.enabled:
-        i = cfg.influx
-        ssl_context = None if i.tls is None else client_context(i.tls)
-        if i.tls is not None:
-            report_tls(health, "influx", insecure=i.tls.insecure)
-        if i.api == "v1":
-            v1 = await stack.enter_async_context(
-                open_influx_v1(
-                    url=i.url,
-                    database=i.database,
-                    retention_policy=i.retention_policy,
-                    username=i.username,
-                    password=_secret(cfg.influx_password),
-                    token=_secret(cfg.influx_token),
-                    timeout_s=i.timeout_s,
-                    batch_size=i.batch_size,
-                    flush_interval_s=i.flush_interval_s,
-                    gzip=i.gzip,
-                    ssl_context=ssl_context,
-                )
-            )
-            if i.create_database:
-                await v1.ensure_database()
-            sinks.append(v1)
-        else:
-            assert i.org is not None
-            assert i.bucket is not None
-            v2 = await stack.enter_async_context(
-                open_influx_v2(
-                    url=i.url,
-                    org=i.org,
-                    bucket=i.bucket,
-                    token=_secret(cfg.influx_token) or "",
-                    timeout_s=i.timeout_s,
-                    batch_size=i.batch_size,
-                    flush_interval_s=i.flush_interval_s,
-                    ssl_context=ssl_context,
-                )
-            )
-            sinks.append(v2)
-    if cfg.alerts.enabled:
-        for hook in cfg.alerts.webhooks:
-            headers = dict(hook.headers)
-            for header, secret in cfg.webhook_secret_headers.get(hook.name, {}).items():
-                headers[header] = secret.get_secret_value()
-            sinks.append(
-                await stack.enter_async_context(
-                    open_webhook(
-                        url=hook.url, headers=headers, timeout_s=hook.timeout_s, name=hook.name
-                    )
-                )
-            )
-    for sink in sinks:
+    for spec in sink_specs(cfg).values():
+        own = await stack.enter_async_context(AsyncExitStack())
+        sink = await open_sink(cfg, spec, own, health)
+        if sink is None:
+            continue
+        if isinstance(sink, MqttSink):
+            mqtt = sink
+        opened.append((sink, own))
+    for sink, _ in opened:
         if sink.name not in health.sinks:
             health.add_sink(sink.name)
-    return sinks, mqtt
-
-
-def _open_nats(cfg: Config, health: Health) -> NatsSink | None:
-    """The JetStream sink of ``[sinks.nats]``, if enabled (nats-py is imported only then)."""
-    n = cfg.sinks.nats
-    if n is None or not n.enabled:
-        return None
-    try:
-        from coffee_telemetry.agent.sinks.nats import NatsSink
-    except ImportError as exc:  # nats-py comes with the "central" extra
-        raise ConfigError(
-            [("sinks.nats", f"needs nats-py: pip install 'coffee-telemetry[central]' ({exc})")]
-        ) from exc
-    if n.tls is not None:
-        report_tls(health, "nats", insecure=n.tls.insecure)
-    return NatsSink(
-        servers=n.servers,
-        site=cfg.site.id,
-        health=health,
-        prefix=n.subject_prefix,
-        stream=n.stream,
-        username=n.username,
-        password=_secret(cfg.nats_password),
-        creds_file=n.creds_file,
-        ssl_context=None if n.tls is None else client_context(n.tls),
-        batch_size=n.batch_size,
-        publish_timeout_s=n.publish_timeout_s,
-        reconnect_max_s=n.reconnect_max_s,
-    )
+    return opened, mqtt
 
 
 def agent_fields(outbox: Outbox, health: Health, started: float) -> dict[str, FieldValue]:
@@ -231,6 +143,14 @@ def agent_fields(outbox: Outbox, health: Health, started: float) -> dict[str, Fi
             fields[f"delivered_{name}"] = sink.delivered
             fields[f"rejected_{name}"] = sink.rejected
     return fields
+
+
+async def _remember_meters(records: AsyncLotRecords, meters: Sequence[MeterCalibration]) -> None:
+    """Keep the configured meters' calibration records with the lot records."""
+    now = records.now_ns()
+    await records.call(
+        records.sync.write_with, lambda conn: record_calibrations(conn, meters, at_ns=now)
+    )
 
 
 async def _status_loop(
@@ -262,6 +182,10 @@ def open_configured_outbox(
         sync_interval_s=cfg.outbox.sync_interval_s,
         commit_delay_s=cfg.outbox.commit_delay_s,
         cursor_flush_s=cfg.outbox.cursor_flush_s,
+        prune_interval_s=cfg.outbox.prune_interval_s,
+        checkpoint_interval_s=cfg.outbox.checkpoint_interval_s,
+        page_size=cfg.outbox.page_size,
+        compress=cfg.outbox.compress,
         line_encoder=encode_line if cfg.influx.enabled else None,
     )
 
@@ -277,8 +201,12 @@ async def run_agent(
     systemd: SdNotify | None = None,
     reload: asyncio.Event | None = None,
     config_path: Path | None = None,
+    lots_clock_ns: Callable[[], int] | None = None,
 ) -> None:
     """Run the agent until ``stop`` is set.
+
+    ``lots_clock_ns`` is the wall clock of the lots' rest after the dryer (tests move it
+    by days; default: the agent's clock).
 
     With ``reload`` and ``config_path``, each time ``reload`` is set (SIGHUP) the site
     file is read again and applied by difference (``agent.reload``).
@@ -296,10 +224,8 @@ async def run_agent(
     async with AsyncExitStack() as stack:
         stack.callback(systemd.close)
         # -- where readings go: the sinks, and the outbox in front of them ---------------
-        sinks, mqtt = await _open_sinks(cfg, stack, health)
-        nats = _open_nats(cfg, health)
-        if nats is not None:
-            sinks.append(nats)
+        opened, mqtt = await _open_sinks(cfg, stack, health)
+        sinks = [sink for sink, _ in opened]
         # Lot records: a sink of their own, so the outbox keeps what they have not taken.
         lot_records: AsyncLotRecords | None = None
         try:
@@ -315,8 +241,7 @@ async def run_agent(
         publish_state = mqtt.set_state if mqtt is not None else None
         if mqtt is not None and (discovery := await asyncio.to_thread(discovery_for, cfg)):
             mqtt.set_discovery(discovery)  # Home Assistant MQTT discovery
-        if nats is not None:
-            nats.epoch = outbox.epoch  # message ids name the store's life
+        set_epoch(sinks, outbox.epoch)  # NATS message ids name the store's life
         # -- time: trusted, provisional or estimated (a Pi has no clock battery) ----------
         keeper = TimeKeeper(
             state_path=cfg.agent.data_dir / "clock.json",
@@ -338,7 +263,9 @@ async def run_agent(
         stack.callback(lot_store.close)
         lots = LotService(
             store=lot_store,
-            stations={d.station for d in devices if d.station},
+            # Huller stations too: bags counted there are the active lot's.
+            stations={d.station for d in devices if d.station}
+            | {h.station for h in cfg.hullers if h.station},
             site=cfg.site.id,
             record=accept.record,
             publish_state=publish_state,
@@ -380,8 +307,22 @@ async def run_agent(
 
         # -- commands: one boundary for MQTT and the web ----------------------------------
         commands = CommandBoundary({"lot": lots.handle_command})
+        readiness: ReadinessService | None = None
         if lot_records is not None:
             commands.add(DETAILS_COMMAND, lot_records.handle_command)
+            commands.add(RECEIPT_COMMAND, receipt_command(lot_records))
+            commands.add(MOVE_COMMAND, move_command(lot_records))
+            # Lots rested after the dryer and inside the hulling window: announced once.
+            readiness = ReadinessService(
+                records=lot_records,
+                rules=ReadinessRules.from_config(cfg.lots),
+                announce=None if notify is None else notify.notifier.submit,
+                on_ready=lambda code, r: hub.publish("lots", {"lot": code, "ready": r.state}),
+                clock_ns=lots_clock_ns or keeper.now_ns,
+                interval_s=cfg.lots.ready_check_s,
+                zone=cfg.site.zone,
+            )
+            commands.add(DRIED_COMMAND, readiness.handle_command)
         health.counters["commands"] = commands.stats.as_doc
         if alerts is not None:
             commands.add("ack", alerts.handle_command)
@@ -418,19 +359,32 @@ async def run_agent(
         clock = TimeService(keeper, stamper=stamper, outbox=outbox, accept=accept, site=cfg.site.id)
         if history is not None:
             clock.on_restamped.append(history.add)
+        # One scheduler per RS-485 bus, shared by the hullers and climate sensors on it.
+        buses = bus_schedulers(
+            cfg.buses, {h.bus for h in cfg.hullers} | {c.bus for c in cfg.climate}
+        )
         hullers: HullerService | None = None
         store = None
         if cfg.hullers:
             store = await stack.enter_async_context(
-                open_maintenance_store(cfg.maintenance_path, synchronous=cfg.outbox.synchronous)
+                open_maintenance_store(
+                    cfg.maintenance_path,
+                    synchronous=cfg.outbox.synchronous,
+                    page_size=cfg.outbox.page_size,
+                )
             )
             hullers = HullerService(
-                cfg=cfg, store=store, accept=accept.accept, health=health, clock_ns=keeper.now_ns
+                cfg=cfg,
+                store=store,
+                accept=accept.accept,
+                health=health,
+                buses=buses,
+                clock_ns=keeper.now_ns,
             )
         climate: ClimateService | None = None
-        if cfg.climate:  # storage-area T/RH sensors, on buses of their own
+        if cfg.climate:  # storage-area T/RH sensors
             climate = ClimateService(
-                cfg=cfg, accept=accept.accept, health=health, clock_ns=keeper.now_ns
+                cfg=cfg, accept=accept.accept, health=health, buses=buses, clock_ns=keeper.now_ns
             )
         if notify is not None:  # the digest's lots, service tasks, devices and backlogs
             notify.notifier.digest_facts = digest_facts_provider(
@@ -459,6 +413,9 @@ async def run_agent(
                 outbox=outbox,
                 commands=commands,
                 publish=mqtt.send if mqtt is not None else None,
+                time_control=clock,
+                readiness=readiness,
+                station_key=box_identity(cfg.agent.data_dir),  # made on first use
             )
 
         def _systemd_status() -> str:
@@ -488,19 +445,20 @@ async def run_agent(
                 readers.append(tg.create_task(hullers.run_loop(), name="hullers"))
             if climate is not None:
                 readers.append(tg.create_task(climate.run_loop(), name="climate"))
-            # Delivery: one loop per sink, each with its own cursor.
-            delivery = [
-                interface(
-                    f"deliver[{sink.name}]",
-                    functools.partial(deliver_loop, outbox, sink, health=health.sinks[sink.name]),
-                    sink=sink.name,
-                )
-                for sink in sinks
-            ]
+            for bus_id, bus in buses.items():
+                readers.append(tg.create_task(bus.run_loop(), name=f"bus[{bus_id}]"))
+            # Delivery: one lane per sink (its loop and cursor, its connection), each
+            # started and stopped on its own by a reload.
+            lanes = DeliveryLanes(
+                outbox,
+                spawn=lambda name, run, sink: interface(name, run, sink=sink),
+                health=health,
+            )
+            stacks = {sink.name: own for sink, own in opened}
+            for sink in sinks:
+                loops, close = lane_parts(sink, stacks.get(sink.name) or AsyncExitStack())
+                await lanes.start(sink, loops=loops, close=close)
             # Interfaces: restarted with back-off when they fail.
-            mqtt_task = interface("mqtt", mqtt.connection_loop, sink="mqtt") if mqtt else None
-            if nats is not None:  # ended by nats.close() at shutdown
-                interface(nats.name, nats.connection_loop)
             interfaces: list[asyncio.Task[None]] = []
             if web_deps is not None:
                 notifier = None if notify is None else notify.notifier
@@ -513,7 +471,20 @@ async def run_agent(
                     )
                 )
             interfaces.append(interface("lots", lots.run_loop))
+            if readiness is not None:
+                interfaces.append(interface("lot-readiness", readiness.run_loop))
+            if lot_records is not None:  # details, corrections, blends: on to every sink
+                outflow = LotRecordEvents(lot_records, site=cfg.site.id, record=accept.record)
+                interfaces.append(interface("lot-record-events", outflow.run_loop))
             interfaces.append(interface("time", clock.run_loop))
+            # Time sources on a wire: a GPS receiver, the notifications modem.
+            if "gps" in cfg.agent.time_sources and (gps := cfg.agent.time_gps) is not None:
+                interfaces.append(interface("time-gps", lambda: gps_loop(gps, clock)))
+            if "modem" in cfg.agent.time_sources:
+                if notify is not None and (modem := notify.modem) is not None:
+                    interfaces.append(interface("time-modem", lambda: modem_loop(modem, clock)))
+                else:
+                    clock.note("modem", "unavailable", "no notifications modem ([notify.sms])")
             interfaces.append(
                 interface(
                     "live-health",
@@ -537,9 +508,35 @@ async def run_agent(
                 reloader = Reloader(
                     path=config_path, running=cfg, fleet=fleet, alerts=alerts,
                     systemd=systemd, status=_systemd_status,
+                    sinks=SinkReload(lanes=lanes, health=health, mqtt=mqtt, epoch=outbox.epoch),
+                    notify=None if notify is None else NotifyReload(
+                        notify.notifier, reopen=notify.reopen,
+                        spawn=lambda name, run: interface(name, run),
+                    ),
                 )  # fmt: skip
                 health.counters["reload"] = reloader.health_doc
                 interfaces.append(interface("reload", lambda: reloader.run_loop(reload)))
+            # Meters: calibration records kept with the lot records, status published.
+            source: Reloader | None = None
+            if reload is not None and config_path is not None:
+                source = reloader  # a reload changes the meters too
+            remember = (
+                None if lot_records is None else functools.partial(_remember_meters, lot_records)
+            )
+            interfaces.append(
+                interface(
+                    "meters",
+                    lambda: run_calibration_status(
+                        lambda: (cfg if source is None else source.running).devices,
+                        accept=accept.accept,
+                        site=cfg.site.id,
+                        tz=cfg.site.zone,
+                        remember=remember,
+                        interval_s=cfg.agent.status_interval_s,
+                        clock_ns=keeper.now_ns,
+                    ),
+                )
+            )
             if systemd.enabled:  # last: its first step (READY=1) runs after every other task's
                 interfaces.append(
                     interface("systemd", lambda: watchdog_loop(systemd, _systemd_status))
@@ -549,13 +546,8 @@ async def run_agent(
             log.info("Stopping: closing devices, delivering what is pending")
             for task in [*fleet.cancel_all(), *readers, *interfaces]:
                 task.cancel()
-            await _drain(outbox, [s.name for s in sinks], shutdown_grace_s)
-            for task in delivery:
-                task.cancel()
-            if mqtt is not None and mqtt_task is not None:
-                await mqtt.close()
-            if nats is not None:
-                await nats.close()
+            await _drain(outbox, lanes.names, shutdown_grace_s)
+            await lanes.close_all()  # MQTT publishes offline, NATS disconnects
         log.info("Stopped; %s", _backlog_summary(outbox))
 
 
@@ -590,6 +582,8 @@ class TimeService:
         #: then (committed after the re-stamp) get the same.
         self._resolved: tuple[int, str] | None = None
         self.on_restamped: list[Callable[[Reading], None]] = []
+        #: One change of anchor at a time (the poll, the GPS, the modem, a person).
+        self._anchoring = asyncio.Lock()
 
     async def run_loop(self) -> None:
         """Poll the sources until cancelled (an interface: restarted if it fails)."""
@@ -597,11 +591,12 @@ class TimeService:
         next_save = loop.time() + self._save_s
         try:
             while True:
-                adj = self._keeper.poll()
-                if adj is not None:
-                    await self.adjusted(adj)
-                elif self._resolved is not None and self._outbox.held:
-                    await self._restamp(*self._resolved)
+                async with self._anchoring:
+                    adj = self._keeper.poll()
+                    if adj is not None:
+                        await self.adjusted(adj)
+                    elif self._resolved is not None and self._outbox.held:
+                        await self._restamp(*self._resolved)
                 if loop.time() >= next_save:
                     self._keeper.save()
                     next_save = loop.time() + self._save_s
@@ -611,9 +606,27 @@ class TimeService:
 
     async def set_by_user(self, user: str, wall_ns: int) -> Adjustment:
         """A person confirmed the time on the dashboard (see ``TimeKeeper.set_by_user``)."""
-        adj = self._keeper.set_by_user(user, wall_ns)
-        await self.adjusted(adj)
+        async with self._anchoring:
+            adj = self._keeper.set_by_user(user, wall_ns)
+            await self.adjusted(adj)
         return adj
+
+    def time_doc(self) -> dict[str, object]:
+        """Time's quality, source and each source's state (``TimeKeeper.health_doc``)."""
+        return self._keeper.health_doc()
+
+    async def offer(self, source: str, wall_ns: int, mono_ns: int) -> bool:
+        """A source's time (``agent.timesources``); whether it was believed."""
+        async with self._anchoring:
+            adj = self._keeper.offer(source, wall_ns, mono_ns=mono_ns)
+            if adj is not None:
+                await self.adjusted(adj)
+        state = self._keeper.states.get(source)
+        return state is not None and state.state != "refused"
+
+    def note(self, source: str, state: str, detail: str) -> None:
+        """How a source is when it has no time to offer (shown in health)."""
+        self._keeper.note(source, state, detail)
 
     async def adjusted(self, adj: Adjustment) -> None:
         """Bring the stamper, the outbox and the history in line with a new anchor."""

@@ -86,6 +86,8 @@ MEMBERS: Mapping[str, str] = {
     "lots": "data/lots.sqlite3",
     "lot_records": "data/lots-records.sqlite3",
     "maintenance": "data/maintenance.sqlite3",
+    "evidence": "data/evidence.sqlite3",
+    "evidence_key": "data/evidence-ed25519.pem",
     "alerts": "data/alerts.json",
     "alerts_recent": "data/alerts-recent.json",
 }
@@ -243,7 +245,9 @@ def parse_manifest(data: bytes) -> Manifest:
 
 def _kind_of(store: str) -> Kind:
     member = MEMBERS[store]
-    return "config" if store == "site" else "json" if member.endswith(".json") else "sqlite"
+    if store == "site" or member.endswith(".pem"):
+        return "config"
+    return "json" if member.endswith(".json") else "sqlite"
 
 
 def _field(doc: dict[str, object], key: str, kind: type[T]) -> T:

@@ -20,6 +20,7 @@ for where a key lives; whole, it is the file's schema.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import math
 import os
@@ -231,6 +232,21 @@ class SiteConfig(_Model):
         return ZoneInfo(self.timezone)
 
 
+class TimeGpsConfig(_Model):
+    """``[agent.time_gps]``: a GPS receiver whose NMEA time is a time source (``gps``).
+
+    Attributes:
+        port: Its serial port, by a stable path (``/dev/serial/by-id/...``).
+        baud: Its speed (most receivers: 9600; older ones 4800).
+        interval_s: How often its time is offered to the agent's clock (under the five
+            minutes after which a quiet source no longer counts as answering).
+    """
+
+    port: str = Field(min_length=1)
+    baud: Literal[4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    interval_s: float = Field(default=60.0, ge=1, le=240)
+
+
 class AgentSection(_Model):
     """``[agent]``: process-wide settings."""
 
@@ -241,9 +257,17 @@ class AgentSection(_Model):
     #: (readings then carry ``time_quality = "estimated"``; ``agent.timekeeping``).
     time_trust_timeout_min: float = Field(default=10.0, gt=0, le=1440)
     #: Time sources trusted (``agent.timekeeping``): ``ntp``, ``rtc`` (a battery clock the
-    #: kernel read at boot), ``user`` (set from the dashboard) and ``system`` (the wall
-    #: clock as it is: containers and VMs whose host keeps time).
-    time_sources: tuple[Literal["ntp", "rtc", "user", "system"], ...] = ("ntp", "rtc", "user")
+    #: kernel read at boot), ``user`` (set from the dashboard), ``system`` (the wall
+    #: clock as it is: containers and VMs whose host keeps time), ``gps`` (a receiver's
+    #: NMEA time, ``[agent.time_gps]``) and ``modem`` (the GSM network's time from the
+    #: notifications modem, ``[notify.sms]``).
+    time_sources: tuple[Literal["ntp", "rtc", "user", "system", "gps", "modem"], ...] = (
+        "ntp",
+        "rtc",
+        "user",
+    )
+    #: The GPS receiver of the ``gps`` time source.
+    time_gps: TimeGpsConfig | None = None
     #: ``auto``: uvloop when installed (the ``fast`` extra), else asyncio's own loop.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     #: ``text`` for journald; ``json``: one JSON object per line (``agent.logs``).
@@ -251,19 +275,36 @@ class AgentSection(_Model):
     #: Settings that wear an SD card less, where the file leaves them unset (``STORAGE_PROFILES``).
     storage_profile: Literal["default", "sd-card"] = "default"
 
+    @model_validator(mode="after")
+    def _gps_source(self) -> AgentSection:
+        if "gps" in self.time_sources and self.time_gps is None:
+            raise ValueError(
+                "time_sources has 'gps': say where the receiver is, [agent.time_gps] port"
+            )
+        return self
+
 
 #: What each ``[agent] storage_profile`` sets, by section and key, unless the file sets it.
 #: ``sd-card``: the outbox gathers a second of readings into one commit (each is accepted up
-#: to 1 s later, still only once on disk) and fsyncs and checkpoints every 10 s instead of
-#: every second (a power cut may lose the last 10 s of readings; a crash loses nothing
-#: accepted), and the history is written once a minute (a crash or a power cut may lose its
-#: last minute; the outbox and the sinks still have those readings). README, "Cartão SD",
-#: has the measured writes of each.
+#: to 1 s later, still only once on disk), fsyncs every 10 s instead of every second (a
+#: power cut may lose the last 10 s of readings; a crash loses nothing accepted) and
+#: checkpoints every 60 s, writes delivered cursors every 10 s (a crash makes a sink resend
+#: up to 10 s), and stores records packed in 512-byte pages; the history is written once a
+#: minute (a crash or a power cut may lose its last minute; the outbox and the sinks still
+#: have those readings) in 1 KiB pages. Page sizes apply to stores created with the profile.
+#: README, "Cartão SD", has the measured writes of each.
 STORAGE_PROFILES: dict[str, dict[str, dict[str, object]]] = {
     "default": {},
     "sd-card": {
-        "outbox": {"sync_interval_s": 10.0, "commit_delay_s": 1.0, "cursor_flush_s": 10.0},
-        "history": {"flush_interval_s": 60.0},
+        "outbox": {
+            "sync_interval_s": 10.0,
+            "commit_delay_s": 1.0,
+            "cursor_flush_s": 10.0,
+            "checkpoint_interval_s": 60.0,
+            "page_size": 512,
+            "compress": True,
+        },
+        "history": {"flush_interval_s": 60.0, "page_size": 1024},
     },
 }
 
@@ -298,6 +339,14 @@ class OutboxConfig(_Model):
     commit_delay_s: float = Field(default=0.0, ge=0, le=5)
     #: Longest a delivered cursor waits in memory for a commit to ride (a crash resends that).
     cursor_flush_s: float = Field(default=0.25, gt=0, le=60)
+    #: Seconds delivered records stay before a cursor write deletes them (0: every one).
+    prune_interval_s: float = Field(default=0.0, ge=0, le=3600)
+    #: Seconds between checkpoints in ``normal`` mode (default: every ``sync_interval_s``).
+    checkpoint_interval_s: float | None = Field(default=None, gt=0, le=3600)
+    #: SQLite page size of an outbox or maintenance store created from now on.
+    page_size: Literal[512, 1024, 2048, 4096, 8192, 16384, 32768, 65536] | None = None
+    #: Store records deflated (about half the bytes; ``agent.outbox.schema.pack``).
+    compress: bool = False
 
 
 class TlsConfig(_Model):
@@ -428,6 +477,10 @@ class NatsConfig(_Model):
     publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
     #: Longest wait between reconnect attempts (jittered: sites come back spread out).
     reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
+    #: JetStream key-value bucket of the sites' status (``None``: no status sent).
+    status_bucket: str | None = Field(default="COFFEE_STATUS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: The status is put every ``heartbeat_s``; centrally a site is offline after 3 missed.
+    heartbeat_s: float = Field(default=15.0, ge=0.5, le=300)
 
     @field_validator("servers")
     @classmethod
@@ -501,6 +554,83 @@ class TesmaOptionsConfig(_Model):
     debounce: int = Field(default=2, ge=1, le=10)
 
 
+#: Text a person writes about a meter (make, model, serial number, certificate...): one
+#: line of letters, digits, spaces and ``. , / ( ) # : + - _``, never markup or control
+#: characters, since it is printed in lot reports and CSV files years later.
+_METER_TEXT = re.compile(r"[^\W_][\w .,/()#:+-]{0,63}")
+
+
+def _meter_text(value: str) -> str:
+    if not _METER_TEXT.fullmatch(value) or value != value.strip():
+        raise ValueError(
+            f"{value[:40]!r} is not allowed here: 1-64 characters, starting with a letter or"
+            " digit; letters, digits, spaces and . , / ( ) # : + - _ only"
+        )
+    return value
+
+
+class CalibrationConfig(_Model):
+    """``[devices.meter.calibration]``: the calibration certificate in force.
+
+    Attributes:
+        date: When the meter was calibrated (a TOML date, ``2026-03-10``).
+        certificate: The certificate's number.
+        offset_pct: The offset the certificate found against the reference method, in
+            percentage points (recorded as evidence; readings are never altered).
+        due: When the next calibration is due (default: one year after ``date``, the
+            makers' advice).
+    """
+
+    date: datetime.date
+    certificate: str
+    offset_pct: float = Field(default=0.0, ge=-10, le=10, allow_inf_nan=False)
+    due: datetime.date | None = None
+
+    @field_validator("certificate")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _meter_text(value)
+
+    @model_validator(mode="after")
+    def _due_after_date(self) -> CalibrationConfig:
+        if not datetime.date(2000, 1, 1) <= self.date <= datetime.date(2200, 1, 1):
+            raise ValueError(f"date ({self.date}) must be between 2000-01-01 and 2200-01-01")
+        if self.due is not None and self.due <= self.date:
+            raise ValueError(f"due ({self.due}) must be after the calibration date ({self.date})")
+        return self
+
+    @property
+    def due_date(self) -> datetime.date:
+        """``due``, or one year after ``date``."""
+        if self.due is not None:
+            return self.due
+        try:
+            return self.date.replace(year=self.date.year + 1)
+        except ValueError:  # 29 February
+            return self.date + datetime.timedelta(days=365)
+
+
+class MeterConfig(_Model):
+    """``[devices.meter]``: the measuring instrument's identity and calibration.
+
+    ``serial`` here is the instrument's serial number (``[devices.serial]`` is the
+    line settings). ``inmetro_approval`` is the model's Inmetro approval number;
+    ``method`` the measuring method (``ISO 6673-indexed``, or the maker's curve name).
+    """
+
+    make: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    inmetro_approval: str | None = None
+    method: str | None = None
+    calibration: CalibrationConfig | None = None
+
+    @field_validator("make", "model", "serial", "inmetro_approval", "method")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else _meter_text(value)
+
+
 class _DeviceBase(_Model):
     id: Ident
     port: str = Field(min_length=1)
@@ -508,6 +638,8 @@ class _DeviceBase(_Model):
     product: str | None = Field(default=None, min_length=1, max_length=48)
     enabled: bool = True
     serial: SerialSettings = SerialSettings()
+    #: The instrument's identity and calibration (``[devices.meter]``), if recorded.
+    meter: MeterConfig | None = None
     #: The meter profile laid under this table (``drivers/profiles``); its keys lose to ours.
     profile: str | None = None
 
@@ -907,6 +1039,46 @@ class HumidStorageConfig(HumidStorageParams):
     enabled: bool = True
 
 
+class CalibrationDueParams(RuleParams):
+    """The ``calibration_due`` rule's settings (``agent.alerts.kinds.CalibrationDueRule``).
+
+    Attributes:
+        warn_days: Fires when a meter's calibration is due within this many days (or past).
+        repeat_s: Notify again this often while firing and unacknowledged (None: once).
+    """
+
+    warn_days: int = Field(default=30, ge=0, le=366)
+    repeat_s: RepeatS = 7 * 86400.0
+
+
+class CalibrationDueConfig(CalibrationDueParams):
+    """``[alerts.calibration_due]``: a meter whose calibration certificate runs out."""
+
+    enabled: bool = True
+
+
+class MeterDisagreementParams(RuleParams):
+    """The ``meter_disagreement`` rule's settings (also the lot reports' cross-check).
+
+    Attributes:
+        tolerance_pp: Two meters' readings of one lot further apart than this
+            (percentage points) disagree (0.8: farm meters are about ±0.5 % at best).
+        window_s: Readings of one lot by two meters count as the same measurement when
+            at most this far apart in time.
+        repeat_s: Notify again this often while firing and unacknowledged (None: once).
+    """
+
+    tolerance_pp: float = Field(default=0.8, gt=0, le=10)
+    window_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    repeat_s: RepeatS = None
+
+
+class MeterDisagreementConfig(MeterDisagreementParams):
+    """``[alerts.meter_disagreement]``: two meters reading one lot differently."""
+
+    enabled: bool = True
+
+
 #: Header names that carry credentials: their values come only from the environment or a file.
 _SECRET_HEADER = re.compile(
     r"(^(proxy-)?authorization$|^cookie$|token|secret|password|passwd|api-?key|signature|auth)",
@@ -960,6 +1132,8 @@ class AlertsConfig(_Model):
     service: ServiceAlertConfig = ServiceAlertConfig()
     sink_backlog: SinkBacklogConfig = SinkBacklogConfig()
     humid_storage: HumidStorageConfig = HumidStorageConfig()
+    calibration_due: CalibrationDueConfig = CalibrationDueConfig()
+    meter_disagreement: MeterDisagreementConfig = MeterDisagreementConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -983,17 +1157,38 @@ class HistoryConfig(_Model):
     rollup_retention_days: float = Field(default=730.0, gt=0)
     #: Seconds between writes of what was buffered (a crash loses at most this much history).
     flush_interval_s: float = Field(default=1.0, gt=0, le=300)
+    #: SQLite page size of a history store created from now on.
+    page_size: Literal[512, 1024, 2048, 4096, 8192, 16384, 32768, 65536] | None = None
 
 
 class LotsConfig(_Model):
     """``[lots]``: lot records, their reports and drying estimates."""
 
-    #: A lot not seen for this long is deleted with its whole record (``agent.lots.records``).
-    retention_years: float = Field(default=5.0, gt=0, le=50)
+    #: A lot not seen for this long is deleted with its whole record (``agent.lots.records``);
+    #: at least 5 years, the EU Deforestation Regulation's record-keeping period.
+    retention_years: float = Field(default=5.0, ge=5, le=50)
     #: Target moisture a drying lot is estimated to reach (% wet basis).
     target_moisture_pct: float = Field(default=11.5, gt=0, lt=100)
     #: Target moisture per product type (``cereja = 12.0``); others use the default.
     target_moisture_by_product: dict[str, float] = Field(default_factory=dict)
+    #: Days a lot rests after leaving a patio, or a mechanical dryer, before hulling.
+    rest_days_patio: float = Field(default=8.0, ge=0, le=365)
+    rest_days_mechanical: float = Field(default=10.0, ge=0, le=365)
+    #: The hulling window (% wet basis): a rested lot is ready when its latest
+    #: ``ready_readings`` readings since drying are all inside it.
+    hulling_min_pct: float = Field(default=10.8, gt=0, lt=100)
+    hulling_max_pct: float = Field(default=11.2, gt=0, lt=100)
+    ready_readings: int = Field(default=3, ge=1, le=100)
+    #: How often the agent looks for lots that became ready to hull (seconds).
+    ready_check_s: float = Field(default=60.0, ge=0.1, le=3600)
+    #: Severity of the "ready to hull" notice (routes take it by rule and severity).
+    ready_severity: Literal["info", "warning", "critical"] = "info"
+
+    @model_validator(mode="after")
+    def _window(self) -> LotsConfig:
+        if not self.hulling_min_pct < self.hulling_max_pct:
+            raise ValueError("hulling_min_pct must be below hulling_max_pct")
+        return self
 
     @field_validator("target_moisture_by_product")
     @classmethod
@@ -1257,18 +1452,12 @@ class Config(_Model):
                         f"hullers[{i}].{key}: address {addr} is already used on bus {huller.bus!r}"
                     )
                 addresses.add((huller.bus, addr))
-        huller_buses = {h.bus for h in self.hullers}
         for i, sensor in enumerate(self.climate):
             if sensor.id in seen_ids or sensor.id in RESERVED_IDS:
                 raise ValueError(f"climate[{i}].id: {sensor.id!r} is already used")
             seen_ids.add(sensor.id)
             if sensor.bus not in bus_ids:
                 raise ValueError(f"climate[{i}].bus: no [[buses]] entry with id {sensor.bus!r}")
-            if sensor.bus in huller_buses:
-                raise ValueError(
-                    f"climate[{i}].bus: bus {sensor.bus!r} has hullers; climate sensors need "
-                    "a bus of their own for now (its poller serves hullers only)"
-                )
             if (sensor.bus, sensor.unit) in addresses:
                 raise ValueError(
                     f"climate[{i}].unit: address {sensor.unit} is already used "

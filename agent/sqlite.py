@@ -9,14 +9,21 @@ the one way they all do, in autocommit mode (``isolation_level=None``), and sets
 
 1. ``busy_timeout``: how long a statement waits for another connection's lock before it
    fails with "database is locked". Set first, so the steps below wait too.
-2. ``auto_vacuum``, when asked: it only takes effect before the first table is created
-   (an existing database keeps its own), so it precedes ``prepare``.
-3. ``journal_mode=WAL``: readers never wait for the writer, and one writer commits at a
+2. ``page_size`` and ``auto_vacuum``, when asked, in that order: they only take effect
+   before the first table is created (an existing database keeps its own), so they
+   precede ``prepare`` and the switch to WAL. A smaller page writes fewer bytes per
+   changed page: every commit writes each page it changes to the WAL in full, and a
+   checkpoint writes it again into the database.
+3. ``secure_delete=FAST``: the SQLite this runs on may be built to zero every freed page
+   and write it (``secure_delete`` on), which makes deleting delivered or expired rows
+   write each page they were on once more; ``FAST`` zeroes deleted content only in the
+   pages a transaction writes anyway.
+4. ``journal_mode=WAL``: readers never wait for the writer, and one writer commits at a
    time. The mode belongs to the file: every later connection inherits it.
-4. ``synchronous``, per connection, when asked: ``FULL`` fsyncs the WAL at every commit
+5. ``synchronous``, per connection, when asked: ``FULL`` fsyncs the WAL at every commit
    (a commit survives a power cut); ``NORMAL`` only at checkpoints (a power cut may lose
    the last commits, never the database). Unset, SQLite's default holds (``FULL``).
-5. ``wal_autocheckpoint``, when asked (0 turns automatic checkpoints off: the outbox
+6. ``wal_autocheckpoint``, when asked (0 turns automatic checkpoints off: the outbox
    checkpoints itself, off the event loop).
 
 Then ``prepare(conn)`` creates or migrates the schema, still in autocommit, and the
@@ -107,6 +114,7 @@ def connect(
     wal: bool = True,
     synchronous: Synchronous | None = None,
     auto_vacuum: Literal["incremental"] | None = None,
+    page_size: int | None = None,
     wal_autocheckpoint: int | None = None,
     prepare: Callable[[sqlite3.Connection], None] | None = None,
     isolation_level: Literal["DEFERRED", "IMMEDIATE"] | None = "DEFERRED",
@@ -120,6 +128,8 @@ def connect(
             already in WAL mode).
         synchronous: ``PRAGMA synchronous`` of this connection; ``None`` keeps SQLite's.
         auto_vacuum: ``PRAGMA auto_vacuum`` of a database created now.
+        page_size: ``PRAGMA page_size`` (bytes, a power of two from 512 to 65536) of a
+            database created now; an existing one keeps its page size.
         wal_autocheckpoint: ``PRAGMA wal_autocheckpoint`` in pages (0: never).
         prepare: Creates or migrates the schema, in autocommit mode.
         isolation_level: How ``with conn:`` begins its transactions afterwards; ``None``
@@ -134,8 +144,11 @@ def connect(
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if page_size is not None:  # before auto_vacuum, which would fix the size first
+            conn.execute(f"PRAGMA page_size={int(page_size)}")
         if auto_vacuum is not None:
             conn.execute(f"PRAGMA auto_vacuum={auto_vacuum.upper()}")
+        conn.execute("PRAGMA secure_delete=FAST")
         if wal:
             conn.execute("PRAGMA journal_mode=WAL")
         if synchronous is not None:

@@ -16,7 +16,10 @@ monotonic clock plus an *offset*, and the offset has a quality:
   (``/sys/class/rtc/rtc0/hctosys``); ``user``, a person setting the time from
   the dashboard (``set_by_user``, their browser's clock, confirmed on screen);
   and ``system``, the wall clock as it is, for a box kept on time by something
-  the agent cannot see (a container's host, a VM): off by default.
+  the agent cannot see (a container's host, a VM): off by default. Two more
+  report through ``offer`` (their loops are in ``agent.timesources``): ``gps``,
+  a receiver's NMEA time on a serial port, and ``modem``, the GSM network's time
+  (``AT+CCLK?``) from the notifications modem.
 * ``provisional``: no trusted source yet. The offset is the best estimate: the
   latest of the wall clock, the time saved at the last run (``clock.json``,
   advanced by nothing: a box that was off for a day estimates a day early) and
@@ -29,6 +32,13 @@ monotonic clock plus an *offset*, and the offset has a quality:
   estimate is adopted: held readings are released with ``time_quality =
   "estimated"``, and new ones carry it too, until a trusted source appears; the
   offset found then is recorded as an event, and later readings are trusted.
+
+Sources rank in this order: ``ntp`` and ``system``, ``gps``, ``rtc``, ``modem``,
+``user``. A source re-anchors time when time is not trusted yet, or when it
+disagrees by more than its tolerance (``TOLERANCE_NS``) and no better-ranked source
+is still answering; otherwise it stands by (health shows each source's state). A
+person may set the time only while no other source answers: a box with NTP or a GPS
+fix does not take a browser's word over them.
 
 Once anchored, the wall clock moving on its own (a step by hand, a restored
 fake-hwclock) changes nothing: time follows the monotonic clock, so it never
@@ -55,6 +65,15 @@ log = logging.getLogger(__name__)
 FLOOR_NS = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
 #: A trusted source re-anchors time only when it disagrees by more than this.
 REANCHOR_NS = 1_000_000_000
+#: Sources, best first; a source never overrides a better one that still answers.
+RANK = {"ntp": 0, "system": 0, "gps": 1, "rtc": 2, "modem": 3, "user": 4}
+#: How far each source may disagree with the time before it re-anchors it: NMEA
+#: states whole seconds of a fix up to a second old; the network's time (NITZ) is
+#: kept by the modem to the second and drifts between updates.
+TOLERANCE_NS = {"gps": 2_000_000_000, "modem": 10_000_000_000}
+#: A source that reports through ``offer`` counts as answering this long after its
+#: last good time.
+ANSWERING_NS = 300 * 1_000_000_000
 #: ``adjtimex`` answers this while the kernel clock is not synchronised.
 TIME_ERROR = 5
 NS = 1_000_000_000
@@ -86,6 +105,26 @@ class Adjustment:
     delta_ns: int
     source: str
     at_ns: int
+
+
+@dataclass(slots=True)
+class SourceState:
+    """What health shows about one time source.
+
+    Attributes:
+        state: ``waiting`` (nothing heard yet), ``ok`` (time comes from it),
+            ``standby`` (it answers; a better source sets the time), ``refused`` (it
+            gave a time that was not believed), ``unavailable`` (it cannot be asked:
+            a port missing, no fix, no modem).
+        detail: Why, in a few words.
+        last_ns: The agent's time of its last good answer.
+        last_mono_ns: The monotonic time of that answer.
+    """
+
+    state: str = "waiting"
+    detail: str = ""
+    last_ns: int | None = None
+    last_mono_ns: int | None = None
 
 
 def ntp_synchronised() -> bool | None:
@@ -156,6 +195,7 @@ class TimeKeeper:
         self.source = ""
         self.reason = "no time source yet"
         self.ntp: bool | None = None
+        self.states = {name: SourceState() for name in sorted(self._sources, key=_rank)}
         saved = self._load()
         estimate = max(wall_ns(), saved, floor_ns)
         self._offset = estimate - self._started_mono
@@ -165,6 +205,8 @@ class TimeKeeper:
             self._anchor(TimeQuality.TRUSTED, "rtc", self._wall())
         elif "system" in self._sources and wall_ns() >= floor_ns:
             self._anchor(TimeQuality.TRUSTED, "system", self._wall())
+        if "rtc" in self.states and self.source != "rtc":
+            self.states["rtc"] = SourceState("unavailable", "no battery clock set the time at boot")
 
     # -- reading the clock --------------------------------------------------------------
 
@@ -195,7 +237,37 @@ class TimeKeeper:
             "ntp_synchronised": self.ntp,
             "now_ns": self.now_ns(),
             "wall_ns": self._wall(),
+            "floor_ns": self._floor,
+            "user_refusal": None if (why := self.user_refusal_code()) is None else why[2],
+            "user_refusal_code": None if why is None else why[0],
+            "sources": {name: self._source_doc(name) for name in self.states},
         }
+
+    def _source_doc(self, name: str) -> dict[str, object]:
+        st = self.states[name]
+        state, detail = st.state, st.detail
+        if name == "ntp":
+            if self.ntp is None:
+                state, detail = "unavailable", "the kernel's NTP state cannot be read"
+            elif not self.ntp:
+                state, detail = "waiting", "not synchronised"
+            elif self.reason == "ntp time before the floor":
+                state, detail = "refused", "synchronised to a time before the release date"
+            else:
+                state, detail = self._standing("ntp"), ""
+        elif name == "system":
+            ok = self._system_ok()
+            state = self._standing("system") if ok else "refused"
+            detail = "" if ok else "the wall clock is before the release date"
+        elif name == "user":
+            state = "ok" if self.source.startswith("user:") else "waiting"
+            detail = self.source.removeprefix("user:") if state == "ok" else ""
+        elif st.state in ("ok", "standby"):
+            state = self._standing(name)
+        return {"state": state, "detail": detail, "last_ns": st.last_ns}
+
+    def _standing(self, name: str) -> str:
+        return "ok" if self.trusted and self.source == name else "standby"
 
     # -- sources ------------------------------------------------------------------------
 
@@ -207,6 +279,8 @@ class TimeKeeper:
             wall = self._wall()
             if self.quality is not TimeQuality.TRUSTED or abs(wall - self.now_ns()) > REANCHOR_NS:
                 return self._anchor(TimeQuality.TRUSTED, source, wall)
+            if _rank(source) < _rank(self.source) or not self._answering(self.source):
+                self.source = source  # within a second of it: no step, only the name
             return None
         if (
             self.quality is TimeQuality.PROVISIONAL
@@ -218,14 +292,85 @@ class TimeKeeper:
             return adj
         return None
 
+    def offer(self, source: str, wall_ns: int, *, mono_ns: int) -> Adjustment | None:
+        """A source read a time (``gps``, ``modem``): believe it, or say why not.
+
+        Args:
+            source: The source's name (one of ``time_sources``).
+            wall_ns: The time it stated.
+            mono_ns: The monotonic clock when its bytes arrived.
+
+        Returns:
+            The adjustment when time was anchored anew, else None (health tells why).
+        """
+        if source not in self.states:
+            return None
+        st = self.states[source]
+        wall_now = wall_ns + (self._mono() - mono_ns)
+        if wall_ns < self._floor:
+            st.state, st.detail = "refused", f"{_iso(wall_ns)} is before the release date"
+            return None
+        st.state, st.detail = "standby", ""
+        st.last_mono_ns, st.last_ns = self._mono(), wall_now
+        tolerance = TOLERANCE_NS.get(source, REANCHOR_NS)
+        current = self.source.split(":", 1)[0]
+        better_answers = _rank(current) < _rank(source) and self._answering(current)
+        if self.trusted and better_answers:
+            return None
+        if not self.trusted or abs(wall_now - self.now_ns()) > tolerance:
+            return self._anchor(TimeQuality.TRUSTED, source, wall_now)
+        if current != source:
+            self.source = source  # agrees within its tolerance: no step, only the name
+        return None
+
+    def note(self, source: str, state: str, detail: str) -> None:
+        """A source's loop says how it is (``unavailable``: no port, no fix, no modem)."""
+        if source in self.states:
+            self.states[source].state, self.states[source].detail = state, detail
+
+    def user_refusal(self) -> str | None:
+        """Why a person may not set the time now (None: they may)."""
+        why = self.user_refusal_code()
+        return None if why is None else why[2]
+
+    def user_refusal_code(self) -> tuple[str, str, str] | None:
+        """Why a person may not set the time now: code, source, text (None: they may).
+
+        Codes: ``off`` (``user`` is not among ``time_sources``), ``trusted-source``.
+        """
+        if "user" not in self._sources:
+            return "off", "", "setting the time by hand is off ([agent] time_sources)"
+        current = self.source.split(":", 1)[0]
+        if self.trusted and current != "user" and self._answering(current):
+            return (
+                "trusted-source",
+                current,
+                f"time already comes from a trusted source ({current})",
+            )
+        return None
+
+    def _answering(self, source: str) -> bool:
+        if source == "ntp":
+            return bool(self.ntp) and self.reason != "ntp time before the floor"
+        if source == "system":
+            return self._system_ok()
+        if source == "rtc":
+            return self.source == "rtc"  # the battery clock keeps the time it set
+        st = self.states.get(source)
+        if st is None or st.last_mono_ns is None or source == "user":
+            return False
+        return self._mono() - st.last_mono_ns < ANSWERING_NS
+
     def set_by_user(self, user: str, wall_ns: int) -> Adjustment:
         """A person set the time (their browser's clock, confirmed on screen).
 
         Raises:
-            ValueError: The time is before the floor (a browser with a wrong clock).
+            ValueError: Setting by hand is off, a trusted source answers (the message
+                names it), or the time is before the floor (a browser with a wrong clock).
         """
-        if "user" not in self._sources:
-            raise ValueError("setting the time by hand is off ([agent] time_sources)")
+        refusal = self.user_refusal()
+        if refusal is not None:
+            raise ValueError(refusal)
         if wall_ns < self._floor:
             raise ValueError("time before this version's release date")
         adj = self._anchor(TimeQuality.TRUSTED, f"user:{user}", wall_ns)
@@ -261,6 +406,9 @@ class TimeKeeper:
         self.quality = quality
         self.source = source
         self.reason = ""
+        if (named := self.states.get(source)) is not None:
+            named.state, named.detail = "standby", ""  # shown as "ok" while it is the source
+            named.last_ns, named.last_mono_ns = max(wall_ns, self._floor), mono
         adj = Adjustment(before, quality, delta, source, self.now_ns())
         log.info(
             "Time is %s (%s)%s",
@@ -295,6 +443,10 @@ class TimeKeeper:
             os.replace(tmp, self._path)
         except OSError as exc:
             log.warning("Cannot save the time to %s: %s", self._path, exc)
+
+
+def _rank(source: str) -> int:
+    return RANK.get(source.split(":", 1)[0], len(RANK))
 
 
 def _iso(ts_ns: int) -> str:

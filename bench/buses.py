@@ -47,8 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from coffee_telemetry.agent.bus.rtu import BusSpec  # noqa: E402
 from coffee_telemetry.agent.hullers.bus import BusPoller, UnitSpec  # noqa: E402
-from coffee_telemetry.agent.hullers.rtu import BusSpec  # noqa: E402
 from coffee_telemetry.drivers.counter_autonics_ct import Mode  # noqa: E402
 from coffee_telemetry.simulators.pty import PtyPort  # noqa: E402
 from coffee_telemetry.simulators.rtu import CounterUnitSim, RtuBusSim  # noqa: E402

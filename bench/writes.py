@@ -108,6 +108,25 @@ VARIANTS: dict[str, tuple[tuple[str, ...], str, bool]] = {
     "outbox-only": ((), "history,alerts", False),
 }
 
+#: The ``sd-card`` profile's timing settings alone (what it set before page sizes,
+#: packing and checkpoint spacing): each of the others is measured on top of these.
+SD_TIMING = (
+    "outbox.sync_interval_s=10",
+    "outbox.commit_delay_s=1",
+    "outbox.cursor_flush_s=10",
+    "history.flush_interval_s=60",
+)
+VARIANTS.update(
+    {
+        "sd-timing": (SD_TIMING, "", True),
+        "sd-timing+page-512": ((*SD_TIMING, "outbox.page_size=512"), "", True),
+        "sd-timing+compress": ((*SD_TIMING, "outbox.compress=true"), "", True),
+        "sd-timing+checkpoint-60s": ((*SD_TIMING, "outbox.checkpoint_interval_s=60"), "", True),
+        "sd-timing+prune-60s": ((*SD_TIMING, "outbox.prune_interval_s=60"), "", True),
+        "sd-timing+history-page-1k": ((*SD_TIMING, "history.page_size=1024"), "", True),
+    }
+)
+
 WRITE_CALLS = ("write", "pwrite64", "writev", "pwritev", "pwritev2")
 #: ``strace`` lines: ``TID call(FD</path>, ...) = N``, or split in two across threads.
 _CALL = re.compile(r"^(\d+)\s+(\w+)\((\d+)<([^>]*)>.*?(?:\)\s+=\s+(-?\d+)|<unfinished \.\.\.>)")
@@ -122,6 +141,11 @@ def write_bytes(pid: int) -> int:
         if line.startswith("write_bytes:"):
             return int(line.split()[1])
     raise RuntimeError(f"no write_bytes in /proc/{pid}/io")
+
+
+def ident(variant: str) -> str:
+    """The variant's MQTT prefix and InfluxDB database: letters and digits only."""
+    return "w" + re.sub(r"[^a-z0-9]", "", variant)
 
 
 def store_of(path: str, data_dir: Path, log_path: Path) -> str | None:
@@ -267,9 +291,9 @@ def site_file(
         data_dir=work / "data",
         devices=meters,
         mqtt_port=rig.broker.port,
-        prefix=f"w{name.replace('-', '')}",
+        prefix=ident(name),
         influx_url=rig.influx.url,
-        database=f"w{name.replace('-', '')}",
+        database=ident(name),
         flush_interval_s=1.0,
     )
     text = config.read_text().replace('log_level = "debug"', 'log_level = "warning"')
@@ -296,7 +320,7 @@ async def run_variant(args: argparse.Namespace, rig: Rig, name: str) -> dict[str
     _, _, with_huller = VARIANTS[name]
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=rig.tmp))
     (work / "dev").mkdir()
-    rig.influx.create_database(f"w{name.replace('-', '')}")
+    rig.influx.create_database(ident(name))
     scales = min(args.scales, args.devices)
     names = [f"m{i}" for i in range(args.devices - scales)] + [f"b{i}" for i in range(scales)]
     ports = {dev: PtyPort(link=work / "dev" / dev) for dev in names}

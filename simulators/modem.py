@@ -12,6 +12,9 @@ What it answers, as a Quectel or SIMCom modem does in PDU mode:
     AT+CMGR=<i>               +CMGR: <stat>,,<len> / <pdu> / OK
     AT+CMGD=<i>               OK
     AT+CMGL=4                 every stored message, as +CMGR does
+    AT+CCLK?                  +CCLK: "yy/MM/dd,hh:mm:ss±zz" (local time, zz in quarter
+                              hours): the network's time, or the power-up default
+                              ``80/01/06,...`` while ``network_clock`` is None
 
 and on its own ``+CMTI: "SM",<i>`` when a text arrives (``deliver``) and
 ``+CDS: <len>`` with a status-report PDU after each message that asked for one.
@@ -24,7 +27,9 @@ letters, digits and spaces (the same code points in both alphabets).
 
 Fault knobs: ``pin`` (a SIM that asks for one), ``registered`` (False: no network,
 ``+CMS ERROR: 331``), ``fail_next`` (CMS codes for the next sends), ``reply_delay_s``
-(a slow modem), ``silent_sends`` (no answer to the next sends at all); unplug and
+(a slow modem), ``silent_sends`` (no answer to the next sends at all),
+``network_clock`` (None: the network sent no time; a function: the time it did send)
+and ``zone_quarters``; unplug and
 replug are ``PtyPort`` methods (``port``). A replug is a power cycle: echo on, PIN again.
 """
 
@@ -34,11 +39,20 @@ import asyncio
 import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 from coffee_telemetry.simulators.pty import PtyPort
 
-__all__ = ["ModemSim", "Submitted", "encode_deliver", "encode_status_report", "open_modem_sim"]
+__all__ = [
+    "ModemSim",
+    "Submitted",
+    "encode_cclk",
+    "encode_deliver",
+    "encode_status_report",
+    "open_modem_sim",
+]
 
 _CTRL_Z = 0x1A
 _ESC = 0x1B
@@ -79,6 +93,21 @@ def encode_status_report(reference: int, recipient: str, status: int = 0) -> str
     return f"0006{reference:02X}{_address(recipient)}{_TIMESTAMP}{_TIMESTAMP}{status:02X}"
 
 
+#: What a Quectel modem's clock says after power-up, before the network's time.
+CLOCK_DEFAULT = "80/01/06,00:01:31+00"
+
+
+def encode_cclk(when: datetime, zone_quarters: int) -> str:
+    """The ``+CCLK:`` line for ``when`` shown in the zone ``zone_quarters`` (27.007 §8.15)."""
+    local = when.astimezone(UTC) + timedelta(minutes=15 * zone_quarters)
+    sign = "-" if zone_quarters < 0 else "+"
+    return f'+CCLK: "{local:%y/%m/%d,%H:%M:%S}{sign}{abs(zone_quarters):02d}"'
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(time.time(), UTC)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Submitted:
     """An SMS-SUBMIT the modem took.
@@ -109,6 +138,8 @@ class ModemSim:
         self.submitted: list[Submitted] = []
         self.commands: list[str] = []
         self.storage: dict[int, str] = {}
+        self.network_clock: Callable[[], datetime] | None = _now
+        self.zone_quarters = -12  # Brasília, UTC-3
         self._unlocked = pin is None
         self._echo = True
         self._mr = 0
@@ -202,6 +233,11 @@ class ModemSim:
             self._say("+CME ERROR: 11")  # SIM PIN required
         elif cmd == "AT+CSQ":
             self._say(f"+CSQ: {self.csq if self.registered else 99},99", "OK")
+        elif cmd == "AT+CCLK?":
+            if self.network_clock is None:
+                self._say(f'+CCLK: "{CLOCK_DEFAULT}"', "OK")
+            else:
+                self._say(encode_cclk(self.network_clock(), self.zone_quarters), "OK")
         elif cmd == "AT+CREG?":
             self._say(f"+CREG: 0,{1 if self.registered else 2}", "OK")
         elif cmd.startswith("AT+CMGS="):

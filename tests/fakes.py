@@ -27,12 +27,12 @@ from pymodbus.pdu.bit_message import ReadDiscreteInputsResponse, WriteSingleCoil
 from pymodbus.pdu.register_message import ReadInputRegistersResponse
 
 from coffee_telemetry.agent.accept import AcceptStage, Commit
+from coffee_telemetry.agent.bus.rtu import BusSpec, ModbusClient
 from coffee_telemetry.agent.config import SerialSettings
 from coffee_telemetry.agent.devices.ports import SerialPort
 from coffee_telemetry.agent.errors import PortError
 from coffee_telemetry.agent.health import Health
 from coffee_telemetry.agent.hullers.bus import DeviceError, PollEvent
-from coffee_telemetry.agent.hullers.rtu import BusSpec, ModbusClient
 from coffee_telemetry.agent.readings import Stamper
 from coffee_telemetry.drivers._framing import LineSplitter
 from coffee_telemetry.drivers.counter_autonics_ct import CounterSample

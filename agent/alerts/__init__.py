@@ -25,9 +25,11 @@ from coffee_telemetry.agent.alerts.formats import (
 )
 from coffee_telemetry.agent.alerts.kinds import (
     DEFAULT_SILENT_S,
+    CalibrationDueRule,
     DeviceSilentRule,
     HullerFaultRule,
     HumidStorageRule,
+    MeterDisagreementRule,
     Rule,
     ServiceRule,
     SinkBacklogRule,
@@ -67,6 +69,7 @@ __all__ = [
     "AlertPoint",
     "AlertService",
     "AlertState",
+    "CalibrationDueRule",
     "DeviceHealthLike",
     "DeviceSilentRule",
     "DeviceSnapshot",
@@ -78,6 +81,7 @@ __all__ = [
     "Lang",
     "LotMemory",
     "Memory",
+    "MeterDisagreementRule",
     "Rule",
     "RuleError",
     "RuleState",

@@ -56,6 +56,17 @@ clear test passes; in between (the band) nothing changes.
     how long the air must stay humid before the alert fires; a reading below the clear
     line while pending starts the wait again. A sensor that stops reporting keeps its
     last state (``device_silent`` is the rule for silence).
+``calibration_due``
+    Per meter (subject: its device id), from its ``calibration_status`` readings:
+    holds while ``days_left <= warn_days`` (a past due date is negative days); clears
+    when a new calibration moves the due date out of the warning window.
+``meter_disagreement``
+    Per lot, from ``moisture`` readings with a lot tag: the rule remembers each meter's
+    latest reading of the lot (``MetersMemory``; older than ``window_s`` before the new
+    one is forgotten). A reading is compared with the latest of every other meter
+    within ``window_s``; it holds when the largest difference exceeds
+    ``tolerance_pp`` and clears when a comparison finds none beyond it. A reading with
+    no other meter in the window changes nothing. Times are the readings' own.
 
 A device, huller or sink missing from a tick's mapping is taken as removed: its alert
 resolves (``removed`` in its data). A tick whose ``devices`` or ``sinks`` is ``None``
@@ -68,9 +79,11 @@ import math
 from typing import assert_never
 
 from coffee_telemetry.agent.alerts.kinds import (
+    CalibrationDueRule,
     DeviceSilentRule,
     HullerFaultRule,
     HumidStorageRule,
+    MeterDisagreementRule,
     Rule,
     ServiceRule,
     SinkBacklogRule,
@@ -83,6 +96,7 @@ from coffee_telemetry.agent.alerts.model import (
     JamMemory,
     LotMemory,
     Memory,
+    MetersMemory,
     RuleState,
     Tick,
     WiringMemory,
@@ -140,6 +154,14 @@ def condition(rule: Rule, state: RuleState, event: Reading | Tick, now_ns: int) 
         case HumidStorageRule():
             if isinstance(event, Reading):
                 return _humid_storage(rule, state, event)
+            return None
+        case CalibrationDueRule():
+            if isinstance(event, Reading):
+                return _calibration_due(rule, state, event)
+            return None
+        case MeterDisagreementRule():
+            if isinstance(event, Reading):
+                return _meter_disagreement(rule, state, event)
             return None
         case _:
             assert_never(rule)
@@ -385,3 +407,57 @@ def _humid_storage(rule: HumidStorageRule, state: RuleState, reading: Reading) -
     if temperature is not None:
         data["temperature_c"] = temperature
     return active, data, None
+
+
+def _calibration_due(
+    rule: CalibrationDueRule, state: RuleState, reading: Reading
+) -> Outcome | None:
+    if reading.measurement != "calibration_status" or reading.device != state.subject:
+        return None
+    days = reading.fields.get("days_left")
+    if isinstance(days, bool) or not isinstance(days, int):
+        return None
+    data: dict[str, FieldValue] = {"device": state.subject, "days_left": days}
+    for key, out in (("due", "due_date"), ("certificate", "certificate"), ("calibration",) * 2):
+        value = reading.fields.get(key)
+        if isinstance(value, str):
+            data[out] = value
+    station = reading.tags.get("station", "")
+    if station:
+        data["station"] = station
+    return days <= rule.warn_days, data, None
+
+
+def _meter_disagreement(
+    rule: MeterDisagreementRule, state: RuleState, reading: Reading
+) -> Outcome | None:
+    if reading.measurement != "moisture" or reading.tags.get("lot") != state.subject:
+        return None
+    value = _number(reading.fields.get("moisture_pct"))
+    if value is None:
+        return None
+    window = to_ns(rule.window_s)
+    at = reading.ts_ns
+    old = state.memory.latest if isinstance(state.memory, MetersMemory) else ()
+    kept = [m for m in old if m[0] != reading.device and at - m[1] <= window]
+    others = [m for m in kept if abs(at - m[1]) <= window]
+    prev = next((m for m in old if m[0] == reading.device), None)
+    own = prev if prev is not None and prev[1] > at else (reading.device, at, value)
+    memory = MetersMemory(tuple(sorted([*kept, own])))
+    if not others:
+        return (state.open, state.data, memory) if state.open else (False, _NO_DATA, memory)
+    device, _, pct = max(others, key=lambda o: (abs(o[2] - value), o[0]))
+    diff = round(pct - value, 6)
+    data: dict[str, FieldValue] = {
+        "lot": state.subject,
+        "device": reading.device,
+        "last_pct": value,
+        "other_device": device,
+        "other_pct": pct,
+        "diff_pp": diff,
+        "tolerance_pp": float(rule.tolerance_pp),
+    }
+    station = reading.tags.get("station", "")
+    if station:
+        data["station"] = station
+    return abs(diff) > rule.tolerance_pp, data, memory

@@ -33,13 +33,14 @@ from coffee_telemetry.agent.alerts.evaluate import (
     evaluate,
     subjects,
 )
-from coffee_telemetry.agent.alerts.kinds import Rule, WetLotRule
+from coffee_telemetry.agent.alerts.kinds import MeterDisagreementRule, Rule, WetLotRule
 from coffee_telemetry.agent.alerts.messages import alert_message
 from coffee_telemetry.agent.alerts.model import (
     NS,
     Alert,
     Lang,
     LotMemory,
+    MetersMemory,
     RuleState,
     Tick,
     to_ns,
@@ -198,6 +199,8 @@ class Engine:
         # Frees closed lots past forget_after_s; their next reading would start afresh
         # anyway (``_forget_lot``), so when this runs never changes an output.
         for rule in self._rules:
+            if isinstance(rule, MeterDisagreementRule):
+                self._sweep_meters(rule, now_ns)
             if not isinstance(rule, WetLotRule):
                 continue
             limit = to_ns(rule.forget_after_s)
@@ -211,3 +214,18 @@ class Engine:
             ]
             for subject in stale:
                 del states[subject]
+
+    def _sweep_meters(self, rule: MeterDisagreementRule, now_ns: int) -> None:
+        # A closed lot whose meters last read it more than a window ago compares with
+        # nothing any more: its memory goes (the next reading starts afresh).
+        window = to_ns(rule.window_s)
+        states = self._states[rule.name]
+        stale = [
+            subject
+            for subject, state in states.items()
+            if not state.open
+            and isinstance(state.memory, MetersMemory)
+            and all(now_ns - at > window for _, at, _ in state.memory.latest)
+        ]
+        for subject in stale:
+            del states[subject]

@@ -31,6 +31,8 @@ Subjects
     ``service_overdue``
     ``sink_backlog``     the sink name              ticks (``Tick.sinks``)
     ``humid_storage``    the sensor's device id     ``climate`` readings
+    ``calibration_due``  the meter's device id      ``calibration_status`` readings
+    ``meter_disagreement`` the lot code             ``moisture`` readings with a lot tag
     ===================  =========================  ====================================
 
 Lifecycle
@@ -68,9 +70,11 @@ from typing import assert_never
 
 from coffee_telemetry.agent.alerts.conditions import condition
 from coffee_telemetry.agent.alerts.kinds import (
+    CalibrationDueRule,
     DeviceSilentRule,
     HullerFaultRule,
     HumidStorageRule,
+    MeterDisagreementRule,
     Rule,
     ServiceRule,
     SinkBacklogRule,
@@ -113,14 +117,20 @@ def subjects(rule: Rule, event: Reading | Tick) -> list[str]:
                 ]
             case SinkBacklogRule():
                 return [] if event.sinks is None else list(event.sinks)
-            case WetLotRule() | ServiceRule() | HumidStorageRule():
+            case (
+                WetLotRule()
+                | ServiceRule()
+                | HumidStorageRule()
+                | CalibrationDueRule()
+                | MeterDisagreementRule()
+            ):
                 return []
             case _:
                 assert_never(rule)
     if event.measurement not in rule.measurements:
         return []
     match rule:
-        case WetLotRule():
+        case WetLotRule() | MeterDisagreementRule():
             lot = event.tags.get("lot", "")
             return [lot] if lot else []
         case HullerFaultRule():
@@ -128,7 +138,7 @@ def subjects(rule: Rule, event: Reading | Tick) -> list[str]:
         case ServiceRule():
             task = event.tags.get("task", "")
             return [f"{event.device}/{task}"] if task else []
-        case HumidStorageRule():
+        case HumidStorageRule() | CalibrationDueRule():
             return [event.device]
         case DeviceSilentRule() | SinkBacklogRule():  # pragma: no cover - no measurements
             return []

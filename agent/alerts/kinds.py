@@ -1,4 +1,4 @@
-"""The six kinds of alert rule, and the rules a site starts with.
+"""The eight kinds of alert rule, and the rules a site starts with.
 
 A rule is its settings. Each kind extends the model of its ``[alerts.*]`` section in
 ``agent.config`` (``WetLotParams`` and the like: the keys a site may set, their
@@ -29,10 +29,12 @@ from pydantic import Field, ValidationError
 from coffee_telemetry.agent.alerts.model import Severity
 from coffee_telemetry.agent.config import (
     AlertsConfig,
+    CalibrationDueParams,
     DeviceSilentParams,
     HullerFaultParams,
     HumidStorageParams,
     Ident,
+    MeterDisagreementParams,
     PendingS,
     Positive,
     RepeatS,
@@ -252,6 +254,48 @@ class HumidStorageRule(HumidStorageParams, _RuleBase):
     severity: Severity = Severity.WARNING
 
 
+class CalibrationDueRule(CalibrationDueParams, _RuleBase):
+    """A meter whose calibration is due within ``warn_days`` days, or past due.
+
+    Reads the ``calibration_status`` readings (``agent.evidence.meters``): one subject
+    per meter (its device id). ``CalibrationDueParams`` holds ``warn_days`` and
+    ``repeat_s``.
+
+    Attributes:
+        name: Rule name.
+        severity: Severity of its alerts.
+        pending_s: How long the condition must hold before the alert fires.
+    """
+
+    kind: ClassVar[str] = "calibration_due"
+    measurements: ClassVar[frozenset[str]] = frozenset({"calibration_status"})
+    on_ticks: ClassVar[bool] = False
+
+    name: Ident = "calibration_due"
+    severity: Severity = Severity.WARNING
+    pending_s: PendingS = 0.0
+
+
+class MeterDisagreementRule(MeterDisagreementParams, _RuleBase):
+    """Two meters reading one lot further apart than ``tolerance_pp`` within ``window_s``.
+
+    One subject per lot (its code), from ``moisture`` readings with a lot tag.
+
+    Attributes:
+        name: Rule name.
+        severity: Severity of its alerts.
+        pending_s: How long the condition must hold before the alert fires.
+    """
+
+    kind: ClassVar[str] = "meter_disagreement"
+    measurements: ClassVar[frozenset[str]] = frozenset({"moisture"})
+    on_ticks: ClassVar[bool] = False
+
+    name: Ident = "meter_disagreement"
+    severity: Severity = Severity.WARNING
+    pending_s: PendingS = 0.0
+
+
 #: A configured rule.
 Rule = (
     WetLotRule
@@ -260,6 +304,8 @@ Rule = (
     | ServiceRule
     | SinkBacklogRule
     | HumidStorageRule
+    | CalibrationDueRule
+    | MeterDisagreementRule
 )
 
 
@@ -286,6 +332,10 @@ def build_rules(cfg: AlertsConfig) -> list[Rule]:
         rules.append(SinkBacklogRule.from_config(cfg.sink_backlog))
     if cfg.humid_storage.enabled:
         rules.append(HumidStorageRule.from_config(cfg.humid_storage))
+    if cfg.calibration_due.enabled:
+        rules.append(CalibrationDueRule.from_config(cfg.calibration_due))
+    if cfg.meter_disagreement.enabled:
+        rules.append(MeterDisagreementRule.from_config(cfg.meter_disagreement))
     return rules
 
 

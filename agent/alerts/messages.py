@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import assert_never
 
 from coffee_telemetry.agent.alerts.kinds import (
+    CalibrationDueRule,
     DeviceSilentRule,
     HullerFaultRule,
     HumidStorageRule,
+    MeterDisagreementRule,
     Rule,
     ServiceRule,
     SinkBacklogRule,
@@ -99,6 +101,10 @@ def _describe(rule: Rule, subject: str, data: Data, resolved: bool, lang: Lang) 
             return title, _sink_text(subject, data, resolved, lang)
         case HumidStorageRule():
             return title, _humid_text(subject, data, lang)
+        case CalibrationDueRule():
+            return title, _calibration_text(subject, data, lang)
+        case MeterDisagreementRule():
+            return title, _disagreement_text(subject, data, lang)
         case _:
             assert_never(rule)
 
@@ -119,6 +125,10 @@ def _title(rule: Rule, lang: Lang) -> str:
             return _tr(lang, "Envio parado", "Sink backlog")
         case HumidStorageRule():
             return _tr(lang, "Armazém úmido", "Humid storage")
+        case CalibrationDueRule():
+            return _tr(lang, "Calibração vencendo", "Calibration due")
+        case MeterDisagreementRule():
+            return _tr(lang, "Medidores discordam", "Meters disagree")
         case _:
             assert_never(rule)
 
@@ -267,3 +277,36 @@ def _humid_text(device: str, data: Data, lang: Lang) -> str:
     if "temperature_c" in data:
         text += f", {_num(_f(data, 'temperature_c'), 1, lang)} °C"
     return text
+
+
+def _calibration_text(device: str, data: Data, lang: Lang) -> str:
+    days = int(_f(data, "days_left"))
+    due = _s(data, "due_date") or "-"
+    cert = _s(data, "certificate")
+    what = _tr(
+        lang,
+        f"medidor {device}{f', certificado {cert}' if cert else ''}",
+        f"meter {device}{f', certificate {cert}' if cert else ''}",
+    )
+    if days < 0:
+        return _tr(
+            lang,
+            f"{what}: calibração VENCIDA em {due} (há {-days} dias)",
+            f"{what}: calibration OVERDUE since {due} ({-days} days)",
+        )
+    return _tr(
+        lang,
+        f"{what}: calibração vence em {due} (em {days} dias)",
+        f"{what}: calibration due {due} (in {days} days)",
+    )
+
+
+def _disagreement_text(lot: str, data: Data, lang: Lang) -> str:
+    a, b = _s(data, "device"), _s(data, "other_device")
+    pa, pb = _num(_f(data, "last_pct"), 1, lang), _num(_f(data, "other_pct"), 1, lang)
+    diff, tol = _num(abs(_f(data, "diff_pp")), 2, lang), _num(_f(data, "tolerance_pp"), 1, lang)
+    return _tr(
+        lang,
+        f"lote {lot}: {a} {pa} % e {b} {pb} %, diferença {diff} pp (tolerância {tol} pp)",
+        f"lot {lot}: {a} {pa} % and {b} {pb} %, difference {diff} pp (tolerance {tol} pp)",
+    )

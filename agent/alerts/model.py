@@ -82,6 +82,16 @@ DATA_FIELDS: Mapping[str, type] = {
     "rh_pct": float,
     "temperature_c": float,
     "pending_s": float,
+    # calibration_due (also device, station)
+    "days_left": int,
+    "due_date": str,
+    "certificate": str,
+    "calibration": str,
+    # meter_disagreement (also lot, device, last_pct)
+    "other_device": str,
+    "other_pct": float,
+    "diff_pp": float,
+    "tolerance_pp": float,
 }
 
 #: Nanoseconds in a second.
@@ -241,8 +251,15 @@ class WiringMemory:
     gain_h: float
 
 
+@dataclass(frozen=True, slots=True)
+class MetersMemory:
+    """Each meter's latest reading of a lot: ``(device, at_ns, moisture_pct)``."""
+
+    latest: tuple[tuple[str, int, float], ...]
+
+
 #: What a rule remembers about a subject besides its alert.
-Memory = LotMemory | ErrorMemory | JamMemory | WiringMemory
+Memory = LotMemory | ErrorMemory | JamMemory | WiringMemory | MetersMemory
 
 
 @dataclass(frozen=True, slots=True)

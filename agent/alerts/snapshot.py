@@ -31,6 +31,7 @@ from coffee_telemetry.agent.alerts.model import (
     JamMemory,
     LotMemory,
     Memory,
+    MetersMemory,
     RuleState,
     WiringMemory,
 )
@@ -216,6 +217,8 @@ def _memory_doc(memory: Memory | None) -> dict[str, object] | None:
                 "running": memory.running,
                 "gain": memory.gain_h,
             }
+        case MetersMemory():
+            return {"type": "meters", "latest": [list(x) for x in memory.latest]}
         case _:
             assert_never(memory)
 
@@ -322,6 +325,18 @@ def _memory_from(doc: object) -> Memory | None:
                 hours=_float(doc, "hours"),
                 running=_bool(doc, "running"),
                 gain_h=_float(doc, "gain"),
+            )
+        case "meters":
+            raw = _raw(doc, "latest")
+            if not isinstance(raw, list) or not all(
+                isinstance(x, list) and len(x) == 3 for x in raw
+            ):
+                raise TypeError("latest: expected triples")
+            return MetersMemory(
+                tuple(
+                    (_str({"d": d}, "d"), _as_int(t, "latest"), _as_float(v, "latest"))
+                    for d, t, v in raw
+                )
             )
         case other:
             raise ValueError(f"unknown memory type {other!r}")

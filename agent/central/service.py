@@ -1,5 +1,8 @@
 """Running one recorder: connect to the cluster and InfluxDB, ensure the streams, record.
 
+Beside the recorder runs a ``StatusWatcher`` (``agent.central.status``): the sites'
+status bucket into ``agent_status`` points, offline when heartbeats stop.
+
 The recorder keeps its NATS connection with nats-py's own reconnection (every node of
 the cluster is listed; a node that dies is replaced by another), retries the stream
 set-up until the cluster answers (its nodes may be starting too), and logs its
@@ -22,6 +25,7 @@ import nats.js.errors
 
 from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.central.recorder import Recorder, RecorderStats
+from coffee_telemetry.agent.central.status import StatusWatcher
 from coffee_telemetry.agent.central.stream import StreamSettings, ensure_streams
 from coffee_telemetry.agent.sinks.influx import open_influx_v1
 
@@ -48,6 +52,8 @@ class RecorderOptions:
     fetch_timeout_s: float = 1.0
     influx_timeout_s: float = 10.0
     stats_every_s: float = 60.0
+    #: How often the sites' heartbeat deadlines are checked (``agent.central.status``).
+    status_check_s: float = 1.0
     name: str = "recorder"
     streams: StreamSettings = field(default_factory=StreamSettings)
 
@@ -124,8 +130,15 @@ async def run_recorder(options: RecorderOptions, *, stop: asyncio.Event) -> Reco
                 ", ".join(options.servers),
                 options.influx_url,
             )
+            watcher = StatusWatcher(
+                js=js,
+                sink=sink,
+                bucket=options.streams.status_bucket,
+                check_s=options.status_check_s,
+            )
             async with asyncio.TaskGroup() as tg:
                 task = tg.create_task(recorder.run(), name="recorder")
+                status = tg.create_task(watcher.run(), name="status")
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(options.stats_every_s):
@@ -133,7 +146,9 @@ async def run_recorder(options: RecorderOptions, *, stop: asyncio.Event) -> Reco
                     if not stop.is_set():
                         _log_stats(recorder.stats, "Recorder")
                 await recorder.stop()
+                await watcher.stop()
                 await task
+                await status
             _log_stats(recorder.stats, "Recorder stopped")
             return recorder.stats
     finally:

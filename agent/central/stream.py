@@ -21,6 +21,10 @@ each message goes to one of them; one that is not acknowledged within ``ack_wait
 (a recorder that crashed mid-batch) is delivered again to another. ``max_deliver``
 is unlimited: a message is never given up because InfluxDB was down.
 
+``COFFEE_STATUS`` is a JetStream key-value bucket (the stream ``KV_COFFEE_STATUS``):
+each site's last status document, put by its agent every heartbeat (the retained
+``agent/status`` of the site's broker, seen centrally; ``agent.central.status``).
+
 ``ensure_streams`` creates what is missing and updates what differs, so every
 recorder may call it at start.
 """
@@ -52,6 +56,7 @@ class StreamSettings:
     prefix: str = "coffee"
     stream: str = "COFFEE"
     dead_stream: str = "COFFEE_DEAD"
+    status_bucket: str = "COFFEE_STATUS"
     consumer: str = "recorder"
     replicas: int = 3
     max_bytes: int = 8 * 1024**3
@@ -102,6 +107,24 @@ def dead_stream_config(s: StreamSettings) -> StreamConfig:
     )
 
 
+def status_bucket_config(s: StreamSettings) -> StreamConfig:
+    """The status bucket: a key-value bucket (one document per site, the last one)."""
+    return StreamConfig(
+        name=f"KV_{s.status_bucket}",
+        subjects=[f"$KV.{s.status_bucket}.>"],
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.NEW,
+        max_msgs_per_subject=1,
+        max_msg_size=4096,
+        max_bytes=64 * 1024 * 1024,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        storage=StorageType.FILE,
+        num_replicas=s.replicas,
+        duplicate_window=60.0,
+    )
+
+
 def consumer_config(s: StreamSettings) -> ConsumerConfig:
     """The recorders' shared durable pull consumer."""
     return ConsumerConfig(
@@ -126,11 +149,12 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
-    """Create or update both streams and the recorders' consumer.
+    """Create or update the streams, the status bucket and the recorders' consumer.
 
     Raises:
         nats.js.errors.APIError: The cluster refused (too few nodes for the replicas ...).
     """
     await _ensure_stream(js, stream_config(settings))
     await _ensure_stream(js, dead_stream_config(settings))
+    await _ensure_stream(js, status_bucket_config(settings))
     await js.add_consumer(settings.stream, consumer_config(settings))

@@ -6,7 +6,8 @@
 ``backup`` works while the agent runs (``agent.backup``: SQLite's online backup API,
 one consistent copy per store). It saves what a new box needs to carry on where this
 one stopped: the site file, the active lots and their history, the lot records, huller
-maintenance, the alert state, and the outbox's cursors, per-device sequences and epoch
+maintenance, the alert state, the evidence store (members, plots, every manifest issued)
+and the box's signing key, and the outbox's cursors, per-device sequences and epoch
 (so a restored agent never numbers a reading ``(device, seq)`` again). The outbox's
 undelivered records only with ``--with-outbox``: without them the restored agent starts
 with an empty backlog. The local history (charts) and the notification queues are not
@@ -62,6 +63,8 @@ from coffee_telemetry.agent.cli._common import (
 )
 from coffee_telemetry.agent.config import Config
 from coffee_telemetry.agent.errors import ConfigError
+from coffee_telemetry.agent.evidence import store as evidence_store
+from coffee_telemetry.agent.evidence.identity import KEY_NAME
 from coffee_telemetry.agent.hullers import store as maintenance_store
 from coffee_telemetry.agent.lots import records as lot_records
 from coffee_telemetry.agent.lots import store as lot_store
@@ -83,6 +86,7 @@ def supported_versions() -> dict[str, int]:
         "lots": len(lot_store.STEPS),
         "lot_records": len(getattr(lot_records, "STEPS", ())),
         "maintenance": len(maintenance_store.STEPS),
+        "evidence": len(evidence_store.STEPS),
         "alerts": SNAPSHOT_VERSION,
         "alerts_recent": RECENT_VERSION,
     }
@@ -96,6 +100,8 @@ def state_paths(cfg: Config) -> dict[str, Path]:
         "lots": data / "lots.sqlite3",
         "lot_records": cfg.lot_records_path,
         "maintenance": cfg.maintenance_path,
+        "evidence": data / "evidence.sqlite3",
+        "evidence_key": data / KEY_NAME,
         "alerts": data / "alerts.json",
         "alerts_recent": data / "alerts-recent.json",
     }
@@ -127,7 +133,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     paths = state_paths(cfg)
     sources = [Source("site", Path(args.config), "config")]
     for store, path in paths.items():
-        kind: Kind = "json" if path.suffix == ".json" else "sqlite"
+        kind: Kind = (
+            "json" if path.suffix == ".json" else "config" if path.suffix == ".pem" else "sqlite"
+        )
         trim = _outbox_state_only if store == "outbox" and not args.with_outbox else None
         sources.append(Source(store, path, kind, trim))
     try:

@@ -8,6 +8,9 @@
     coffee-telemetry lot report -c site.toml LOT [-o FILE] [--csv] [--lang en]
     coffee-telemetry lot report -c site.toml --from DATE --to DATE --csv [-o FILE]
     coffee-telemetry lot verify -c site.toml FILE
+    coffee-telemetry lot dried -c site.toml LOT --dryer patio|mechanical [--at TIME] [--by B]
+    coffee-telemetry lot receipt -c site.toml LOT [--member M] [--invoice NF] [--sacks N]
+        [--gross-kg KG] [--net-kg KG] [--stack POS] [--by B]
 
 ``set``/``clear`` write the lot store (``lots.store``) while the agent runs; the agent
 picks a change up within a second and publishes it as a ``lot_assignment`` event.
@@ -42,7 +45,20 @@ from coffee_telemetry.agent.lots.export import (
     report_file_name,
     verify_report,
 )
-from coffee_telemetry.agent.lots.model import LotRecord
+from coffee_telemetry.agent.lots.model import LotReceipt, LotRecord
+from coffee_telemetry.agent.lots.readiness import (
+    ReadinessRules,
+    describe,
+    lot_readiness,
+    parse_dried,
+    set_dried,
+)
+from coffee_telemetry.agent.lots.receipt import (
+    RECEIPT_KEYS,
+    parse_receipt,
+    receipt_doc,
+    set_receipt,
+)
 from coffee_telemetry.agent.lots.records import (
     LotRecords,
     configured_lot_records,
@@ -52,7 +68,15 @@ from coffee_telemetry.agent.lots.records import (
 from coffee_telemetry.agent.lots.store import LotError, LotStore, check_by, validate_lot
 from coffee_telemetry.agent.web.lots import QueryError, parse_query
 
-__all__ = ["add_parser", "cmd_lot", "cmd_lot_info", "cmd_lot_report", "cmd_lot_verify"]
+__all__ = [
+    "add_parser",
+    "cmd_lot",
+    "cmd_lot_dried",
+    "cmd_lot_info",
+    "cmd_lot_receipt",
+    "cmd_lot_report",
+    "cmd_lot_verify",
+]
 
 #: ``lot info`` options and the details they set.
 _DETAIL_OPTIONS = (
@@ -89,6 +113,7 @@ def cmd_lot_info(args: argparse.Namespace) -> int:
             print(f"{code}: " + _details_text(details_doc(details)))
             return EXIT_OK
         record = records.record(code)
+        state = lot_readiness(records, code, ReadinessRules.from_config(cfg.lots), time.time_ns())
     finally:
         records.close()
     if record is None:
@@ -98,6 +123,10 @@ def cmd_lot_info(args: argparse.Namespace) -> int:
     print(f"{code}: {s.readings} leituras/readings, {s.weighments} pesagens/weighments,")
     print(f"  {s.net_kg:.1f} kg, veredito/verdict {s.verdict}, alertas/alerts {s.open_alerts}")
     print("  " + _details_text(details_doc(record.details)))
+    if state is not None:
+        print(f"  {describe(state, 'pt-BR')} / {describe(state, 'en')}")
+    if record.hulled_bags is not None:
+        print(f"  sacas beneficiadas/bags hulled {record.hulled_bags:g}")
     return EXIT_OK
 
 
@@ -111,7 +140,10 @@ def _details_text(doc: dict[str, object]) -> str:
 def cmd_lot(args: argparse.Namespace) -> int:
     """Set, clear or show the lot each station works on."""
     cfg = load(args.config)
-    stations = sorted({d.station for d in cfg.devices if d.station})
+    stations = sorted(
+        {d.station for d in cfg.devices if d.station}
+        | {h.station for h in cfg.hullers if h.station}
+    )
     if args.action != "show" and args.station not in stations:
         print(
             f"error: unknown station {args.station!r}; stations: {', '.join(stations) or 'none'}",
@@ -241,6 +273,89 @@ def cmd_lot_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILURE
 
 
+def cmd_lot_dried(args: argparse.Namespace) -> int:
+    """Say when a lot left the dryer, and show where it stands."""
+    cfg = load(args.config)
+    now = time.time_ns()
+    try:
+        code = validate_lot(args.lot)
+        doc: dict[str, object] = {"dryer": args.dryer}
+        if args.at is not None:
+            doc["at"] = args.at
+        change = parse_dried(doc, now_ns=now, zone=cfg.site.zone)
+        by = check_by(args.by if args.by else getpass.getuser())
+    except LotError as exc:
+        print(f"error: {exc}; nothing was written", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        records = configured_lot_records(cfg)
+    except LotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    rules = ReadinessRules.from_config(cfg.lots)
+    try:
+        set_dried(records, code, change, by=by, source="cli", at_ns=now)
+        state = lot_readiness(records, code, rules, now)
+    finally:
+        records.close()
+    if state is not None:
+        print(f"{code}: {describe(state, 'pt-BR')}")
+        print(f"  {describe(state, 'en')}")
+    return EXIT_OK
+
+
+def cmd_lot_receipt(args: argparse.Namespace) -> int:
+    """Set or show a lot's intake receipt."""
+    cfg = load(args.config)
+    doc: dict[str, object] = {}
+    for key in RECEIPT_KEYS:
+        value = getattr(args, key, None)
+        if value is not None:
+            doc[key] = value
+    try:
+        code = validate_lot(args.lot)
+        change = parse_receipt(doc) if doc else None
+        by = check_by(args.by if args.by else getpass.getuser())
+    except LotError as exc:
+        print(f"error: {exc}; nothing was written", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        records = configured_lot_records(cfg)
+    except LotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    receipt: LotReceipt | None
+    try:
+        if change is not None:
+            receipt = set_receipt(records, code, change, by=by, source="cli", at_ns=time.time_ns())
+        else:
+            record = records.record(code)
+            if record is None:
+                print(f"error: lote desconhecido / unknown lot {code!r}", file=sys.stderr)
+                return EXIT_FAILURE
+            receipt = record.receipt
+    except LotError as exc:
+        print(f"error: {exc}; nothing was written", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        records.close()
+    doc_out = receipt_doc(receipt) or {}
+    shown = ", ".join(
+        f"{key}={'-' if doc_out.get(key) is None else doc_out[key]}"
+        for key in (*RECEIPT_KEYS, "weight_source")
+    )
+    print(f"{code}: {shown}")
+    return EXIT_OK
+
+
+def _kg(text: str) -> float:
+    try:
+        value = float(text.replace(",", "."))
+    except ValueError:
+        raise argparse.ArgumentTypeError("a weight in kg, like 2580.5") from None
+    return value
+
+
 def add_parser(sub: Subcommands) -> None:
     """Add ``lot set``, ``lot clear`` and ``lot show`` to the command's subparsers."""
     lot = sub.add_parser("lot", help="the lot each station works on")
@@ -287,6 +402,26 @@ def add_parser(sub: Subcommands) -> None:
         actions, "verify", summary="check a copy of a lot's PDF report", run=cmd_lot_verify
     )
     verify.add_argument("file", help="the PDF report")
+    dried = add_config_command(
+        actions, "dried", summary="say when a lot left the dryer", run=cmd_lot_dried
+    )
+    dried.add_argument("lot", help="lot code")
+    dried.add_argument("--dryer", required=True, help="patio or mechanical")
+    dried.add_argument(
+        "--at", help="when (ISO 8601: 2026-12-01T17:30, site time unless it names a zone)"
+    )
+    dried.add_argument("--by", help="who (default: your login name)")
+    receipt = add_config_command(
+        actions, "receipt", summary="set or show a lot's intake receipt", run=cmd_lot_receipt
+    )
+    receipt.add_argument("lot", help="lot code")
+    receipt.add_argument("--member", help="member (producer) code; '' clears it")
+    receipt.add_argument("--invoice", help="nota fiscal number; '' clears it")
+    receipt.add_argument("--sacks", type=_bags, help="sacks received")
+    receipt.add_argument("--gross-kg", dest="gross_kg", type=_kg, help="gross weight, kg")
+    receipt.add_argument("--net-kg", dest="net_kg", type=_kg, help="net weight, kg")
+    receipt.add_argument("--stack", help="stack position in the warehouse; '' clears it")
+    receipt.add_argument("--by", help="who (default: your login name)")
     verify.add_argument("--lang", choices=("pt-BR", "en"), default="pt-BR")
 
 

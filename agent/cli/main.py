@@ -50,6 +50,7 @@ from coffee_telemetry.agent.cli import (
     init,
     lots,
     maintenance,
+    meters,
     onboard,
     outbox,
     reload,
@@ -179,6 +180,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         state = "" if dev.enabled else " (disabled)"
         profile = f" (profile {dev.profile})" if dev.profile else ""
         print(f"  device    {dev.id} {dev.driver} {dev.port}{profile}{state}")
+        if dev.meter is not None:
+            print(f"            {meters.meter_line(dev.id, dev.meter)}")
     for bus in cfg.buses:
         print(f"  bus       {bus.id} modbus-rtu {bus.port}")
     for huller in cfg.hullers:
@@ -465,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     from coffee_telemetry.agent.cli import evidence
 
     evidence.add_parser(sub)  # after lots: adds lot members|pack|verify-pack
+    meters.add_parser(sub)  # after lots: adds lot oven
+    from coffee_telemetry.agent.cli import lotfix
+
+    lotfix.add_parser(sub)  # after lots: adds lot move|blend
     alerts.add_parser(sub)
     onboard.add_parser(sub)
     central.add_parser(sub)

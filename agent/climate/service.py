@@ -3,23 +3,22 @@
 Theory of operation
 -------------------
 Each ``[[climate]]`` sensor sits on a ``[[buses]]`` adapter with a Modbus address and
-a register map (``drivers.climate_modbus_th``; the XY-MD02's by default). One task per
-bus opens the adapter (``agent.hullers.rtu.open_rtu_master``: the same pymodbus master
-and error mapping the hullers use) and polls its sensors one at a time, each on its own
-fixed grid of ``poll_interval_s`` (60 s by default: storage air changes slowly). A poll
-is one FC04 read covering both values, tried ``1 + retries`` times with the bus's
-``min_gap_s`` of quiet before each request.
-
-A bus carries either hullers or climate sensors: the hullers' scheduler
-(``agent.hullers.bus.BusPoller``) polls counter blocks only, and two schedulers on one
-adapter would fight over it, so ``config`` refuses a sensor on a bus that has hullers.
+a register map (``drivers.climate_modbus_th``; the XY-MD02's by default). The bus is the
+bus's scheduler's (``agent.bus.scheduler.BusScheduler``): it opens the adapter once and
+runs, beside the sensors, any hullers' counters on the same RS-485 line, one request at
+a time. Per bus, the sensors are one client of that scheduler; it polls them one at a
+time, each on its own fixed grid of ``poll_interval_s`` (60 s by default: storage air
+changes slowly), while the counters keep their own. A poll is one FC04 read covering
+both values, tried ``1 + retries`` times; each attempt waits its turn on the line and
+the bus's ``min_gap_s`` of quiet.
 
 Each good sample becomes one ``climate`` reading (kind ``reading``; tags site, device =
 sensor id, area; fields ``temperature_c`` and ``rh_pct``, float). A failed poll (no
 reply, bad CRC, another unit answering, an exception, a value outside the sensing
 range) is counted in the sensor's health entry and logged; after ``OFFLINE_AFTER``
 failures in a row the sensor shows offline until a poll succeeds. A lost adapter marks
-every sensor of the bus offline and is reopened after a capped, jittered back-off.
+every sensor of the bus offline; the scheduler reopens it after a capped, jittered
+back-off.
 An outbox failure drops that one reading, logged; polling goes on.
 """
 
@@ -27,24 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from coffee_telemetry.agent.accept import Accept
-from coffee_telemetry.agent.backoff import Backoff
+from coffee_telemetry.agent.bus.rtu import BusSpec, ClientFactory, ExchangeFailed, pymodbus_client
+from coffee_telemetry.agent.bus.scheduler import BusScheduler
 from coffee_telemetry.agent.config import ClimateSensorConfig, Config
 from coffee_telemetry.agent.errors import OutboxError, PortError
 from coffee_telemetry.agent.health import DeviceState, Health
-from coffee_telemetry.agent.hullers.rtu import (
-    BusSpec,
-    ClientFactory,
-    ExchangeFailed,
-    RtuMaster,
-    open_rtu_master,
-    pymodbus_client,
-)
 from coffee_telemetry.agent.readings import Draft
 from coffee_telemetry.drivers.climate_modbus_th import (
     ClimateSample,
@@ -79,9 +70,11 @@ class ClimateService:
         cfg: The site configuration (``climate``, ``buses``, ``site``).
         accept: The accept stage: stamps, commits, then fans out.
         health: Each sensor is registered there as a device (station = its area).
-        client_factory: Builds the Modbus clients (tests pass fakes).
+        buses: The buses' schedulers by bus id (shared with the hullers); the sensors
+            attach to them and their owner runs them. A bus missing here gets a
+            scheduler of the service's own, run by ``run_loop``.
+        client_factory: Builds the Modbus clients of the service's own schedulers.
         clock_ns: Wall clock for timestamps.
-        rng: Jitter source for the reopen back-off.
     """
 
     def __init__(
@@ -90,96 +83,44 @@ class ClimateService:
         cfg: Config,
         accept: Accept,
         health: Health,
+        buses: Mapping[str, BusScheduler] | None = None,
         client_factory: ClientFactory = pymodbus_client,
         clock_ns: Callable[[], int] = time.time_ns,
-        rng: random.Random | None = None,
     ) -> None:
         self._site = cfg.site.id
         self._accept = accept
         self._health = health
-        self._client_factory = client_factory
         self._clock_ns = clock_ns
-        self._rng = rng
-        buses = {b.id: b for b in cfg.buses}
-        self._buses: dict[str, tuple[BusSpec, list[_Sensor]]] = {}
+        configs = {b.id: b for b in cfg.buses}
+        by_bus: dict[str, list[_Sensor]] = {}
         for sc in cfg.climate:
-            bus = buses[sc.bus]
+            bus = configs[sc.bus]
             if sc.id not in health.devices:
                 health.add_device(sc.id, driver=DRIVER, port=bus.port, station=sc.area)
             sensor = _Sensor(cfg=sc, registers=sc.registers.register_map())
-            self._buses.setdefault(bus.id, (BusSpec.from_config(bus), []))[1].append(sensor)
+            by_bus.setdefault(bus.id, []).append(sensor)
+        shared = buses or {}
+        #: The schedulers this service made itself and runs in ``run_loop``.
+        self._own: dict[str, BusScheduler] = {}
+        for bus_id, sensors in by_bus.items():
+            scheduler = shared.get(bus_id)
+            if scheduler is None:
+                scheduler = BusScheduler(
+                    BusSpec.from_config(configs[bus_id]), client_factory=client_factory
+                )
+                self._own[bus_id] = scheduler
+            scheduler.attach(
+                "climate",
+                _ClimateBus(self, sensors),
+                ((s.cfg.unit, s.cfg.id) for s in sensors),
+            )
         self.dropped = 0
 
     async def run_loop(self) -> None:
-        """Poll every bus until cancelled."""
+        """Run the schedulers of the service's own buses until cancelled (none: return)."""
         async with asyncio.TaskGroup() as tg:
-            for bus_id in self._buses:
-                tg.create_task(self._bus_loop(bus_id), name=f"climate-bus[{bus_id}]")
-
-    async def _bus_loop(self, bus_id: str) -> None:
-        spec, sensors = self._buses[bus_id]
-        reopen = Backoff(
-            initial_s=spec.reopen_initial_s, maximum_s=spec.reopen_max_s, rng=self._rng
-        )
-        while True:
-            try:
-                async with open_rtu_master(spec, client_factory=self._client_factory) as master:
-                    log.info(
-                        "Opened %s for climate bus %s (%d sensors)", spec.port, bus_id, len(sensors)
-                    )
-                    reopen.reset()
-                    await self._poll_forever(master, spec, sensors)
-            except PortError as exc:
-                delay = reopen.next_delay()
-                log.warning("Climate bus %s down: %s; reopening in %.1f s", bus_id, exc, delay)
-                for sensor in sensors:
-                    self._failed(sensor, f"port: {exc}", offline=True)
-                await asyncio.sleep(delay)
-
-    async def _poll_forever(self, master: RtuMaster, spec: BusSpec, sensors: list[_Sensor]) -> None:
-        loop = asyncio.get_running_loop()
-        for sensor in sensors:
-            sensor.next_due = loop.time()
-        last_end = float("-inf")
-        while True:
-            sensor = min(sensors, key=lambda s: s.next_due)
-            delay = sensor.next_due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            last_end = await self._poll(master, spec, sensor, last_end=last_end)
-            # Keep the grid; if a long delay left it behind, start again from now.
-            sensor.next_due = max(sensor.next_due + sensor.cfg.poll_interval_s, loop.time())
-
-    async def _poll(
-        self, master: RtuMaster, spec: BusSpec, sensor: _Sensor, *, last_end: float
-    ) -> float:
-        """Read one sensor and accept its reading; returns when the bus went quiet.
-
-        Raises:
-            PortError: The adapter is gone.
-        """
-        loop = asyncio.get_running_loop()
-        request = read_request(sensor.cfg.unit, sensor.registers)
-        why = "no attempt made"
-        for _ in range(1 + spec.retries):
-            gap = last_end + spec.min_gap_s - loop.time()
-            if gap > 0:
-                await asyncio.sleep(gap)
-            try:
-                response = await master.request(request)
-            except ExchangeFailed as failed:
-                why = f"{failed.fault.value}: {failed.detail}"
-                continue
-            finally:
-                last_end = loop.time()
-            result = decode_reply(sensor.cfg.unit, response, sensor.registers)
-            if isinstance(result, Discarded):
-                why = f"{result.reason}: {result.data.hex(' ')}".rstrip(": ")
-                continue
-            await self._sample(sensor, result)
-            return last_end
-        self._failed(sensor, why, offline=False)
-        return last_end
+            for bus_id, scheduler in self._own.items():
+                tg.create_task(scheduler.run_loop(), name=f"climate-bus[{bus_id}]")
 
     async def _sample(self, sensor: _Sensor, sample: ClimateSample) -> None:
         sc = sensor.cfg
@@ -220,3 +161,50 @@ class ClimateService:
             self._health.set_device_state(sc.id, DeviceState.OFFLINE, error=why)
         else:
             log.debug("Climate sensor %s poll failed: %s", sc.id, why)
+
+
+class _ClimateBus:
+    # The sensors of one bus, as one client of the bus's scheduler.
+    def __init__(self, service: ClimateService, sensors: list[_Sensor]) -> None:
+        self._service = service
+        self._sensors = sensors
+
+    async def poll_loop(self, scheduler: BusScheduler) -> None:
+        loop = asyncio.get_running_loop()
+        sensors = self._sensors
+        for sensor in sensors:
+            sensor.next_due = loop.time()
+        while True:
+            sensor = min(sensors, key=lambda s: s.next_due)
+            delay = sensor.next_due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._poll(scheduler, sensor)
+            # Keep the grid; if a long delay left it behind, start again from now.
+            sensor.next_due = max(sensor.next_due + sensor.cfg.poll_interval_s, loop.time())
+
+    async def port_down(self, error: PortError) -> None:
+        for sensor in self._sensors:
+            self._service._failed(sensor, f"port: {error}", offline=True)
+
+    async def _poll(self, scheduler: BusScheduler, sensor: _Sensor) -> None:
+        """Read one sensor and accept its reading.
+
+        Raises:
+            PortError: The adapter is gone.
+        """
+        request = read_request(sensor.cfg.unit, sensor.registers)
+        why = "no attempt made"
+        for _ in range(1 + scheduler.spec.retries):
+            try:
+                response = await scheduler.attempt(request)
+            except ExchangeFailed as failed:
+                why = f"{failed.fault.value}: {failed.detail}"
+                continue
+            result = decode_reply(sensor.cfg.unit, response, sensor.registers)
+            if isinstance(result, Discarded):
+                why = f"{result.reason}: {result.data.hex(' ')}".rstrip(": ")
+                continue
+            await self._service._sample(sensor, result)
+            return
+        self._service._failed(sensor, why, offline=False)

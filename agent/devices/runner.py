@@ -24,10 +24,11 @@ bytes after it.
 
 Each measurement is timed with the wall-clock time its last bytes arrived
 (not when an idle gap ended), enriched with site/device/station/product/lot
-tags, and handed to the accept stage (``agent.accept``: stamp, commit to the
-outbox, fan out) before more bytes are read: once ``accept`` returns the
-reading is safe, and the serial buffers provide the back-pressure
-in between. Measurements that are discrete happenings (``EVENT_MEASUREMENTS``:
+tags (and, for a device with a ``[devices.meter]`` table, the ``calibration`` field:
+the id of its meter record, computed once per loop), and handed to the accept stage
+(``agent.accept``: stamp, commit to the outbox, fan out) before more bytes are read:
+once ``accept`` returns the reading is safe, and the serial buffers provide the
+back-pressure in between. Measurements that are discrete happenings (``EVENT_MEASUREMENTS``:
 a weighment) become readings of kind ``event``, published on
 ``<device>/event``, and carry the lot the station is working on when one is
 set (``lot_for_station``).
@@ -47,6 +48,7 @@ from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.config import MtSicsDevice, StreamDeviceBase
 from coffee_telemetry.agent.devices.ports import PortOpener, SerialPort, open_serial_port
 from coffee_telemetry.agent.errors import PortError
+from coffee_telemetry.agent.evidence.meters import CALIBRATION_FIELD, calibration_ref
 from coffee_telemetry.agent.health import DeviceHealth, DeviceState, Health
 from coffee_telemetry.agent.lots.store import LotError, validate_lot
 from coffee_telemetry.agent.readings import Draft
@@ -128,6 +130,8 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
         self._open_port = open_port
         self._backoff = backoff or Backoff(initial_s=1.0, maximum_s=60.0)
         self._lot_for_station = lot_for_station
+        #: The id of the device's meter record, computed once (``agent.evidence.meters``).
+        self._calibration = calibration_ref(dev.id, dev.meter)
         self._clock_ns = clock_ns
         self._monotonic = monotonic
         self._last_bytes_ns = 0
@@ -237,6 +241,8 @@ class PortRunner(abc.ABC, Generic[DeviceT]):
         for key, value in m.tags.items():
             if key not in ("product", "lot"):
                 tags.setdefault(key, value)
+        if self._calibration is not None:
+            fields[CALIBRATION_FIELD] = self._calibration
         return Draft(
             device=dev.id,
             measurement=m.measurement,

@@ -18,7 +18,8 @@ Theory of operation
   box's Ed25519 public key with its fingerprint (SHA-256 of the raw key).
 - ``manifest.sig``: the Ed25519 signature of ``manifest.json``'s exact bytes, base64.
 
-The key is the box's own, generated once in ``data_dir/evidence-ed25519.pem`` (mode 600).
+The key is the box's own, generated once in ``data_dir/evidence-ed25519.pem`` (mode 600;
+``agent.evidence.identity``, which also shows it on the dashboard and in every report).
 ``verify_pack`` needs nothing but the folder: it checks the signature against the key in
 the manifest, every listed file's hash and size, and that no file was added; a buyer who
 compares the fingerprint with the one the cooperative published knows which box signed.
@@ -29,15 +30,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from coffee_telemetry.agent.evidence.identity import KEY_NAME, box_key, fingerprint
+from coffee_telemetry.agent.evidence.identity import raw_public as _raw
 from coffee_telemetry.agent.evidence.store import Member, Plot
 
 __all__ = [
@@ -57,53 +58,11 @@ __all__ = [
 GEOJSON_NAME = "talhoes.geojson"
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
-KEY_NAME = "evidence-ed25519.pem"
 NO_GEOLOCATION = "sem geolocalização"
 #: The manifest's format, checked by ``verify_pack``.
 FORMAT = "coffee-telemetry-lot-pack/1"
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_FILES = 16
-
-
-def box_key(data_dir: Path) -> Ed25519PrivateKey:
-    """The box's signing key, generated on first use into ``data_dir`` with mode 600."""
-    path = data_dir / KEY_NAME
-    try:
-        return _load_key(path.read_bytes())
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return _load_key(path.read_bytes())
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return key
-
-
-def _load_key(pem: bytes) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("evidence key is not Ed25519")
-    return key
-
-
-def _raw(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def fingerprint(public: Ed25519PublicKey) -> str:
-    """``SHA256:`` and the hex SHA-256 of the raw 32-byte public key."""
-    return "SHA256:" + hashlib.sha256(_raw(public)).hexdigest()
 
 
 def plots_geojson(

@@ -119,6 +119,7 @@ def open_configured_history(cfg: Config) -> AbstractAsyncContextManager[AsyncHis
         rollup_1m_retention_s=cfg.history.rollup_retention_days * day,
         rollup_1h_retention_s=cfg.history.rollup_retention_days * day,
         flush_interval_s=cfg.history.flush_interval_s,
+        page_size=cfg.history.page_size,
     )
 
 
@@ -135,6 +136,7 @@ async def open_history(
     flush_interval_s: float = 1.0,
     prune_interval_s: float = 3600.0,
     clock_ns: Callable[[], int] = time.time_ns,
+    page_size: int | None = None,
 ) -> AsyncIterator[AsyncHistory]:
     """Open the history at ``path`` and run its flush/prune loop while in use.
 
@@ -152,6 +154,7 @@ async def open_history(
         rollup_1m_retention_s=rollup_1m_retention_s,
         rollup_1h_retention_s=rollup_1h_retention_s,
         lot_retention_s=lot_retention_s,
+        page_size=page_size,
     )
     async with open_on_thread("history", opener, History.close) as (history, thread):
         wrapper = AsyncHistory(history, thread)

@@ -159,6 +159,7 @@ class History(HistoryQueries):
         rollup_1m_retention_s: float = 2 * 365 * 86_400,
         rollup_1h_retention_s: float = 2 * 365 * 86_400,
         lot_retention_s: float = 2 * 365 * 86_400,
+        page_size: int | None = None,
     ) -> History:
         """Open (creating if needed) the history database at ``path``.
 
@@ -170,12 +171,15 @@ class History(HistoryQueries):
             rollup_1m_retention_s: Age beyond which 1-minute rollups are pruned.
             rollup_1h_retention_s: Age beyond which hourly rollups are pruned.
             lot_retention_s: Age beyond which lot rollups are pruned.
+            page_size: SQLite page size of a database created now (an existing one keeps
+                its own). A flush changes about one page per series, rollup and bucket it
+                touches, whatever the page size: smaller pages write fewer bytes.
 
         Raises:
             HistoryError: The database cannot be opened.
         """
         try:
-            conn, reader = _connect(path)
+            conn, reader = _connect(path, page_size)
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(f"cannot open history {path}: {exc}") from exc
         return cls(
@@ -477,11 +481,12 @@ def _prepare(conn: sqlite3.Connection) -> None:
     migrate(conn, STEPS, name="history")
 
 
-def _connect(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+def _connect(path: Path, page_size: int | None) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     conn = connect(
         path,
-        # Takes effect before the first table only; an existing database keeps its setting.
+        # Take effect before the first table only; an existing database keeps its settings.
         auto_vacuum="incremental",
+        page_size=page_size,
         synchronous="normal",
         prepare=_prepare,
     )

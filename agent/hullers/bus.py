@@ -1,17 +1,17 @@
-"""Modbus RTU bus scheduler: several counters on one RS-485 adapter (protocols §6 D).
+"""The hullers' counters on an RS-485 bus: one poller per bus (protocols §6 D).
 
 Theory of operation
 -------------------
-One ``BusPoller`` per adapter. It opens one pymodbus ``AsyncModbusSerialClient`` on the
-bus's stable path and runs, in a ``TaskGroup``, one task per unit and a watcher.
+One ``BusPoller`` per bus that has counters. It is a client of the bus's scheduler
+(``agent.bus.scheduler.BusScheduler``), which opens the port once and runs, beside the
+poller, the other units of the bus (the storage areas' T/RH sensors). Each time the port
+opens the poller runs one task per unit in a ``TaskGroup``.
 
-The bus carries one request at a time: a unit takes the bus lock for one attempt,
-waits until ``min_gap_s`` has passed since the previous exchange ended (a slave needs
-the line quiet to turn its RS-485 driver around), sends, and waits at most
-``timeout_s`` for the reply. A request is tried ``1 + retries`` times and each attempt
-takes the lock anew, so other units' requests go in between (``asyncio.Lock`` wakes
-waiters in order). A dead unit therefore holds the bus for at most one attempt at a
-time, never for a whole series.
+The bus carries one request at a time: each attempt goes through the scheduler, which
+takes the bus lock and keeps ``min_gap_s`` of quiet before it. A request is tried
+``1 + retries`` times and each attempt takes the lock anew, so other units' requests go
+in between. A dead unit therefore holds the bus for at most one attempt at a time,
+never for a whole series.
 
 A unit polls on a fixed grid of ``poll_interval_s``, so a poll delayed by a neighbour
 does not shift the following ones. Every poll reads FC04 0x03E8 x6 (status, batch PV,
@@ -28,13 +28,12 @@ as a ``DeviceError``. Exceptions 01, 02 and 03 mean the unit does not have what 
 configuration asks for: that is logged once and the block is not read again (without
 the 0x03E8 block there is nothing to report and the unit is not polled at all).
 
-When the port goes (an unplugged adapter), pymodbus drops its transport and calls its
-``trace_connect`` hook; the watcher turns that into ``PortError``, the TaskGroup ends the
-unit tasks, the client is closed and the same path is reopened after a capped, jittered
-back-off (1 s doubling to 60 s), as ``agent/devices`` does for stream devices.
+When the port goes (an unplugged adapter), the scheduler ends the unit tasks, tells the
+poller (each unit not yet offline reports a ``PORT`` error) and reopens the port after a
+back-off. A poller built without a scheduler makes its own and ``run_loop`` runs it.
 
-Bus specs, faults and the pymodbus client are in ``rtu``: one request out, one reply or
-error back.
+Bus specs, faults and the pymodbus client are in ``agent.bus.rtu``: one request out, one
+reply or error back.
 """
 
 from __future__ import annotations
@@ -50,16 +49,15 @@ from enum import Enum
 from typing import assert_never
 
 from coffee_telemetry.agent.backoff import Backoff
-from coffee_telemetry.agent.errors import PortError
-from coffee_telemetry.agent.hullers.rtu import (
+from coffee_telemetry.agent.bus.rtu import (
     BusSpec,
     ClientFactory,
     ExchangeFailed,
     Fault,
-    RtuMaster,
-    open_rtu_master,
     pymodbus_client,
 )
+from coffee_telemetry.agent.bus.scheduler import BusScheduler
+from coffee_telemetry.agent.errors import PortError
 from coffee_telemetry.drivers.counter_autonics_ct import (
     INPUTS_ADDRESS,
     INPUTS_COUNT,
@@ -267,8 +265,11 @@ class BusPoller:
         bus: The adapter and its timing.
         units: The units on it (distinct names and addresses).
         on_event: Awaited with ``(unit_name, CounterSample | DeviceError)``.
-        client_factory: Builds the pymodbus client (tests pass fakes).
+        client_factory: Builds the pymodbus client (tests pass fakes) of the scheduler
+            the poller makes when none is given.
         rng: Jitter source for the back-offs.
+        scheduler: The bus's scheduler, shared with its other units; the poller
+            attaches itself. ``None``: a scheduler of its own, run by ``run_loop``.
 
     Attributes:
         stats: Per-unit counters, by unit name.
@@ -282,21 +283,21 @@ class BusPoller:
         on_event: EventCallback,
         client_factory: ClientFactory = pymodbus_client,
         rng: random.Random | None = None,
+        scheduler: BusScheduler | None = None,
     ) -> None:
         self._bus = bus
         self._units: dict[str, _Unit] = {}
         for spec in units:
             if spec.name in self._units:
                 raise ValueError(f"bus {bus.name}: two units named {spec.name!r}")
-            if any(u.spec.address == spec.address for u in self._units.values()):
-                raise ValueError(f"bus {bus.name}: two units at address {spec.address}")
             self._units[spec.name] = _Unit(spec, rng)
         self._on_event = on_event
-        self._client_factory = client_factory
-        self._reopen = Backoff(initial_s=bus.reopen_initial_s, maximum_s=bus.reopen_max_s, rng=rng)
-        self._lock = asyncio.Lock()
-        self._last_end = float("-inf")
-        self._master: RtuMaster | None = None
+        if scheduler is None:
+            scheduler = BusScheduler(bus, client_factory=client_factory, rng=rng)
+        self._scheduler = scheduler
+        scheduler.attach(
+            "hullers", self, ((u.spec.address, u.spec.name) for u in self._units.values())
+        )
 
     @property
     def stats(self) -> Mapping[str, UnitStats]:
@@ -305,53 +306,25 @@ class BusPoller:
 
     # -- the port ----------------------------------------------------------------------
 
+    @property
+    def scheduler(self) -> BusScheduler:
+        """The bus's scheduler this poller runs under."""
+        return self._scheduler
+
     async def run_loop(self) -> None:
-        """Open the port, poll, and reopen after it goes, until cancelled."""
-        while True:
-            error: PortError | None = None
-            try:
-                await self._run_open()
-            except* PortError as group:
-                first = group.exceptions[0]
-                # Tasks raise PortError itself, never a group of them.
-                assert isinstance(first, PortError)
-                error = first
-            if error is None:  # pragma: no cover - _run_open only ends by raising
-                continue
-            delay = self._reopen.next_delay()
-            log.warning(
-                "Modbus bus down: %s; reopening in %.1f s (attempt %d)",
-                error,
-                delay,
-                self._reopen.attempts,
-            )
-            await self._port_down(error)
-            await asyncio.sleep(delay)
+        """Run the scheduler (the port, its reopening and every client), until cancelled."""
+        await self._scheduler.run_loop()
 
-    async def _run_open(self) -> None:
-        bus = self._bus
-        async with open_rtu_master(bus, client_factory=self._client_factory) as master:
-            log.info("Opened %s for Modbus bus %s (%d units)", bus.port, bus.name, len(self._units))
-            self._reopen.reset()
-            self._master = master
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._watch_loop(master), name=f"watch[{bus.name}]")
-                    for unit in self._units.values():
-                        tg.create_task(
-                            self._unit_loop(master, unit), name=f"poll[{bus.name}/{unit.spec.name}]"
-                        )
-            finally:
-                self._master = None
+    async def poll_loop(self, scheduler: BusScheduler) -> None:
+        """One task per unit while the port is open (the scheduler calls it)."""
+        async with asyncio.TaskGroup() as tg:
+            for unit in self._units.values():
+                tg.create_task(
+                    self._unit_loop(unit), name=f"poll[{self._bus.name}/{unit.spec.name}]"
+                )
 
-    async def _watch_loop(self, master: RtuMaster) -> None:
-        await master.lost.wait()
-        raise PortError(
-            "connection lost (adapter unplugged?)", device=self._bus.name, port=self._bus.port
-        )
-
-    async def _port_down(self, error: PortError) -> None:
-        # Once per outage per unit: the units that were not already offline learn why.
+    async def port_down(self, error: PortError) -> None:
+        """The port went: once per outage per unit, the units not already offline learn why."""
         for unit in self._units.values():
             if unit.offline:
                 continue
@@ -369,7 +342,7 @@ class BusPoller:
 
     # -- one unit ----------------------------------------------------------------------
 
-    async def _unit_loop(self, master: RtuMaster, unit: _Unit) -> None:
+    async def _unit_loop(self, unit: _Unit) -> None:
         loop = asyncio.get_running_loop()
         unit.slow_due = next_due = loop.time()
         while Block.STATUS_PV not in unit.stats.disabled:
@@ -377,7 +350,7 @@ class BusPoller:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                sample = await self._poll(master, unit)
+                sample = await self._poll(unit)
             except ExchangeFailed as failed:
                 next_due = loop.time() + await self._poll_failed(unit, failed)
                 continue
@@ -394,9 +367,9 @@ class BusPoller:
             self._bus.name,
         )
 
-    async def _poll(self, master: RtuMaster, unit: _Unit) -> CounterSample | None:
+    async def _poll(self, unit: _Unit) -> CounterSample | None:
         loop = asyncio.get_running_loop()
-        response = await self._read(master, unit, Block.STATUS_PV)
+        response = await self._read(unit, Block.STATUS_PV)
         if response is None:
             return None
         assert isinstance(response, RegistersResponse)
@@ -405,25 +378,25 @@ class BusPoller:
             unit.stats.bad_replies += 1
             raise ExchangeFailed(Fault.BAD_REPLY, f"{sample.reason}: {sample.data.hex(' ')}")
         if loop.time() >= unit.slow_due:
-            inputs = await self._read(master, unit, Block.INPUTS)
+            inputs = await self._read(unit, Block.INPUTS)
             if isinstance(inputs, BitsResponse):
                 decoded = decode_inputs(inputs.bits)
                 if isinstance(decoded, Discarded):  # pragma: no cover - check_reply counted
                     raise ExchangeFailed(Fault.BAD_REPLY, decoded.reason)
                 sample = dataclasses.replace(sample, inputs=decoded)
-            display = await self._read(master, unit, Block.DISPLAY_UNIT)
+            display = await self._read(unit, Block.DISPLAY_UNIT)
             if isinstance(display, RegistersResponse):
                 sample = dataclasses.replace(sample, display_code=display.registers[0])
             unit.slow_due = loop.time() + unit.spec.slow_interval_s
         return sample
 
-    async def _read(self, master: RtuMaster, unit: _Unit, block: Block) -> Response | None:
+    async def _read(self, unit: _Unit, block: Block) -> Response | None:
         # The block's reply, or None when the block is (now) given up.
         if block in unit.stats.disabled:
             return None
         request = unit.request(block)
         attempts = 1 if unit.offline else 1 + self._bus.retries
-        response = await self._exchange(master, unit, request, attempts=attempts)
+        response = await self._exchange(unit, request, attempts=attempts)
         if not isinstance(response, ExceptionResponse):
             return response
         code = response.code
@@ -456,7 +429,6 @@ class BusPoller:
 
     async def _exchange(
         self,
-        master: RtuMaster,
         unit: _Unit,
         request: ReadRequest | WriteCoilRequest,
         *,
@@ -465,17 +437,13 @@ class BusPoller:
         stats = unit.stats
         failure = ExchangeFailed(Fault.NO_RESPONSE, "no attempt made")
         for _ in range(attempts):
-            async with self._lock:
-                await self._wait_gap()
-                stats.requests += 1
-                try:
-                    response = await master.request(request)
-                except ExchangeFailed as failed:
-                    failure = failed
-                    self._count(stats, failed.fault)
-                    continue
-                finally:
-                    self._last_end = asyncio.get_running_loop().time()
+            stats.requests += 1
+            try:
+                response = await self._scheduler.attempt(request)
+            except ExchangeFailed as failed:
+                failure = failed
+                self._count(stats, failed.fault)
+                continue
             reason = check_reply(request, response)
             if reason is not None:
                 stats.bad_replies += 1
@@ -483,11 +451,6 @@ class BusPoller:
             stats.replies += 1
             return response
         raise failure
-
-    async def _wait_gap(self) -> None:
-        delay = self._last_end + self._bus.min_gap_s - asyncio.get_running_loop().time()
-        if delay > 0:
-            await asyncio.sleep(delay)
 
     @staticmethod
     def _count(stats: UnitStats, fault: Fault) -> None:
@@ -579,11 +542,10 @@ class BusPoller:
                 offline=unit.offline,
             )
 
-        master = self._master
-        if master is None:
+        if not self._scheduler.is_open:
             return error(Fault.PORT, f"bus {self._bus.name} is not open")
         try:
-            response = await self._exchange(master, unit, request, attempts=1 + self._bus.retries)
+            response = await self._exchange(unit, request, attempts=1 + self._bus.retries)
         except ExchangeFailed as failed:
             return error(failed.fault, failed.detail)
         except PortError as exc:

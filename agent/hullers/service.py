@@ -5,7 +5,8 @@ Theory of operation
 A huller is a bag counter (an Autonics CT in counter mode, ``bag_counter``) and, if
 fitted, an hour meter (a CT in timer mode gated by the motor contactor, ``hour_meter``)
 on one RS-485 bus (protocols §3.4, §6 D). ``HullerService`` builds one ``BusPoller`` per
-bus that has hullers, with units named ``<huller>.counter`` and ``<huller>.timer``,
+bus that has hullers (a client of the bus's scheduler, shared with any T/RH sensors on
+the same line), with units named ``<huller>.counter`` and ``<huller>.timer``,
 polled every ``poll_interval_s``, and turns what they report into readings:
 
 - Every sample of either unit goes through the unit's ``TotalState`` (``advance_total``):
@@ -74,10 +75,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
 from coffee_telemetry.agent.accept import Accept
+from coffee_telemetry.agent.bus.rtu import BusSpec, ClientFactory, Fault, pymodbus_client
+from coffee_telemetry.agent.bus.scheduler import BusScheduler
 from coffee_telemetry.agent.config import HOUR_METER_UNITS, Config
 from coffee_telemetry.agent.health import DeviceHealth, DeviceState, Health
 from coffee_telemetry.agent.hullers.bus import BusPoller, DeviceError, PollEvent, UnitSpec
-from coffee_telemetry.agent.hullers.rtu import BusSpec, ClientFactory, Fault, pymodbus_client
 from coffee_telemetry.agent.hullers.state import (
     Huller,
     Role,
@@ -122,7 +124,10 @@ class HullerService:
         store: The open maintenance store (``open_maintenance_store``).
         accept: The accept stage: stamps, commits, then fans out.
         health: Each huller is registered there as a device.
-        client_factory: Builds the Modbus clients (tests pass fakes).
+        buses: The buses' schedulers by bus id (shared with the climate sensors); the
+            pollers attach to them and their owner runs them. A bus missing here gets a
+            scheduler of the service's own, run by ``run_loop``.
+        client_factory: Builds the Modbus clients of the service's own schedulers.
         clock_ns: Wall clock for timestamps, days and rates.
         status_interval_s: How often ``maintenance_status`` is published.
         services_poll_s: How often the store is checked for new service records.
@@ -135,6 +140,7 @@ class HullerService:
         store: AsyncMaintenanceStore,
         accept: Accept,
         health: Health,
+        buses: Mapping[str, BusScheduler] | None = None,
         client_factory: ClientFactory = pymodbus_client,
         clock_ns: Callable[[], int] = time.time_ns,
         status_interval_s: float = 60.0,
@@ -151,12 +157,12 @@ class HullerService:
         self._store_failing = False
         self._restored = False
         self._restore_lock = asyncio.Lock()
-        buses = {b.id: b for b in cfg.buses}
+        configs = {b.id: b for b in cfg.buses}
         self._hullers: dict[str, Huller] = {}
         self._units: dict[str, tuple[Huller, Role]] = {}
         units_by_bus: dict[str, list[UnitSpec]] = {}
         for hc in cfg.hullers:
-            bus = buses[hc.bus]
+            bus = configs[hc.bus]
             h = Huller(cfg=hc, bus=bus, state=None)
             self._hullers[hc.id] = h
             if hc.id not in health.devices:
@@ -180,15 +186,19 @@ class HullerService:
                         backoff_max_s=max(60.0, hc.poll_interval_s),
                     )
                 )
+        shared = buses or {}
         self._pollers: dict[str, BusPoller] = {
             bus_id: BusPoller(
-                BusSpec.from_config(buses[bus_id]),
+                BusSpec.from_config(configs[bus_id]),
                 units,
                 on_event=self.handle_event,
                 client_factory=client_factory,
+                scheduler=shared.get(bus_id),
             )
             for bus_id, units in units_by_bus.items()
         }
+        #: The pollers whose scheduler is the service's own, run by ``run_loop``.
+        self._own = {b: p for b, p in self._pollers.items() if b not in shared}
 
     def states(self) -> dict[str, HullerState | None]:
         """Each huller's current totals (None before its first sample)."""
@@ -207,7 +217,7 @@ class HullerService:
         await self.publish_resets()
         await self.publish_services()
         async with asyncio.TaskGroup() as tg:
-            for bus_id, poller in self._pollers.items():
+            for bus_id, poller in self._own.items():
                 tg.create_task(poller.run_loop(), name=f"hullers-bus[{bus_id}]")
             tg.create_task(self._services_loop(), name="maintenance-services")
             tg.create_task(self._status_loop(), name="maintenance-status")

@@ -229,8 +229,12 @@ class MaintenanceStore:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path, *, synchronous: Synchronous = "full") -> MaintenanceStore:
+    def open(
+        cls, path: Path, *, synchronous: Synchronous = "full", page_size: int | None = None
+    ) -> MaintenanceStore:
         """Open (creating if needed) the database at ``path``.
+
+        ``page_size`` applies to a database created now (``agent.sqlite.connect``).
 
         Raises:
             MaintenanceError: It cannot be opened, or a newer version wrote it.
@@ -239,6 +243,7 @@ class MaintenanceStore:
             conn = connect(
                 path,
                 synchronous=synchronous,
+                page_size=page_size,
                 prepare=functools.partial(_prepare, path=path),
                 # IMMEDIATE takes the write lock at BEGIN, so the busy timeout covers
                 # waiting for the other process's commit.
@@ -607,13 +612,15 @@ class AsyncMaintenanceStore(ThreadedStore[MaintenanceStore]):
 
 @asynccontextmanager
 async def open_maintenance_store(
-    path: Path, *, synchronous: Synchronous = "full"
+    path: Path, *, synchronous: Synchronous = "full", page_size: int | None = None
 ) -> AsyncIterator[AsyncMaintenanceStore]:
     """Open the maintenance database for the agent; closed on exit.
 
     Raises:
         MaintenanceError: It cannot be opened.
     """
-    opener = functools.partial(MaintenanceStore.open, path, synchronous=synchronous)
+    opener = functools.partial(
+        MaintenanceStore.open, path, synchronous=synchronous, page_size=page_size
+    )
     async with open_on_thread("maintenance", opener, MaintenanceStore.close) as (store, thread):
         yield AsyncMaintenanceStore(store, thread)

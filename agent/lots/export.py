@@ -6,7 +6,8 @@ Both read ``LotRecord`` values only (``agent.lots.model``); whoever calls them l
 records.
 
 **CSV** (``records_csv``): one row per moisture reading and per weighment of each lot,
-in time order, with the lot's producer on every row. UTF-8 with a byte-order mark, so
+in time order, with the lot's producer on every row and each reading's meter, method
+and calibration (``agent.evidence.meter_report``). UTF-8 with a byte-order mark, so
 Excel opens accents right; ``,`` between fields and ``.`` in numbers, or, with
 ``decimal_comma``, ``;`` and ``,`` as a Brazilian Excel expects. Fields are quoted
 when they need it (separators, quotes, line breaks). A text field that a spreadsheet
@@ -14,16 +15,23 @@ could take for a formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a c
 return) gets a leading ``'``, as does one that starts with ``'`` itself, so
 ``read_csv`` takes exactly one ``'`` off and gets the original back. Numbers are never
 prefixed. Times are given twice: in the site's time zone (what people read) and in
-UTC (ISO 8601).
+UTC (ISO 8601). Given the box's public key (``agent.evidence.identity``; the
+``configured_*`` functions always pass it when the box has one), the file starts with
+one ``#`` line before the header: the key (base64 of its raw 32 bytes) and its
+fingerprint, the same that signs the box's lot packs; ``read_csv`` skips it.
 
 **PDF** (``lot_report_pdf``, with fpdf2 and the DejaVu fonts): the site's name, the
 lot's data and details, the moisture summary and verdict against the wet-lot
 threshold, a chart of every device's readings drawn with vector lines (each device's
 series thinned to the lowest and highest value per chart column, which draws the same
-picture), the drying estimate when there is one, the weighments and their total, the
-timeline, and the generation time. Text from outside (producer names, notes, device
-text) is wrapped, never cut; a character the font cannot draw, and every invisible
-control or format character (right-to-left marks, overrides, zero-width joiners), is
+picture), the meters (each reading's meter, method and calibration, readings taken past their
+calibration's due date flagged, cross-checks between meters, the oven reference and
+each meter's bias) when the lot has meter evidence, the drying estimate when there is
+one, the weighments and their total, the
+timeline, and the generation time; every page's footer names the lot, the generation
+time and, given one, the box's public key and fingerprint. Text from outside (producer
+names, notes, device text) is wrapped, never cut; a character the font cannot draw, and
+every invisible control or format character (right-to-left marks, overrides, zero-width joiners), is
 shown as ``<U+XXXX>``, so nothing is dropped or reordered unseen.
 
 **Checks.** ``record_sha256`` is the SHA-256 of the record's canonical serialisation
@@ -68,8 +76,17 @@ from typing import Literal
 
 from coffee_telemetry.agent.config import Config
 from coffee_telemetry.agent.errors import ConfigError
+from coffee_telemetry.agent.evidence.identity import BoxIdentity, box_identity
+from coffee_telemetry.agent.evidence.meter_report import CSV_COLUMNS as METER_CSV_COLUMNS
+from coffee_telemetry.agent.evidence.meter_report import PdfTools, pdf_section
+from coffee_telemetry.agent.evidence.meter_report import csv_cells as meter_csv_cells
 from coffee_telemetry.agent.lots.drying import DryingEstimate, describe, estimate_for_record
 from coffee_telemetry.agent.lots.model import LotEvent, LotRecord
+from coffee_telemetry.agent.lots.receipt import (
+    RECEIPT_CSV_COLUMNS,
+    receipt_csv_cells,
+    receipt_pdf,
+)
 
 __all__ = [
     "CANONICAL_FORMAT",
@@ -198,6 +215,7 @@ def records_csv(
     decimal_comma: bool = False,
     lang: Lang = "pt-BR",
     tz: tzinfo = UTC,
+    station_key: BoxIdentity | None = None,
 ) -> bytes:
     """Readings and weighments of lots as CSV (UTF-8 with BOM; see the module docstring).
 
@@ -206,16 +224,20 @@ def records_csv(
         decimal_comma: ``;`` between fields and ``,`` in numbers.
         lang: Header and kind names.
         tz: The site's time zone, for the local-time column.
+        station_key: The box's public key, written as a ``#`` line before the header.
     """
     out = io.StringIO()
+    if station_key is not None:
+        out.write(station_key_line(station_key, lang) + "\r\n")
     writer = csv.writer(
         out,
         delimiter=";" if decimal_comma else ",",
         quoting=csv.QUOTE_MINIMAL,
         lineterminator="\r\n",
     )
-    writer.writerow(_CSV_COLUMNS[lang])
+    writer.writerow(_CSV_COLUMNS[lang] + METER_CSV_COLUMNS[lang] + RECEIPT_CSV_COLUMNS[lang])
     reading_kind, weighment_kind = _CSV_KINDS[lang]
+    no_meter = ("",) * len(METER_CSV_COLUMNS[lang])
 
     def num(value: float | None) -> str:
         return _csv_number(value, decimal_comma)
@@ -224,23 +246,45 @@ def records_csv(
         code = _safe_text(record.summary.code)
         producer = _safe_text(record.details.producer)
         rows: list[tuple[int, int, list[str]]] = []
+        meters = meter_csv_cells(record, tz, lang)
         for r in record.readings:
             local, utc = _times(r.ts_ns, tz)
             rows.append((r.ts_ns, 0, [
                 code, reading_kind, local, utc, _safe_text(r.device), _safe_text(r.station),
                 num(r.moisture_pct), num(r.temperature_c), _safe_text(r.sample_id),
                 _safe_text(r.time_quality), "", "", "", "", producer, _safe_text(r.audit),
+                *(_safe_text(x) for x in meters.get((r.device, r.seq), no_meter)),
             ]))  # fmt: skip
         for w in record.weighments:
             local, utc = _times(w.ts_ns, tz)
             rows.append((w.ts_ns, 1, [
                 code, weighment_kind, local, utc, _safe_text(w.device), _safe_text(w.station),
                 "", "", "", "", num(w.gross_kg), num(w.tare_kg), num(w.net_kg),
-                _safe_text(w.trigger), producer, "",
+                _safe_text(w.trigger), producer, "", *no_meter,
             ]))  # fmt: skip
+        for e in record.events:  # corrections and blends: the event's sentence as the ticket
+            if e.kind in ("moved_out", "moved_in", "blend", "blended"):
+                local, utc = _times(e.ts_ns, tz)
+                pct = e.data.get("moisture_pct")
+                rows.append((e.ts_ns, 2, [
+                    code, _EVENT_KINDS[lang][e.kind], local, utc,
+                    _safe_text(str(e.data.get("device", ""))), "",
+                    num(pct) if isinstance(pct, float) else "", "", "", "", "", "", "", "",
+                    producer, _safe_text(e.text), *no_meter,
+                ]))  # fmt: skip
         rows.sort(key=lambda row: (row[0], row[1]))
-        writer.writerows(row for _, _, row in rows)
+        receipt = receipt_csv_cells(record, number=num, text=_safe_text)
+        writer.writerows([*row, *receipt] for _, _, row in rows)
     return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
+
+
+def station_key_line(key: BoxIdentity, lang: Lang = "pt-BR") -> str:
+    """The CSV's first line: ``#``, the box's public key and its fingerprint."""
+    t = _TEXT[lang]
+    return "# {} · {}".format(
+        t["station_key"].format(key=key.public_key),
+        t["station_fingerprint"].format(fingerprint=key.fingerprint),
+    )
 
 
 def read_csv(data: bytes) -> list[dict[str, str]]:
@@ -250,6 +294,8 @@ def read_csv(data: bytes) -> list[dict[str, str]]:
     decimal comma when the file has one).
     """
     text = data.decode("utf-8-sig")
+    while text.startswith("#"):  # the station's key line, and any other comment first
+        text = text.split("\r\n", 1)[1] if "\r\n" in text else ""
     first = text.split("\r\n", 1)[0]
     delimiter = ";" if ";" in first else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -323,6 +369,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "hash": "SHA-256 dos dados do lote",
         "hash_note": "Confira uma cópia com: coffee-telemetry lot verify ARQUIVO",
         "page": "Página {n}/{nb}",
+        "station_key": "Chave pública desta estação (Ed25519): {key}",
+        "station_fingerprint": "impressão digital {fingerprint}",
         "hours": "{h} h",
         "per_h": "{k} por hora",
         "times": "Horários em {zone}.",
@@ -383,6 +431,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "hash": "SHA-256 of the lot's data",
         "hash_note": "Check a copy with: coffee-telemetry lot verify FILE",
         "page": "Page {n}/{nb}",
+        "station_key": "This station's public key (Ed25519): {key}",
+        "station_fingerprint": "fingerprint {fingerprint}",
         "hours": "{h} h",
         "per_h": "{k} per hour",
         "times": "Times in {zone}.",
@@ -398,6 +448,13 @@ _EVENT_KINDS: dict[str, dict[str, str]] = {
         "resolved": "alerta resolvido",
         "service": "serviço",
         "details": "detalhes",
+        "dried": "saiu do secador",
+        "ready": "pronto para beneficiar",
+        "receipt": "recibo de entrada",
+        "moved_out": "leitura movida para outro lote",
+        "moved_in": "leitura recebida de outro lote",
+        "blend": "mistura (blend)",
+        "blended": "entrou em mistura",
     },
     "en": {
         "assigned": "lot set",
@@ -407,6 +464,13 @@ _EVENT_KINDS: dict[str, dict[str, str]] = {
         "resolved": "alert resolved",
         "service": "service",
         "details": "details",
+        "dried": "left the dryer",
+        "ready": "ready to hull",
+        "receipt": "intake receipt",
+        "moved_out": "reading moved to another lot",
+        "moved_in": "reading moved in from another lot",
+        "blend": "blend",
+        "blended": "blended into",
     },
 }
 
@@ -539,6 +603,8 @@ def lot_report_pdf(
     tz: tzinfo = UTC,
     drying: DryingEstimate | None = None,
     creator: str = "coffee-telemetry",
+    cross_check: tuple[float, float] = (3600.0, 0.8),
+    station_key: BoxIdentity | None = None,
 ) -> bytes:
     """The lot's PDF report (see the module docstring), with its check trailer.
 
@@ -550,6 +616,8 @@ def lot_report_pdf(
         tz: The site's time zone (every time printed is in it).
         drying: The drying estimate, shown when it has a fit.
         creator: The program named in the metadata.
+        cross_check: The meters' cross-check window (s) and tolerance (pp).
+        station_key: The box's public key, printed in every page's footer.
     """
     from fpdf import FPDF
     from fpdf.enums import XPos, YPos
@@ -567,12 +635,17 @@ def lot_report_pdf(
 
     class Report(FPDF):
         def footer(self) -> None:
-            self.set_y(-12)
+            self.set_y(-12 if station_key is None else -15.5)
             self.set_font("DejaVu", "", 7)
             self.set_text_color(90, 90, 90)
             title = t["title"].format(code=code)
             when = t["generated"].format(at=generated, zone=zone)
             self.cell(0, 4, p(f"{title} · {when}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            if station_key is not None:  # the key that signs this box's lot packs
+                key = t["station_key"].format(key=station_key.public_key)
+                self.cell(0, 3.5, key, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+                mark = t["station_fingerprint"].format(fingerprint=station_key.fingerprint)
+                self.cell(0, 4, mark, new_x=XPos.LMARGIN)
             self.cell(0, 4, t["page"].format(n=self.page_no(), nb="{nb}"), align="R")
 
     pdf = Report(orientation="P", unit="mm", format="A4")
@@ -631,6 +704,14 @@ def lot_report_pdf(
     field(t["note"], d.note or "-")
     if d.updated_by and d.updated_ns > 0:
         field(t["updated"], f"{d.updated_by} ({_format_time(d.updated_ns, tz, lang)})")
+    receipt_pdf(
+        record,
+        heading=heading,
+        line=line,
+        when=lambda ts: _format_time(ts, tz, lang),
+        number=lambda v, n: format_number(v, n, lang),
+        lang=lang,
+    )
 
     heading(t["moisture"])
     field(t["n"], format_number(s.readings, 0, lang))
@@ -648,6 +729,23 @@ def lot_report_pdf(
     if record.readings:
         line(t["all_in_csv"])
         _chart(pdf, record, drying, width, tz, lang)
+
+    window_s, tolerance_pp = cross_check
+    pdf_section(
+        record,
+        PdfTools(
+            heading=heading,
+            line=line,
+            table=lambda head, rows, widths: _table(pdf, head, rows, widths),
+            when=lambda ts: _format_time(ts, tz, lang),
+            number=lambda v, n: format_number(v, n, lang),
+            printable=p,
+        ),
+        lang=lang,
+        tz=tz,
+        window_s=window_s,
+        tolerance_pp=tolerance_pp,
+    )
 
     if drying is not None and drying.fit is not None:
         heading(t["drying"])
@@ -922,6 +1020,11 @@ def configured_report(
         tz=cfg.site.zone,
         drying=drying,
         creator=creator,
+        cross_check=(
+            cfg.alerts.meter_disagreement.window_s,
+            cfg.alerts.meter_disagreement.tolerance_pp,
+        ),
+        station_key=box_identity(cfg.agent.data_dir),
     )
 
 
@@ -938,6 +1041,7 @@ def configured_csv(
         decimal_comma=lang == "pt-BR" if decimal_comma is None else decimal_comma,
         lang=lang,
         tz=cfg.site.zone,
+        station_key=box_identity(cfg.agent.data_dir),
     )
 
 

@@ -10,7 +10,10 @@ Times are UTC nanoseconds; masses in kg; moisture in percent, wet basis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from coffee_telemetry.agent.evidence.meters import MeterEvidence
 
 #: A lot's verdict against the wet-lot threshold: ``wet`` if any moisture reading of
 #: the lot was at or above it, ``ok`` if it has readings and none was, ``none`` if it
@@ -18,7 +21,11 @@ from typing import Literal
 Verdict = Literal["wet", "ok", "none"]
 
 #: What happened to a lot, in its timeline.
-EventKind = Literal["assigned", "cleared", "alert", "ack", "resolved", "service", "details"]
+EventKind = Literal[
+    "assigned", "cleared", "alert", "ack", "resolved", "service", "details",
+    "dried", "ready", "receipt",
+    "moved_out", "moved_in", "blend", "blended",
+]  # fmt: skip
 
 #: Coffee types a lot's details may name (the cooperative's own words).
 PRODUCT_TYPES = ("cereja", "coco", "pergaminho", "beneficiado")
@@ -124,6 +131,52 @@ class LotDetails:
 
 
 @dataclass(frozen=True, slots=True)
+class LotDrying:
+    """When the lot left the dryer, and which kind of dryer (``agent.lots.readiness``).
+
+    Attributes:
+        dried_ns: When it left the dryer.
+        dryer: ``patio`` or ``mechanical``.
+        by: Who said so.
+        source: Where it came from (``cli``, ``mqtt``, ``web:<user>``).
+        set_ns: When it was said.
+    """
+
+    dried_ns: int
+    dryer: str
+    by: str = ""
+    source: str = ""
+    set_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LotReceipt:
+    """What the cooperative writes on the lot's intake receipt (``agent.lots.receipt``).
+
+    Attributes:
+        member: The member (producer) code stamped on the sacks.
+        invoice: The nota fiscal number.
+        sacks: Sacks received.
+        gross_kg: Gross weight received.
+        net_kg: Net weight received.
+        weight_source: ``scale`` (from the lot's weighments) or ``entered``.
+        stack: Stack position in the warehouse.
+        updated_by: Who last changed it.
+        updated_ns: When.
+    """
+
+    member: str | None = None
+    invoice: str | None = None
+    sacks: int | None = None
+    gross_kg: float | None = None
+    net_kg: float | None = None
+    weight_source: str | None = None
+    stack: str | None = None
+    updated_by: str = ""
+    updated_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class LotSummary:
     """A lot at a glance: a row of the Lotes page, the header of a report.
 
@@ -175,6 +228,12 @@ class LotRecord:
         weighments: Every weighment, in time order.
         events: The timeline, in time order.
         threshold_pct: The wet-lot threshold the verdict was made against.
+        drying: When it left the dryer, if someone said so.
+        receipt: Its intake receipt, if one was written.
+        hulled_bags: Bags the hullers counted while the lot was active at their
+            station (``None``: none counted).
+        meters: Which meter and calibration took each reading, and the reference
+            oven results (``agent.evidence.meters``; ``None``: none recorded).
     """
 
     summary: LotSummary
@@ -183,3 +242,7 @@ class LotRecord:
     weighments: tuple[LotWeighment, ...] = ()
     events: tuple[LotEvent, ...] = ()
     threshold_pct: float | None = None
+    drying: LotDrying | None = None
+    receipt: LotReceipt | None = None
+    hulled_bags: float | None = None
+    meters: MeterEvidence | None = None

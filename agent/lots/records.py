@@ -60,10 +60,19 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from coffee_telemetry.agent.commands import Command, CommandRefused
+from coffee_telemetry.agent.commands import Command, CommandHandler, CommandRefused
 from coffee_telemetry.agent.config import Config
 from coffee_telemetry.agent.errors import LotError, SinkUnavailable
+from coffee_telemetry.agent.evidence.meters import STEP as METER_STEP
+from coffee_telemetry.agent.evidence.meters import (
+    configured_records,
+    forget_oven,
+    load_meter_evidence,
+    record_calibrations,
+)
+from coffee_telemetry.agent.lots import corrections
 from coffee_telemetry.agent.lots.model import (
     PRODUCT_TYPES,
     EventKind,
@@ -76,6 +85,14 @@ from coffee_telemetry.agent.lots.model import (
     Verdict,
 )
 from coffee_telemetry.agent.lots.store import validate_lot
+from coffee_telemetry.agent.lots.tables import (
+    READINESS_SCHEMA,
+    RECEIPT_SCHEMA,
+    load_drying,
+    load_hulled_bags,
+    load_receipt,
+    take_huller,
+)
 from coffee_telemetry.agent.outbox.sink import Record, Rejection
 from coffee_telemetry.agent.readings import Reading
 from coffee_telemetry.agent.sqlite import (
@@ -107,6 +124,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 NS = 1_000_000_000
 YEAR_NS = 365 * 86_400 * NS
@@ -440,6 +460,16 @@ class LotRecords:
         """The write connection (bulk loads in ``bench/lots.py``; not for the agent)."""
         return self._conn
 
+    def write_with(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one write transaction (modules with tables of their own here)."""
+        with self._write_lock, self._conn as conn:
+            return fn(conn)
+
+    def read_with(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the read connection, in one read transaction."""
+        with self._snapshot() as conn:
+            return fn(conn)
+
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """The read connection, in one read transaction (a consistent view)."""
@@ -499,6 +529,8 @@ class LotRecords:
             return self._take_assignment(conn, ids, r)
         if meas == "alert" and r.tags.get("rule") in self.thresholds.rules:
             return self._take_alert(conn, ids, r)
+        if meas == "huller":  # bags credited to the lot active at the huller's station
+            return take_huller(conn, r)
         return 0
 
     def _code(self, r: Reading) -> str | None:
@@ -520,7 +552,8 @@ class LotRecords:
         sample = r.fields.get("sample_id")
         cur = conn.execute(
             "INSERT OR IGNORE INTO readings (lot_id, device, seq, ts_ns, station, moisture_pct,"
-            " temperature_c, sample_id, audit, time_quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " temperature_c, sample_id, audit, time_quality, calibration)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 lot_id,
                 r.device,
@@ -532,6 +565,7 @@ class LotRecords:
                 None if sample is None else str(sample),
                 r.audit,
                 r.time_quality,
+                _calibration(r),
             ),
         )
         if cur.rowcount != 1:
@@ -766,6 +800,9 @@ class LotRecords:
             old = [
                 int(r[0]) for r in conn.execute("SELECT id FROM lots WHERE last_ns < ?", (cutoff,))
             ]
+            old = corrections.prune_keep(conn, old)  # lots linked by a move go together
+            corrections.forget_lots(conn, old)
+            forget_oven(conn, old)
             for table in ("readings", "weighments", "events", "lot_devices", "lot_alerts"):
                 conn.executemany(f"DELETE FROM {table} WHERE lot_id = ?", [(i,) for i in old])
             conn.executemany("DELETE FROM station_lots WHERE lot_id = ?", [(i,) for i in old])
@@ -861,7 +898,8 @@ class LotRecords:
                 LotReading(*row)
                 for row in conn.execute(
                     "SELECT ts_ns, seq, device, station, moisture_pct, temperature_c, sample_id,"
-                    " audit, time_quality FROM readings WHERE lot_id = ? ORDER BY ts_ns, device",
+                    " audit, time_quality FROM lot_readings WHERE cur_lot = ?"
+                    " ORDER BY ts_ns, device",
                     (lot_id,),
                 )
             )
@@ -888,6 +926,10 @@ class LotRecords:
                     (lot_id,),
                 )
             )
+            drying = load_drying(conn, lot_id)
+            receipt = load_receipt(conn, lot_id, weighments)
+            hulled = load_hulled_bags(conn, lot_id)
+            meters = load_meter_evidence(conn, lot_id, code)
         details = _details((summary.producer, *row[14:]))
         return LotRecord(
             summary=summary,
@@ -896,6 +938,10 @@ class LotRecords:
             weighments=weighments,
             events=events,
             threshold_pct=self.thresholds.for_product(summary.product),
+            drying=drying,
+            receipt=receipt,
+            hulled_bags=hulled,
+            meters=meters,
         )
 
     def identities(self, code: str) -> list[tuple[str, str, int]]:
@@ -927,6 +973,12 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _calibration(r: Reading) -> str | None:
+    """The reading's calibration id (``agent.evidence.meters``), if it carries one."""
+    ref = r.fields.get("calibration")
+    return ref[:64] if isinstance(ref, str) and ref else None
+
+
 def _details(row: Sequence[object]) -> LotDetails:
     producer, bags, kind, note, by, at = row
     return LotDetails(
@@ -953,7 +1005,12 @@ def details_doc(details: LotDetails) -> dict[str, object]:
 
 #: Schema versions: ``STEPS[i]`` takes the store from version ``i`` to ``i + 1``
 #: (``agent.sqlite.migrate``; stores made before versions existed are version 0).
-STEPS = (script(_SCHEMA),)
+STEPS = (
+    script(_SCHEMA),
+    script(READINESS_SCHEMA + RECEIPT_SCHEMA),
+    METER_STEP,
+    corrections.CORRECTIONS_STEP,
+)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -999,6 +1056,14 @@ class AsyncLotRecords(ThreadedStore[LotRecords]):
                 log.info("Lot records: %d lots past retention deleted", pruned)
             self._next_prune = now + self._prune_every_ns
         return count
+
+    async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` on the store's thread (modules with tables of their own here)."""
+        return await self._run(fn, *args, **kwargs)
+
+    def now_ns(self) -> int:
+        """The store's wall clock (UTC ns)."""
+        return self._clock_ns()
 
     async def search(self, query: LotQuery) -> tuple[list[LotSummary], int]:
         """See ``LotRecords.search``."""
@@ -1069,6 +1134,14 @@ class LotRecordSink:
         await asyncio.sleep(timeout_s)
 
 
+def move_command(records: AsyncLotRecords) -> CommandHandler:
+    """The ``cmd/lotmove/<lot>`` handler (``lots.corrections``) on ``records``."""
+    mover = corrections.MoveCommands(
+        lambda fn: records.call(records.sync.write_with, fn), clock_ns=records.now_ns
+    )
+    return mover.handle_command
+
+
 def configured_thresholds(cfg: Config) -> Thresholds:
     """The verdict thresholds of the site's ``[alerts.wet_lot]``."""
     wet = cfg.alerts.wet_lot
@@ -1082,14 +1155,22 @@ def configured_thresholds(cfg: Config) -> Thresholds:
 def configured_lot_records(cfg: Config) -> LotRecords:
     """The site's lot record store, opened on this thread (the CLI's verbs).
 
+    The configured meters' calibration records are kept on opening, so what the CLI
+    reports resolves every calibration id the site file names (``agent.evidence.meters``).
+
     Raises:
         LotError: The database cannot be opened.
     """
-    return LotRecords.open(
+    records = LotRecords.open(
         cfg.lot_records_path,
         thresholds=configured_thresholds(cfg),
         retention_years=cfg.lots.retention_years,
     )
+    meters = configured_records(cfg.devices)
+    if meters:
+        now = time.time_ns()
+        records.write_with(lambda conn: record_calibrations(conn, meters, at_ns=now))
+    return records
 
 
 def open_configured_lot_records(cfg: Config) -> AbstractAsyncContextManager[AsyncLotRecords]:

@@ -28,12 +28,25 @@ invitation to type a PDU), ``Final`` (``OK``, ``ERROR``, ``+CMS ERROR: n``,
 report PDU of the line after it; ``RING`` and the like). Echoed commands (a modem
 fresh from power-up echoes until ``ATE0``) and empty lines are dropped. A line longer
 than ``MAX_LINE`` is cut and reported as ``Discarded``.
+
+The network's time
+------------------
+``AT+CCLK?`` answers ``+CCLK: "yy/MM/dd,hh:mm:ss±zz"`` (27.007 §8.15): the modem's
+clock as local time, ``zz`` the zone in quarters of an hour. Where the network sends
+its time (NITZ) and the modem is set to take it (Quectel ``AT+CTZU=1``, SIMCom
+``AT+CLTS=1``), that clock is the network's; otherwise it counts from the modem's
+power-up default (Quectel ``80/01/06``, SIMCom ``04/01/01``). ``decode_cclk`` reads the
+line into UTC and never raises; it reads years 80-99 as 1980-1999 (those defaults),
+the rest as 20yy, so a default is a time in the past, which the agent's floor refuses,
+never one in the future. A clock without its zone is ``Discarded``: local time of an
+unknown zone is no time at all.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 __all__ = [
     "MAX_LINE",
@@ -42,9 +55,11 @@ __all__ = [
     "Final",
     "Incoming",
     "Line",
+    "NetworkTime",
     "Prompt",
     "StatusReport",
     "Unsolicited",
+    "decode_cclk",
     "decode_pdu",
     "encode_submit",
     "gsm7_encode",
@@ -455,3 +470,44 @@ class AtParser:
         """What is complete, in order (drained)."""
         out, self._events = self._events, []
         return out
+
+
+# -- the network's time -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkTime:
+    """What ``AT+CCLK?`` said, in UTC.
+
+    Attributes:
+        utc_ns: The time, nanoseconds since the epoch.
+        zone_quarters: The zone it was given in, quarters of an hour east of UTC.
+    """
+
+    utc_ns: int
+    zone_quarters: int
+
+
+_CCLK = re.compile(
+    r'\+CCLK: ?"([0-9]{2})/([0-9]{2})/([0-9]{2}),'  # yy/MM/dd
+    r'([0-9]{2}):([0-9]{2}):([0-9]{2})([+-])([0-9]{1,2})"'  # hh:mm:ss±zz
+)
+
+
+def decode_cclk(line: str) -> NetworkTime | Discarded:
+    """Read a ``+CCLK:`` line (the module docstring); never raises."""
+    shown = line[:80]
+    found = _CCLK.fullmatch(line.strip())
+    if found is None:
+        return Discarded(shown, "not a +CCLK time with its zone")
+    yy, month, day, hour, minute, second = (int(found[i]) for i in range(1, 7))
+    quarters = int(found[8]) * (-1 if found[7] == "-" else 1)
+    if abs(quarters) > 14 * 4:
+        return Discarded(shown, "zone out of range")
+    year = 1900 + yy if yy >= 80 else 2000 + yy
+    try:
+        local = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return Discarded(shown, "no such date or time")
+    utc = int(local.timestamp()) - quarters * 900
+    return NetworkTime(utc_ns=utc * 1_000_000_000, zone_quarters=quarters)

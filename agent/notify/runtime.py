@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiohttp
+
 from coffee_telemetry.agent.notify.acks import load_link_key
 from coffee_telemetry.agent.notify.config import NotifyConfig
 from coffee_telemetry.agent.notify.email import EmailChannel
@@ -31,7 +33,7 @@ from coffee_telemetry.agent.notify.queue import open_notify_store
 from coffee_telemetry.agent.notify.service import AckResult, Notifier
 from coffee_telemetry.agent.notify.sms import ModemChannel
 
-__all__ = ["NotifyRuntime", "ack_answer", "open_notify"]
+__all__ = ["RELOADABLE_CHANNELS", "NotifyRuntime", "ack_answer", "open_notify"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,10 @@ QUEUE_FILE = "notify.sqlite3"
 #: The link-signing key, in ``data_dir``.
 KEY_FILE = "notify-link.key"
 
+#: Channels a reload may add, change or remove; the SMS modem and Telegram's updates
+#: hold a port or a poll loop of their own and need a restart.
+RELOADABLE_CHANNELS = ("email", "ntfy", "whatsapp", "apprise")
+
 
 @dataclass(frozen=True, slots=True)
 class NotifyRuntime:
@@ -47,6 +53,10 @@ class NotifyRuntime:
 
     notifier: Notifier
     loops: dict[str, Callable[[], Awaitable[None]]]
+    #: The SMS modem, when ``[notify.sms]`` is set (also the ``modem`` time source).
+    modem: ModemChannel | None = None
+    #: Makes one of ``RELOADABLE_CHANNELS`` from a new ``[notify]`` (a reload).
+    reopen: Callable[[str, NotifyConfig], Awaitable[Channel]] | None = None
 
 
 def ack_answer(result: AckResult, lang: str = "pt-BR") -> str:
@@ -96,8 +106,10 @@ async def open_notify(
         if cfg.sms is not None:
             modem = channels["sms"] = ModemChannel(cfg.sms)
         telegram = None
+        http: list[aiohttp.ClientSession] = []  # one session, opened when a channel needs it
         if cfg.telegram is not None or cfg.ntfy is not None or cfg.whatsapp is not None:
             session = await stack.enter_async_context(open_http_session())
+            http.append(session)
             if cfg.telegram is not None:
                 telegram = channels["telegram"] = TelegramChannel(cfg.telegram, session)
             if cfg.ntfy is not None:
@@ -124,7 +136,9 @@ async def open_notify(
 
             async def telegram_reply(chat: str, code: str) -> str:
                 result = await notifier.acknowledge_reply("telegram", chat, code)
-                contact = None if result.contact is None else cfg.contact(result.contact)
+                contact = (
+                    None if result.contact is None else notifier.config.contact(result.contact)
+                )
                 return ack_answer(result, contact.lang if contact else "pt-BR")
 
             telegram.on_reply = telegram_reply
@@ -135,4 +149,20 @@ async def open_notify(
             len(cfg.contacts),
             len(cfg.routes),
         )
-        yield NotifyRuntime(notifier=notifier, loops=loops)
+
+        async def reopen(name: str, new: NotifyConfig) -> Channel:
+            if name == "email" and new.email is not None:
+                return EmailChannel(new.email)
+            if name == "apprise" and new.apprise is not None:
+                from coffee_telemetry.agent.notify.apprise import AppriseChannel
+
+                return AppriseChannel(new.apprise)
+            if not http:
+                http.append(await stack.enter_async_context(open_http_session()))
+            if name == "ntfy" and new.ntfy is not None:
+                return NtfyChannel(new.ntfy, http[0])
+            if name == "whatsapp" and new.whatsapp is not None:
+                return WhatsAppChannel(new.whatsapp, http[0])
+            raise ValueError(f"channel {name} is not configured or needs a restart")
+
+        yield NotifyRuntime(notifier=notifier, loops=loops, modem=modem, reopen=reopen)

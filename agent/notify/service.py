@@ -204,12 +204,42 @@ class Notifier:
         self.digest_facts = digest_facts
         self._wake = {name: asyncio.Event() for name in self._channels}
         self.stats = {name: ChannelStats() for name in self._channels}
+        self._loop_tokens: dict[str, object] = {}
         self.acks = 0
 
     @property
     def store(self) -> AsyncNotifyStore:
         """The queue."""
         return self._store
+
+    @property
+    def config(self) -> NotifyConfig:
+        """``[notify]`` as it runs now."""
+        return self._cfg
+
+    def reconfigure(self, cfg: NotifyConfig) -> None:
+        """Route with ``cfg``'s contacts, routes and timings from now on (a reload).
+
+        The channels stay the ones opened at start. Messages already queued keep the
+        address they were queued for and are sent; escalations go on with the new
+        routes, past contacts no longer configured.
+        """
+        self._cfg = cfg
+
+    def set_channel(self, name: str, channel: Channel | None) -> None:
+        """Send channel ``name``'s queue with ``channel`` from its next message (a reload).
+
+        ``None`` removes the channel: its loop ends, and what it had queued stays in the
+        queue, sent if the channel comes back. A channel new to this notifier needs its
+        loop started (``channel_loop``).
+        """
+        if channel is None:
+            self._channels.pop(name, None)
+            self.stats.pop(name, None)
+        else:
+            self._channels[name] = channel
+            self.stats.setdefault(name, ChannelStats())
+        self._wake.setdefault(name, asyncio.Event()).set()
 
     @property
     def channels(self) -> Mapping[str, Channel]:
@@ -493,11 +523,15 @@ class Notifier:
 
     async def channel_loop(self, name: str) -> None:
         """Send channel ``name``'s queue, oldest due first, forever (module docstring)."""
-        channel, stats, wake = self._channels[name], self.stats[name], self._wake[name]
+        wake = self._wake[name]
         backoff = Backoff(
             initial_s=self._cfg.retry_initial_s, maximum_s=self._cfg.retry_max_s, jitter=0.1
         )
-        while True:
+        # A reload may replace the channel (read for each message) or remove it (the
+        # loop ends); a loop started later for the same name takes over from this one.
+        token = self._loop_tokens[name] = object()
+        while name in self._channels and self._loop_tokens.get(name) is token:
+            channel, stats = self._channels[name], self.stats[name]
             wake.clear()
             now = self._clock_ns()
             for message in await self._store.expire(name, now):

@@ -61,9 +61,11 @@ from coffee_telemetry.agent.notify.gsm import (
     Final,
     Incoming,
     Line,
+    NetworkTime,
     Prompt,
     StatusReport,
     Unsolicited,
+    decode_cclk,
     decode_pdu,
     encode_submit,
 )
@@ -400,6 +402,32 @@ class ModemChannel:
         except ModemError as exc:
             return Retry(f"modem: {exc}")
         return Sent(f"{len(pdus)} part(s)")
+
+    async def network_time(self) -> tuple[NetworkTime | Discarded, int] | None:
+        """Ask the modem for the network's time (``AT+CCLK?``, ``gsm.decode_cclk``).
+
+        The port stays this channel's: the question takes the lock every command and
+        every part of a message takes, so it never comes between an ``AT+CMGS`` and its
+        PDU, and nothing else ever opens the port.
+
+        Returns:
+            What the modem said and the monotonic time its answer arrived; None while
+            the modem is not connected or when it did not answer.
+        """
+        link = self._link
+        if link is None:
+            return None
+        try:
+            answer = await self._command(link, "AT+CCLK?")
+        except ModemError:
+            return None
+        arrived = time.monotonic_ns()
+        if not answer.final.ok:
+            return Discarded(answer.final.text, "the modem refused AT+CCLK?"), arrived
+        line = next((ln for ln in answer.lines if ln.startswith("+CCLK")), None)
+        if line is None:
+            return Discarded(" ".join(answer.lines)[:80], "no +CCLK line"), arrived
+        return decode_cclk(line), arrived
 
     async def _send_pdu(self, link: _Link, length: int, pdu: str) -> Outcome:
         _drain(link)

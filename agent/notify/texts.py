@@ -51,6 +51,9 @@ RULE_LABELS: dict[str, tuple[str, str]] = {
     "service_due": ("Manutenção vencendo", "Service due"),
     "service_overdue": ("Manutenção atrasada", "Service overdue"),
     "sink_backlog": ("Entrega de dados parada", "Data delivery stalled"),
+    "ready_to_hull": ("Pronto para beneficiar", "Ready to hull"),
+    "calibration_due": ("Calibração vencendo", "Calibration due"),
+    "meter_disagreement": ("Medidores discordam", "Meters disagree"),
 }
 _SEVERITY = {
     "critical": ("CRÍTICO", "CRITICAL"),

@@ -10,6 +10,12 @@ back, InfluxDB answers ``/ping``), so delivery resumes within about a second of
 the end of an outage. The devices and the other sinks are not affected because
 the backlog waits on disk, not in memory.
 
+A loop given a ``stop`` event ends when it is set, but never in the middle of a
+batch: a batch handed to the sink is confirmed (and the cursor moved) or refused
+first, so a reload that replaces the sink lets the next loop start from the exact
+cursor the old connection reached. A loop waiting for records or for an unavailable
+sink ends at once; the batch it kept stays in the outbox for the next loop.
+
 A sink that says it can keep several batches in flight (``Sink.in_flight``, the MQTT
 sink: QoS 1 publishes whose PUBACKs come back later) is fed without waiting for each
 batch's confirmation before sending the next: one slow acknowledgement (a broker's
@@ -24,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Sequence
 
 from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.errors import OutboxError, SinkUnavailable
@@ -41,35 +47,43 @@ async def deliver_loop(
     *,
     health: SinkHealth | None = None,
     backoff: Backoff | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Deliver ``outbox`` records to ``sink`` forever (cancel to stop)."""
+    """Deliver ``outbox`` records to ``sink`` until cancelled or ``stop`` is set.
+
+    With ``stop``, the loop returns once it is set, after the batches in flight (if
+    any) were confirmed and acknowledged (module docstring).
+    """
     backoff = backoff or Backoff(initial_s=1.0, maximum_s=60.0)
     depth = max(1, int(getattr(sink, "in_flight", 1)))
     if depth > 1:
-        await _pipelined(outbox, sink, depth, health, backoff)
+        await _pipelined(outbox, sink, depth, health, backoff, stop)
         return
     loop = asyncio.get_running_loop()
-    while True:
+    while stop is None or not stop.is_set():
         cursor = outbox.cursor(sink.name)
         if outbox.ready_id <= cursor:
-            await outbox.wait_beyond(cursor)
+            await _unless(stop, outbox.wait_beyond(cursor))
             continue
         if sink.flush_interval_s > 0 and outbox.backlog(sink.name) < sink.batch_size:
             # Let a batch fill up, but never hold a record past the interval.
             deadline = loop.time() + sink.flush_interval_s
-            while outbox.backlog(sink.name) < sink.batch_size:
+            while outbox.backlog(sink.name) < sink.batch_size and not (stop and stop.is_set()):
                 remaining = deadline - loop.time()
-                if remaining <= 0 or not await outbox.wait_beyond(
-                    outbox.ready_id, timeout_s=remaining
+                if remaining <= 0 or not await _unless(
+                    stop, outbox.wait_beyond(outbox.ready_id, timeout_s=remaining)
                 ):
                     break
         batch = await outbox.read_batch(sink.name, sink.batch_size)
         if not batch:
+            # The cursor is below the oldest record held (a sink added back after the
+            # records it missed were freed): nothing is ready past what is held yet.
+            await _unless(stop, outbox.wait_beyond(outbox.ready_id))
             continue
         try:
             rejections = await sink.deliver(batch)
         except SinkUnavailable as exc:
-            await _unavailable(outbox, sink, exc, health, backoff)
+            await _unavailable(outbox, sink, exc, health, backoff, stop)
             continue
         await _settle(outbox, sink, batch, rejections, health, backoff)
 
@@ -80,21 +94,21 @@ async def _pipelined(
     depth: int,
     health: SinkHealth | None,
     backoff: Backoff,
+    stop: asyncio.Event | None,
 ) -> None:
     """Keep up to ``depth`` batches in flight; acknowledge them in order."""
-    while True:
+    while stop is None or not stop.is_set():
         window: asyncio.Queue[tuple[list[Record], asyncio.Task[list[Rejection]]]]
         window = asyncio.Queue()
         room = asyncio.Semaphore(depth)
-        sender = asyncio.create_task(_send(outbox, sink, window, room), name=f"send-{sink.name}")
-        sender.add_done_callback(_wake_on_crash(asyncio.current_task()))
+        sender = asyncio.create_task(
+            _send(outbox, sink, window, room, stop), name=f"send-{sink.name}"
+        )
         unconfirmed: list[asyncio.Task[list[Rejection]]] = []
         try:
-            failure = await _acknowledge(outbox, sink, window, room, unconfirmed, health, backoff)
-        except asyncio.CancelledError:
-            if sender.done() and not sender.cancelled() and sender.exception() is not None:
-                raise OutboxError(f"delivery to {sink.name} stopped") from sender.exception()
-            raise
+            failure = await _acknowledge(
+                outbox, sink, window, room, sender, unconfirmed, health, backoff
+            )
         finally:
             # What was sent after a failed batch is abandoned and sent again from the
             # cursor; on cancellation nothing unconfirmed is acknowledged either.
@@ -105,7 +119,9 @@ async def _pipelined(
             for each in (sender, *unconfirmed):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await each
-        await _unavailable(outbox, sink, failure, health, backoff)
+        if failure is None:
+            return  # stopped, with every batch sent confirmed
+        await _unavailable(outbox, sink, failure, health, backoff, stop)
 
 
 async def _acknowledge(
@@ -113,13 +129,30 @@ async def _acknowledge(
     sink: Sink,
     window: asyncio.Queue[tuple[list[Record], asyncio.Task[list[Rejection]]]],
     room: asyncio.Semaphore,
+    sender: asyncio.Task[None],
     unconfirmed: list[asyncio.Task[list[Rejection]]],
     health: SinkHealth | None,
     backoff: Backoff,
-) -> SinkUnavailable:
-    """Settle the batches in ``window`` in order until one fails; return its failure."""
+) -> SinkUnavailable | None:
+    """Settle the batches in ``window`` in order.
+
+    Returns the failure of the first batch that fails, or ``None`` once the sender
+    stopped and every batch it sent is settled.
+    """
     while True:
-        batch, task = await window.get()
+        if window.empty():
+            if sender.done():
+                if not sender.cancelled() and sender.exception() is not None:
+                    raise OutboxError(f"delivery to {sink.name} stopped") from sender.exception()
+                return None
+            getting = asyncio.ensure_future(window.get())
+            await asyncio.wait({getting, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                continue
+            batch, task = getting.result()
+        else:
+            batch, task = window.get_nowait()
         unconfirmed[:] = [task]
         try:
             rejections = await task
@@ -135,30 +168,25 @@ async def _send(
     sink: Sink,
     window: asyncio.Queue[tuple[list[Record], asyncio.Task[list[Rejection]]]],
     room: asyncio.Semaphore,
+    stop: asyncio.Event | None,
 ) -> None:
-    """Hand every ready record to ``sink`` in batches while ``room`` allows."""
+    """Hand every ready record to ``sink`` in batches while ``room`` allows, until ``stop``."""
     sent = outbox.cursor(sink.name)
-    while True:
+    while stop is None or not stop.is_set():
         if outbox.ready_id <= sent:
-            await outbox.wait_beyond(sent)
+            await _unless(stop, outbox.wait_beyond(sent))
             continue
-        await room.acquire()
+        if not await _unless(stop, room.acquire()):
+            continue
         batch = await outbox.read_batch(sink.name, sink.batch_size, after=sent)
         if not batch:
             room.release()
+            # Nothing held past ``sent`` yet (a sink added back after the records it
+            # missed were freed): wait for new ones rather than spin.
+            await _unless(stop, outbox.wait_beyond(outbox.ready_id))
             continue
         window.put_nowait((batch, asyncio.create_task(sink.deliver(batch))))
         sent = batch[-1].id
-
-
-def _wake_on_crash(acker: asyncio.Task[object] | None) -> Callable[[asyncio.Task[None]], None]:
-    """A done-callback that interrupts ``acker`` when the sender died of an error."""
-
-    def done(sender: asyncio.Task[None]) -> None:
-        if acker is not None and not sender.cancelled() and sender.exception() is not None:
-            acker.cancel()
-
-    return done
 
 
 def _drain(
@@ -176,6 +204,7 @@ async def _unavailable(
     exc: SinkUnavailable,
     health: SinkHealth | None,
     backoff: Backoff,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Count and log a failed delivery, then wait to retry (the batch is kept)."""
     delay = backoff.next_delay()
@@ -193,9 +222,9 @@ async def _unavailable(
         delay,
     )
     if exc.retry_after_s is not None:
-        await asyncio.sleep(delay)  # the server asked for this long
+        await _unless(stop, asyncio.sleep(delay))  # the server asked for this long
     else:
-        await sink.wait_available(delay)
+        await _unless(stop, sink.wait_available(delay))
 
 
 async def _settle(
@@ -222,3 +251,17 @@ async def _settle(
         health.delivered += len(batch) - len(rejections)
         health.rejected += len(rejections)
         health.last_error = None
+
+
+async def _unless(stop: asyncio.Event | None, waiting: Awaitable[object]) -> bool:
+    """Await ``waiting``, unless ``stop`` is set first (it is then cancelled): its truth."""
+    if stop is None:
+        return bool(await waiting)
+    task = asyncio.ensure_future(waiting)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        task.cancel()  # no-op when it is done
+    return bool(task.result()) if task.done() and not task.cancelled() else False

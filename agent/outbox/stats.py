@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from coffee_telemetry.agent.errors import OutboxError
-from coffee_telemetry.agent.outbox.schema import RECORD_OVERHEAD, SIZE_SQL
+from coffee_telemetry.agent.outbox.schema import RECORD_OVERHEAD, SIZE_SQL, unpack
 from coffee_telemetry.agent.readings import decode_reading
 from coffee_telemetry.agent.sqlite import connect_read_only
 
@@ -118,7 +118,7 @@ def stats_from(
             payload = conn.execute(
                 "SELECT payload FROM records WHERE id = ?", (backlog_row[1],)
             ).fetchone()[0]
-            oldest_ns = decode_reading(bytes(payload)).ts_ns
+            oldest_ns = decode_reading(unpack(bytes(payload), None)[0]).ts_ns
         backlogs.append(
             SinkBacklog(
                 sink=str(sink),
@@ -151,7 +151,7 @@ def dead_letters_from(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
             record_id=int(r),
             status=None if st is None else int(st),
             reason=str(reason),
-            payload=bytes(p),
+            payload=unpack(bytes(p), None)[0],
             at_ns=int(at),
         )
         for i, s, r, st, reason, p, at in conn.execute(

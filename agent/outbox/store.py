@@ -34,11 +34,20 @@ what is accepted is on disk as before, it is only accepted later.
 Every sink has a cursor: the highest record id it has delivered. Sinks read
 ``id > cursor`` in id order and move their cursor only after their server
 acknowledged (MQTT PUBACK, InfluxDB 204). A cursor moves in memory at once and
-is written to disk with the next commit, or within ``cursor_flush_s``: a crash
-in between only makes the sink send a few records again, which delivery is
-designed for (at least once, byte-identical). Records every sink has delivered
-are deleted then. Records a sink refuses for good (InfluxDB 4xx) are copied to
-``dead_letters`` with the reason, durably before the cursor moves past them.
+is written to disk once per ``cursor_flush_s``: with the first commit of records
+after that much time since the last cursor write, or alone. Not with every commit:
+the cursors' page (and the pages of the deleted records) would otherwise go into
+every commit. A crash in between only makes the sink send up to ``cursor_flush_s``
+of records again, which delivery is designed for (at least once, byte-identical).
+Records every sink has delivered are deleted with a cursor write, at most once per
+``prune_interval_s`` (0: with every one): a larger batch deletes with fewer page
+writes per record, and records delivered but not yet deleted are never read again.
+Records a sink refuses for good (InfluxDB 4xx) are copied to ``dead_letters`` with
+the reason, durably before the cursor moves past them.
+
+``compress`` stores records packed (``schema.pack``: about half the bytes) and
+``page_size`` (of a new store) makes each page a commit changes smaller; both are
+for an SD card, which wears by the bytes written (``agent.config.STORAGE_PROFILES``).
 
 The disk quota bounds the bytes held in ``records``. When an accept would
 exceed it, the oldest records are dropped first; the drop is counted per sink
@@ -82,7 +91,9 @@ from coffee_telemetry.agent.outbox.schema import (
     RECORD_OVERHEAD,
     SIZE_SQL,
     create_schema,
+    pack,
     record_size,
+    unpack,
 )
 from coffee_telemetry.agent.outbox.sink import Record, Rejection
 from coffee_telemetry.agent.outbox.stats import (
@@ -165,6 +176,8 @@ class Outbox:
         cursor_flush_s: float,
         clock_ns: Callable[[], int] = time.time_ns,
         commit_delay_s: float = 0.0,
+        prune_interval_s: float = 0.0,
+        compress: bool = False,
     ) -> None:
         self._conn = conn
         self._reader = reader
@@ -176,6 +189,8 @@ class Outbox:
         self._line_encoder = line_encoder
         self._cursor_flush_s = cursor_flush_s
         self._commit_delay_s = commit_delay_s
+        self._prune_interval_s = prune_interval_s
+        self._compress = compress
         self._clock_ns = clock_ns
         self._pending: list[_Pending] = []
         self._kick = asyncio.Event()
@@ -185,6 +200,10 @@ class Outbox:
         self._recent: collections.deque[Record] = collections.deque(maxlen=RECENT_CACHE)
         self._cursors: dict[str, int] = {}
         self._unsaved: dict[str, _CursorDelta] = {}
+        #: When (event loop time) cursor moves were last written, and delivered records
+        #: last deleted: both wait for their interval, not for the next commit.
+        self._cursors_saved_at = 0.0
+        self._pruned_at = 0.0
         self._first_id = 0
         self._last_id = 0
         self._bytes = 0
@@ -249,6 +268,7 @@ class Outbox:
         rejected: list[tuple[str, Rejection]],
         unsaved: dict[str, _CursorDelta],
         floor: int,
+        prune: bool,
     ) -> _Committed:
         """One transaction: new records, dead letters, cursor moves, pruning.
 
@@ -263,10 +283,11 @@ class Outbox:
             for item in batch:
                 got: list[int] = []
                 for row in item.rows:
+                    payload, line = self._stored(row)
                     cur = conn.execute(
                         "INSERT INTO records (device, seq, kind, payload, line)"
                         " VALUES (?, ?, ?, ?, ?)",
-                        (row.device, row.seq, row.kind, row.payload, row.line),
+                        (row.device, row.seq, row.kind, payload, line),
                     )
                     assert cur.lastrowid is not None
                     got.append(cur.lastrowid)
@@ -276,7 +297,7 @@ class Outbox:
                             (cur.lastrowid, self._boot),
                         )
                         held = True
-                    self._bytes += record_size(row.payload, row.line)
+                    self._bytes += record_size(payload, line)
                     conn.execute(
                         "INSERT INTO sequences (device, seq) VALUES (?, ?)"
                         " ON CONFLICT (device) DO UPDATE SET seq = MAX(seq, excluded.seq)",
@@ -299,7 +320,7 @@ class Outbox:
                     " delivered_at_ns = MAX(COALESCE(delivered_at_ns, 0), ?) WHERE sink = ?",
                     (delta.upto, delta.delivered, delta.at_ns, sink),
                 )
-            if unsaved and floor >= self._first_id:
+            if prune and floor >= self._first_id:
                 # Every sink has delivered up to floor: those records can go.
                 freed, count = conn.execute(
                     f"SELECT COALESCE(SUM({SIZE_SQL}), 0), COUNT(*) FROM records WHERE id <= ?",
@@ -317,6 +338,10 @@ class Outbox:
                 done.hold_from = _lowest_provisional(conn)
         self._commits += 1
         return done
+
+    def _stored(self, row: _Row) -> tuple[bytes, str | None]:
+        """A record's payload and line as they go into ``records`` (packed or not)."""
+        return pack(row.payload, row.line) if self._compress else (row.payload, row.line)
 
     def _enforce_quota(self, done: _Committed) -> None:
         """Drop the oldest records until the quota holds (inside a transaction)."""
@@ -364,14 +389,25 @@ class Outbox:
         )
 
     async def _commit_now(
-        self, batch: list[_Pending], rejected: list[tuple[str, Rejection]]
+        self, batch: list[_Pending], rejected: list[tuple[str, Rejection]], *, cursors: bool = True
     ) -> _Committed:
-        """Commit ``batch`` with every pending cursor move (event loop side)."""
-        unsaved, self._unsaved = self._unsaved, {}
+        """Commit ``batch``, with every pending cursor move when ``cursors`` (event loop side).
+
+        Delivered records are deleted with a cursor write, when ``prune_interval_s`` has
+        passed since they last were (or the outbox is closing).
+        """
+        now = asyncio.get_running_loop().time()
+        unsaved: dict[str, _CursorDelta] = {}
+        prune = False
+        if cursors:
+            unsaved, self._unsaved = self._unsaved, {}
+            prune = bool(unsaved) and (
+                self._closing or now - self._pruned_at >= self._prune_interval_s
+            )
         floor = min(self._cursors.values()) if self._cursors else 0
         try:
             done = await self._write(
-                functools.partial(self._commit, batch, rejected, unsaved, floor)
+                functools.partial(self._commit, batch, rejected, unsaved, floor, prune)
             )
         except OutboxError:
             for sink, delta in unsaved.items():  # try these again with the next commit
@@ -380,6 +416,10 @@ class Outbox:
                 again.delivered += delta.delivered
                 again.at_ns = max(again.at_ns, delta.at_ns)
             raise
+        if cursors:
+            self._cursors_saved_at = now
+        if prune:
+            self._pruned_at = now
         if done.dropped_upto is not None:
             for sink in self._cursors:
                 self._cursors[sink] = max(self._cursors[sink], done.dropped_upto)
@@ -423,17 +463,22 @@ class Outbox:
     async def writer_loop(self) -> None:
         """Commit what is pending (records and cursor moves) until closed."""
         loop = asyncio.get_running_loop()
-        last_commit = loop.time()
+        self._cursors_saved_at = self._pruned_at = loop.time()
         while True:
             if not self._pending and not self._closing:
-                # Idle: wake for new records, or to write cursor moves that
-                # found no commit to ride along with within cursor_flush_s.
+                # Idle: wake for new records, or when cursor moves are due (a sink's
+                # ack does not wake this loop: look again within cursor_flush_s).
+                wait = self._cursor_flush_s
+                if self._unsaved:
+                    wait = max(0.0, self._cursors_saved_at + wait - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._cursor_flush_s):
+                    async with asyncio.timeout(wait):
                         await self._kick.wait()
             self._kick.clear()
+            # Cursor moves ride a commit of records, or are written alone, once
+            # cursor_flush_s has passed since they last were: not with every commit.
             flush_cursors = bool(self._unsaved) and (
-                loop.time() - last_commit >= self._cursor_flush_s or self._closing
+                loop.time() - self._cursors_saved_at >= self._cursor_flush_s or self._closing
             )
             if not self._pending and not flush_cursors:
                 if self._closing:
@@ -443,14 +488,13 @@ class Outbox:
                 await self._linger()
             batch, self._pending = self._pending, []
             try:
-                done = await self._commit_now(batch, [])
+                done = await self._commit_now(batch, [], cursors=flush_cursors)
             except OutboxError as exc:
                 log.error("Outbox write failed, %d producers told: %s", len(batch), exc)
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
-            last_commit = loop.time()
             if done.hold_from is not False:
                 self._hold_from = done.hold_from
             for item, got in zip(batch, done.ids, strict=True):
@@ -486,26 +530,46 @@ class Outbox:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def sync_loop(self, interval_s: float) -> None:
-        """Every ``interval_s``, when something was committed: fsync the WAL and checkpoint.
+    async def sync_loop(
+        self, interval_s: float, checkpoint_interval_s: float | None = None
+    ) -> None:
+        """Every ``interval_s``, when something was committed: fsync the WAL, and checkpoint.
 
+        Checkpoints wait for ``checkpoint_interval_s`` (default: ``interval_s``) since the
+        last one, and for something to copy.
         In ``normal`` mode the write connection never checkpoints by itself
         (a checkpoint fsyncs twice and would stall the event loop); this loop
-        does it on the worker thread, through a connection of its own.
+        does it on the worker thread, through a connection of its own. A checkpoint
+        copies every page the WAL changed into the database file: rarer checkpoints
+        write a page changed by many commits there once (the WAL grows meanwhile, and is
+        reused from its start after each checkpoint).
         """
         wal = Path(f"{self._path}-wal")
-        synced = 0  # commits made before this task first ran count too
+        synced = checkpointed = 0  # commits made before this task first ran count too
+        every = max(interval_s, checkpoint_interval_s or interval_s)
+        loop = asyncio.get_running_loop()
+        checkpointed_at = loop.time()
         checkpointer: sqlite3.Connection | None = None
         try:
             while True:
                 await asyncio.sleep(interval_s)
-                if self._commits == synced:
+                commits = self._commits
+                sync = commits != synced
+                # A little early rather than a whole interval late.
+                checkpoint = commits != checkpointed and (
+                    loop.time() - checkpointed_at >= every - interval_s / 2
+                )
+                if not sync and not checkpoint:
                     continue
-                synced = self._commits
+                synced = commits
+                if checkpoint:
+                    checkpointed, checkpointed_at = commits, loop.time()
                 try:
                     if checkpointer is None:
                         checkpointer = await self._thread.run(_checkpoint_connection, self._path)
-                    await self._thread.run(_sync, wal, checkpointer)
+                    await self._thread.run(
+                        _sync, wal if sync else None, checkpointer if checkpoint else None
+                    )
                 except (OSError, sqlite3.Error) as exc:
                     log.warning("Could not sync the outbox %s: %s", self._path, exc)
         finally:
@@ -570,21 +634,22 @@ class Outbox:
                     + " ORDER BY records.id",
                     () if boot is None else (boot,),
                 ).fetchall()
-                for rid, payload, line in rows:
+                for rid, stored, stored_line in rows:
                     try:
-                        old = decode_reading(bytes(payload))
+                        old = decode_reading(unpack(bytes(stored), stored_line)[0])
                     except ValueError:
                         continue  # written by this store: cannot happen; never block the rest
                     reading = dataclasses.replace(
                         old, ts_ns=old.ts_ns + delta_ns, time_quality=quality
                     )
                     row = self._row(reading)
+                    payload, line = self._stored(row)
                     conn.execute(
                         "UPDATE records SET payload = ?, line = ? WHERE id = ?",
-                        (row.payload, row.line, rid),
+                        (payload, line, rid),
                     )
-                    self._bytes += record_size(row.payload, row.line) - record_size(
-                        bytes(payload), line
+                    self._bytes += record_size(payload, line) - record_size(
+                        bytes(stored), stored_line
                     )
                     changed.append((int(rid), row))
                 if boot is None:
@@ -613,6 +678,38 @@ class Outbox:
     def cursor(self, sink: str) -> int:
         """The highest record id ``sink`` has delivered."""
         return self._cursors[sink]
+
+    async def add_sink(self, sink: str) -> None:
+        """Keep a cursor for ``sink`` from now on (a sink a reload adds).
+
+        A sink this store knew before resumes from its kept cursor; a new one starts
+        with the oldest record held, as a sink configured for the first time at start.
+        """
+        if sink in self._cursors:
+            return
+
+        def run() -> int:
+            with self._conn:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO cursors (sink, delivered_id) VALUES (?, ?)",
+                    (sink, self._first_id - 1),
+                )
+            row = self._conn.execute(
+                "SELECT delivered_id FROM cursors WHERE sink = ?", (sink,)
+            ).fetchone()
+            return int(row[0])
+
+        self._cursors[sink] = await self._write(run)
+        self._sinks = (*self._sinks, sink)
+
+    async def remove_sink(self, sink: str) -> None:
+        """Hold no records for ``sink`` any more; its cursor stays on disk (``add_sink``)."""
+        if sink not in self._cursors:
+            return
+        await self.flush()
+        del self._cursors[sink]
+        self._unsaved.pop(sink, None)
+        self._sinks = tuple(s for s in self._sinks if s != sink)
 
     def backlog(self, sink: str) -> int:
         """Records accepted but not yet delivered by ``sink``."""
@@ -649,14 +746,18 @@ class Outbox:
             return [recent[i] for i in range(start, stop)]
 
         def read(conn: sqlite3.Connection) -> list[Record]:
-            return [
-                Record(id=int(rid), payload=bytes(payload), line=line, device=dev, kind=kind)
-                for rid, payload, line, dev, kind in conn.execute(
-                    "SELECT id, payload, line, device, kind FROM records WHERE id > ?"
-                    " ORDER BY id LIMIT ?",
-                    (after, limit),
-                )
-            ]
+            out: list[Record] = []
+            for rid, stored, stored_line, dev, kind in conn.execute(
+                "SELECT id, payload, line, device, kind FROM records WHERE id > ?"
+                " ORDER BY id LIMIT ?",
+                (after, limit),
+            ):
+                try:
+                    payload, line = unpack(bytes(stored), stored_line)
+                except ValueError as exc:
+                    raise OutboxError(f"outbox {self._path}: record {rid}: {exc}") from exc
+                out.append(Record(id=int(rid), payload=payload, line=line, device=dev, kind=kind))
+            return out
 
         return await self._read(read)
 
@@ -723,10 +824,12 @@ def _checkpoint_connection(path: Path) -> sqlite3.Connection:
     return connect(path, busy_timeout_ms=1000, wal=False, isolation_level=None)
 
 
-def _sync(wal: Path, checkpointer: sqlite3.Connection) -> None:
-    _fsync(wal)  # what is committed is now on disk
-    # Copy it into the database file so the WAL does not grow without bound.
-    checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+def _sync(wal: Path | None, checkpointer: sqlite3.Connection | None) -> None:
+    if wal is not None:
+        _fsync(wal)  # what is committed is now on disk
+    if checkpointer is not None:
+        # Copy it into the database file so the WAL does not grow without bound.
+        checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _fsync(path: Path) -> None:
@@ -740,12 +843,15 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _open(path: Path, synchronous: Synchronous) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+def _open(
+    path: Path, synchronous: Synchronous, page_size: int | None
+) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     # The write connection, then a read-only one for large reads.
     try:
         conn = connect(
             path,
             synchronous=synchronous,
+            page_size=page_size,
             # In normal mode sync_loop checkpoints, off the event loop; commits must not.
             wal_autocheckpoint=0 if synchronous == "normal" else None,
             prepare=create_schema,
@@ -778,15 +884,26 @@ async def open_outbox(
     line_encoder: LineEncoder | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
     commit_delay_s: float = 0.0,
+    prune_interval_s: float = 0.0,
+    checkpoint_interval_s: float | None = None,
+    page_size: int | None = None,
+    compress: bool = False,
 ) -> AsyncIterator[Outbox]:
     """Open (creating if needed) the outbox at ``path`` and run its writer.
+
+    ``page_size`` applies to a store created now (an existing one keeps its own);
+    ``compress`` packs the records accepted from now on (``schema.pack``);
+    ``prune_interval_s`` and ``checkpoint_interval_s`` are explained in the module
+    docstring and ``Outbox.sync_loop``.
 
     Raises:
         OutboxError: The database cannot be opened.
     """
     wal = Path(f"{path}-wal")
     async with open_on_thread(
-        "outbox", functools.partial(_open, path, synchronous), functools.partial(_close, wal=wal)
+        "outbox",
+        functools.partial(_open, path, synchronous, page_size),
+        functools.partial(_close, wal=wal),
     ) as ((conn, reader), thread):
         outbox = Outbox(
             conn,
@@ -800,12 +917,16 @@ async def open_outbox(
             cursor_flush_s=cursor_flush_s,
             clock_ns=clock_ns,
             commit_delay_s=commit_delay_s,
+            prune_interval_s=prune_interval_s,
+            compress=compress,
         )
         await outbox._write(outbox._load)
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(outbox.writer_loop(), name="outbox-writer")
             syncer = (
-                tg.create_task(outbox.sync_loop(sync_interval_s), name="outbox-fsync")
+                tg.create_task(
+                    outbox.sync_loop(sync_interval_s, checkpoint_interval_s), name="outbox-fsync"
+                )
                 if synchronous == "normal"
                 else None
             )

@@ -176,6 +176,8 @@ RULE_NAMES: dict[str, tuple[str, str]] = {
     "service_due": ("Manutenção vencendo", "Service due"),
     "service_overdue": ("Manutenção atrasada", "Service overdue"),
     "sink_backlog": ("Envio parado", "Sink backlog"),
+    "calibration_due": ("Calibração vencendo", "Calibration due"),
+    "meter_disagreement": ("Medidores discordam", "Meters disagree"),
 }
 
 

@@ -38,6 +38,11 @@ Topics, under ``<prefix>/<site>/``::
                        acknowledgement), through ``agent.commands``; retained
                        commands are ignored; replies on cmd/.../reply, not retained
 
+``reconnect_with`` (a reload that changed the broker, its credentials or TLS) ends
+the current connection the polite way, ``agent/status`` = ``offline`` published on the
+old broker, and the loop connects with the new settings, where the retained statuses,
+states and the Last Will follow as after any connection.
+
 A device's retained status says what the agent last knew; when ``agent/status``
 is ``offline`` the agent is gone and no device status can be trusted.
 
@@ -156,6 +161,8 @@ class MqttSink:
         #: Set by every new connection; cleared when a delivery finds the sink down.
         self._published_status: dict[str, bytes] = {}
         self._stopping = asyncio.Event()
+        #: Set by ``reconnect_with``: end this connection, open one with the new settings.
+        self._switch = asyncio.Event()
         self._broken = asyncio.Event()
         self._commands = commands
         self._states: dict[str, bytes] = {}
@@ -166,6 +173,47 @@ class MqttSink:
         self._dirty_states: set[str] = set()
         self._states_changed = asyncio.Event()
         self._discovery: Discovery | None = None
+
+    def reconnect_with(
+        self,
+        *,
+        host: str,
+        port: int,
+        prefix: str,
+        site: str,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_insecure: bool = False,
+        tls: bool = False,
+        keepalive_s: int = 30,
+        batch_size: int = 100,
+        publish_timeout_s: float = 10.0,
+        reconnect_max_s: float = 2.0,
+    ) -> None:
+        """Leave the current broker (``offline`` there) and connect with these settings.
+
+        Call it while no delivery runs: a batch in flight would fail and be sent again.
+        """
+        self._host, self._port = host, port
+        self._base = f"{prefix}/{site}"
+        self._client_id = client_id or f"coffee-telemetry-{site}"
+        self._username, self._password = username, password
+        self._tls = tls or bool(tls_ca_file or tls_cert_file)
+        self._tls_ca_file, self._tls_cert_file = tls_ca_file, tls_cert_file
+        self._tls_key_file, self._tls_insecure = tls_key_file, tls_insecure
+        if self._tls:
+            report_tls(self._health, self.name, insecure=tls_insecure)
+        self._keepalive_s = keepalive_s
+        self.batch_size = batch_size
+        self._publish_timeout_s = publish_timeout_s
+        self._backoff = Backoff(initial_s=min(0.5, reconnect_max_s), maximum_s=reconnect_max_s)
+        self._published_status.clear()
+        self._gate.closed()
+        self._switch.set()
 
     def set_discovery(self, discovery: Discovery) -> None:
         """Publish ``discovery``'s documents on every connection and after each state."""
@@ -242,6 +290,8 @@ class MqttSink:
     async def connection_loop(self) -> None:
         """Stay connected until ``close`` is called; reconnect on any failure."""
         while not self._stopping.is_set():
+            self._switch.clear()
+            host, port = self._host, self._port
             try:
                 async with self._make_client() as client:
                     self._client = client
@@ -261,8 +311,10 @@ class MqttSink:
                     self._sink_health.connected = True
                     self._gate.opened()
                     await self._serve(client)
-                    if self._stopping.is_set():
+                    if self._stopping.is_set() or self._switch.is_set():
                         await self._publish_offline(client)
+                    if self._switch.is_set():
+                        log.info("Left MQTT broker %s:%d for new settings", host, port)
             except (aiomqtt.MqttError, WireError) as exc:
                 self._sink_health.last_error = str(exc)
                 if self._stopping.is_set():
@@ -313,13 +365,21 @@ class MqttSink:
         loop = asyncio.get_running_loop()
         refresh_at = loop.time() + self._status_refresh_s
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not self._switch.is_set():
                 changed = asyncio.ensure_future(self._watch.changed())
                 stop = asyncio.ensure_future(self._stopping.wait())
                 broken = asyncio.ensure_future(self._broken.wait())
                 states = asyncio.ensure_future(self._states_changed.wait())
+                switch = asyncio.ensure_future(self._switch.wait())
                 try:
-                    waited: set[asyncio.Future[Any]] = {changed, stop, broken, states, disconnected}
+                    waited: set[asyncio.Future[Any]] = {
+                        changed,
+                        stop,
+                        broken,
+                        states,
+                        switch,
+                        disconnected,
+                    }
                     if wire is not None:
                         waited.add(wire.lost)
                     await asyncio.wait(
@@ -328,8 +388,10 @@ class MqttSink:
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
-                    for fut in (changed, stop, broken, states):
+                    for fut in (changed, stop, broken, states, switch):
                         fut.cancel()
+                if self._switch.is_set():
+                    return
                 if disconnected.done():
                     disconnected.result()  # raises the MqttError that ended it
                 if wire is not None and wire.lost.done():
@@ -409,11 +471,16 @@ class MqttSink:
             log.warning("Could not publish agent offline status: %s", exc)
 
     async def _wait_stop(self, delay: float) -> None:
+        """Sleep ``delay``, less if stopped or given new settings."""
+        waits = {
+            asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(self._switch.wait()),
+        }
         try:
-            async with asyncio.timeout(delay):
-                await self._stopping.wait()
-        except TimeoutError:
-            pass
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in waits:
+                fut.cancel()
 
     async def deliver(self, records: Sequence[Record]) -> list[Rejection]:
         """Publish ``records`` at QoS 1 and return once all are acknowledged.

@@ -35,6 +35,19 @@ off: when the connection is lost the loop reconnects after a jittered back-off
 doubling up to ``reconnect_max_s``. Hundreds of sites that lost the central cluster
 together (a regional outage) then come back spread over the back-off, not at once.
 
+Status (the retained ``agent/status`` and its Last Will, through the cluster): NATS
+keeps no retained messages and has no Last Will, so while connected the sink puts
+the site's status document in the JetStream key-value bucket ``status_bucket``
+(``COFFEE_STATUS``, key = the site id, subject ``$KV.COFFEE_STATUS.<site>``) every
+``heartbeat_s``: ``{"state": "online", "heartbeat_s": ..., "devices_online": ...,
+"devices_total": ..., "epoch": ..., "ts": ...}``. The bucket keeps the last document
+of each site (retained); a clean shutdown puts ``"state": "offline"`` before it
+disconnects. The recorders watch the bucket (``agent.central.status``) and declare a
+site offline when its heartbeats stop for ``3 * heartbeat_s`` (a box killed, a link
+cut): that is the Last Will. A site's user may put only its own key. A status that
+cannot be put (no bucket yet, a cluster electing) is logged and tried at the next
+beat; it never holds back delivery.
+
 Errors: a publish that times out, finds the connection down or no stream
 (``no responders``) raises ``SinkUnavailable`` and the batch is kept. A record the
 stream refuses for good (larger than the stream's or the server's largest message)
@@ -48,9 +61,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import ssl
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,7 +77,7 @@ from nats.js import JetStreamContext
 
 from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.errors import SinkUnavailable
-from coffee_telemetry.agent.health import Health, SinkHealth
+from coffee_telemetry.agent.health import DeviceState, Health, SinkHealth
 from coffee_telemetry.agent.outbox.sink import ConnectionGate, Record, Rejection
 
 log = logging.getLogger(__name__)
@@ -82,6 +97,16 @@ def message_id(site: str, device: str, epoch: str, seq: int) -> str:
 def subject_for(prefix: str, site: str, device: str, kind: str) -> str:
     """The subject a record is published on."""
     return f"{prefix}.{site}.{device}.{kind}"
+
+
+def status_subject(bucket: str, site: str) -> str:
+    """The subject of ``site``'s key in the status bucket (a JetStream KV put)."""
+    return f"$KV.{bucket}.{site}"
+
+
+def status_stream(bucket: str) -> str:
+    """The stream behind the status bucket."""
+    return f"KV_{bucket}"
 
 
 class NatsSink:
@@ -106,6 +131,8 @@ class NatsSink:
         publish_timeout_s: float = 10.0,
         connect_timeout_s: float = 5.0,
         reconnect_max_s: float = 30.0,
+        status_bucket: str | None = "COFFEE_STATUS",
+        heartbeat_s: float = 15.0,
         name: str = "nats",
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
@@ -125,7 +152,10 @@ class NatsSink:
         self._ssl_context = ssl_context
         self._publish_timeout_s = publish_timeout_s
         self._connect_timeout_s = connect_timeout_s
+        self._health = health
         self._sink_health: SinkHealth = health.sinks.get(name) or health.add_sink(name)
+        self._status_bucket = status_bucket
+        self._heartbeat_s = heartbeat_s
         self._backoff = backoff or Backoff(
             initial_s=min(0.5, reconnect_max_s), maximum_s=reconnect_max_s, jitter=0.5
         )
@@ -138,6 +168,10 @@ class NatsSink:
         self.server_errors = 0
         #: Records the stream already held (a resend within its duplicate window).
         self.duplicates = 0
+        #: Status documents the bucket stored, and those it did not.
+        self.status_puts = 0
+        self.status_failures = 0
+        self._status_ok = True
 
     def subject(self, record: Record) -> str:
         """The subject ``record`` is published on."""
@@ -214,6 +248,7 @@ class NatsSink:
             self._sink_health.connected = True
             self._gate.opened()
             log.info("Connected to NATS %s", nc.connected_url.netloc if nc.connected_url else "?")
+            beats = asyncio.ensure_future(self._heartbeats(self._js))
             try:
                 stop = asyncio.ensure_future(self._stopping.wait())
                 lost = asyncio.ensure_future(lost_event.wait())
@@ -222,6 +257,11 @@ class NatsSink:
                 finally:
                     stop.cancel()
                     lost.cancel()
+                    beats.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await beats
+                if self._stopping.is_set() and not lost_event.is_set():
+                    await self._put_status(self._js, "offline")  # the clean goodbye
             finally:
                 self._gate.closed()
                 self._sink_health.connected = False
@@ -233,6 +273,52 @@ class NatsSink:
                 delay = self._backoff.next_delay()
                 log.warning("Lost the NATS connection; reconnecting in %.1f s", delay)
                 await self._wait_stop(delay)
+
+    def status_document(self, state: str) -> bytes:
+        """The site's status as put in the bucket (``state``: online or offline)."""
+        devices = self._health.devices.values()
+        doc = {
+            "state": state,
+            "heartbeat_s": self._heartbeat_s,
+            "devices_online": sum(1 for d in devices if d.state is DeviceState.ONLINE),
+            "devices_total": len(devices),
+            "epoch": self.epoch or "",
+            "ts": round(time.time(), 3),
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    async def _put_status(self, js: JetStreamContext | None, state: str) -> bool:
+        """Put the status document; a failure is counted and logged, never raised."""
+        if self._status_bucket is None or js is None:
+            return False
+        try:
+            await js.publish(
+                status_subject(self._status_bucket, self._site),
+                self.status_document(state),
+                # A goodbye must not hold up the shutdown for long.
+                timeout=min(self._publish_timeout_s, max(1.0, self._heartbeat_s))
+                if state == "online"
+                else min(self._publish_timeout_s, 2.0),
+                stream=status_stream(self._status_bucket),
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self.status_failures += 1
+            # One warning per streak of failures (a missing bucket fails every beat).
+            level = logging.WARNING if self._status_ok else logging.DEBUG
+            log.log(level, "Status %s not stored in %s: %r", state, self._status_bucket, exc)
+            self._status_ok = False
+            return False
+        self.status_puts += 1
+        self._status_ok = True
+        return True
+
+    async def _heartbeats(self, js: JetStreamContext | None) -> None:
+        """``online`` now and every ``heartbeat_s`` while this connection lasts."""
+        if self._status_bucket is None:
+            return
+        while True:
+            await self._put_status(js, "online")
+            await asyncio.sleep(self._heartbeat_s)
 
     async def _wait_stop(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -8,7 +8,8 @@ events). Every answer is JSON; times are integer nanoseconds since the epoch
     GET  /api/warehouse                       meters, stations' lots, today's lots, wet-lot alerts
     GET  /api/series?measurement=&device=&field=&range=1h|6h|24h|7d|30d   (or start_ns, end_ns)
     GET  /api/hullers                         hullers, service tasks, running hours per day
-    GET  /api/devices                         device health, sink backlogs, history disk use
+    GET  /api/devices                         device health, sink backlogs, history disk use,
+                                              the agent (version, uptime, public key)
     GET  /api/lots                            active lot per station
     GET  /api/alerts                          open alerts
     GET  /api/alerts/recent                   notified alert events of this run, newest first
@@ -44,6 +45,7 @@ from coffee_telemetry.agent.alerts.kinds import WetLotRule, wet_lot_rule
 from coffee_telemetry.agent.alerts.service import AlertService
 from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES, CommandBoundary, Outgoing
 from coffee_telemetry.agent.config import Config
+from coffee_telemetry.agent.evidence.identity import BoxIdentity
 from coffee_telemetry.agent.health import DeviceState, Health
 from coffee_telemetry.agent.history.queries import choose_resolution
 from coffee_telemetry.agent.history.schema import NS
@@ -52,9 +54,11 @@ from coffee_telemetry.agent.hullers.record import service_command
 from coffee_telemetry.agent.hullers.service import HullerService
 from coffee_telemetry.agent.hullers.store import AsyncMaintenanceStore
 from coffee_telemetry.agent.hullers.tasks import huller_status
+from coffee_telemetry.agent.lots.readiness import ReadinessService
 from coffee_telemetry.agent.lots.service import LotService
 from coffee_telemetry.agent.outbox.store import Outbox
 from coffee_telemetry.agent.readings import Reading
+from coffee_telemetry.agent.timesources import TimeControl
 from coffee_telemetry.agent.web.live import LiveHub
 
 log = logging.getLogger(__name__)
@@ -101,8 +105,11 @@ class WebDeps:
         commands: The command boundary every write goes through (by default one
             with the lot, alert and service commands of the parts given).
         publish: Sends replies to MQTT, when connected (not retained).
+        time_control: The agent's clock: its quality and sources, and a person setting it.
         clock_ns: Wall clock.
         started_ns: When the agent started.
+        station_key: The box's public key (``agent.evidence.identity``), shown on the
+            Dispositivos page; None without the evidence extra.
     """
 
     cfg: Config
@@ -116,9 +123,13 @@ class WebDeps:
     outbox: Outbox | None = None
     commands: CommandBoundary = field(default_factory=CommandBoundary)
     publish: Callable[[Outgoing], None] | None = None
+    time_control: TimeControl | None = None
+    #: Lots' rest after the dryer and readiness to hull (``agent.lots.readiness``).
+    readiness: ReadinessService | None = None
     clock_ns: Callable[[], int] = time.time_ns
     started_ns: int = field(default_factory=time.time_ns)
     version: str = field(default_factory=_version)
+    station_key: BoxIdentity | None = None
     #: The wet-lot rule as configured: the pages' thresholds and wet badges follow it.
     wet_rule: WetLotRule = field(init=False)
 
@@ -459,6 +470,11 @@ async def devices(request: web.Request) -> web.Response:
                 "version": deps.version,
                 "started_ns": deps.started_ns,
                 "uptime_s": round((now - deps.started_ns) / NS, 1),
+                "public_key": (
+                    None
+                    if (key := deps.station_key) is None
+                    else {"key": key.public_key, "fingerprint": key.fingerprint}
+                ),
             },
         }
     )

@@ -9,6 +9,19 @@ Routes (read access as every read route; writes through the command boundary)::
           "events": [...], "threshold_pct": x, "drying": estimate}
     POST /api/lots/<code>/details   {"producer": ..., "bags": ..., "product_type": ...,
                                      "note": ...}  (``cmd/lotinfo/<code>``)
+    POST /api/lots/<code>/dried     {"dryer": "patio", "at": ...}  (``cmd/lotdried/<code>``)
+    POST /api/lots/<code>/receipt   {"member": ..., "invoice": ..., "sacks": ...,
+                                     "gross_kg": ..., "net_kg": ..., "stack": ...}
+                                    (``cmd/lotreceipt/<code>``)
+
+A lot's record also carries ``dried`` (when it left the dryer, which dryer, who said
+so), ``readiness`` (``agent.lots.readiness``: ``state`` ``resting``, ``waiting``,
+``outside`` or ``ready``, the rest's end, the window, the latest readings, the
+sentence in both languages), ``receipt`` (``agent.lots.receipt``) and
+``hulled_bags``; each is ``null`` when there is none. Each lot of a search carries
+its ``readiness`` too.
+    POST /api/lots/<code>/move      {"reading": "umid-1:57", "to": "L-0043", "reason": ...}
+                                    (``cmd/lotmove/<code>``: a logged-in user only)
 
 ``GET /api/lots`` without any of those parameters still answers the active lot per
 station (``agent.web.api.lots``): the two share the path. A lot code with ``/`` is
@@ -42,6 +55,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from coffee_telemetry.agent.lots.corrections import MOVE_COMMAND
 from coffee_telemetry.agent.lots.drying import DryingEstimate, describe, estimate_for_record
 from coffee_telemetry.agent.lots.model import (
     LotEvent,
@@ -51,6 +65,8 @@ from coffee_telemetry.agent.lots.model import (
     LotWeighment,
     Verdict,
 )
+from coffee_telemetry.agent.lots.readiness import DRIED_COMMAND, Readiness, readiness_doc
+from coffee_telemetry.agent.lots.receipt import RECEIPT_COMMAND, receipt_doc
 from coffee_telemetry.agent.lots.records import (
     DETAILS_COMMAND,
     PER_PAGE_MAX,
@@ -233,9 +249,12 @@ async def search_lots(request: web.Request) -> web.Response:
     except QueryError as exc:
         return refused(str(exc))
     lots, total = await store.search(query)
+    ready = await _readiness_of(request, [s.code for s in lots])
     return json_response(
         {
-            "lots": [summary_doc(s) for s in lots],
+            "lots": [
+                {**summary_doc(s), "readiness": readiness_doc(ready.get(s.code))} for s in lots
+            ],
             "total": total,
             "page": query.page,
             "per_page": query.per_page,
@@ -265,7 +284,18 @@ async def lot_record(request: web.Request) -> web.Response:
         )
     doc = record_doc(record)
     doc["drying"] = drying_doc(await _drying(request, record))
+    doc["dried"] = None if record.drying is None else dataclasses.asdict(record.drying)
+    doc["readiness"] = readiness_doc((await _readiness_of(request, [code])).get(code))
+    doc["receipt"] = receipt_doc(record.receipt)
+    doc["hulled_bags"] = record.hulled_bags
     return json_response(doc)
+
+
+async def _readiness_of(request: web.Request, codes: list[str]) -> dict[str, Readiness]:
+    service = request.app[DEPS].readiness
+    if service is None or not codes:
+        return {}
+    return await service.readiness_by_code(codes)
 
 
 #: Drying estimates of lots whose readings did not change since (see ``_drying``).
@@ -318,6 +348,36 @@ async def lot_details(request: web.Request) -> web.Response:
     return await api._command(request, (DETAILS_COMMAND, code))
 
 
+async def lot_move(request: web.Request) -> web.Response:
+    """``POST /api/lots/<code>/move``: move a reading of the lot to another (a logged-in user)."""
+    if _store(request) is None:
+        return refused("lot records are not kept by this server", 404)
+    code = _code(request)
+    if isinstance(code, web.Response):
+        return code
+    return await api._command(request, (MOVE_COMMAND, code))
+
+
+async def lot_dried(request: web.Request) -> web.Response:
+    """``POST /api/lots/<code>/dried``: the lot left the dryer (command boundary)."""
+    if request.app[DEPS].readiness is None:
+        return refused("lot records are not kept by this server", 404)
+    code = _code(request)
+    if isinstance(code, web.Response):
+        return code
+    return await api._command(request, (DRIED_COMMAND, code))
+
+
+async def lot_receipt(request: web.Request) -> web.Response:
+    """``POST /api/lots/<code>/receipt``: change the lot's intake receipt (command boundary)."""
+    if _store(request) is None:
+        return refused("lot records are not kept by this server", 404)
+    code = _code(request)
+    if isinstance(code, web.Response):
+        return code
+    return await api._command(request, (RECEIPT_COMMAND, code))
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler, Literal["read", "write"]]
 
@@ -325,6 +385,9 @@ Route = tuple[str, str, Handler, Literal["read", "write"]]
 ROUTES: tuple[Route, ...] = (
     ("GET", "/api/lots/{code}", lot_record, "read"),
     ("POST", "/api/lots/{code}/details", lot_details, "write"),
+    ("POST", "/api/lots/{code}/dried", lot_dried, "write"),
+    ("POST", "/api/lots/{code}/receipt", lot_receipt, "write"),
+    ("POST", "/api/lots/{code}/move", lot_move, "write"),
 )
 
 

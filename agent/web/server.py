@@ -14,6 +14,8 @@ One aiohttp application, started by ``run`` and ``demo`` on ``[api] bind``
 * a lot's PDF and CSV reports, ``GET /api/lots/<code>/report.pdf`` and ``.csv``
   (``agent.web.lotreports``);
 * ``GET /api/session``, ``POST /api/login``, ``POST /api/logout``;
+* ``GET /api/time`` and ``POST /api/time``: the agent's clock, and a person setting it
+  from their browser's clock (``agent.web.clock``);
 * ``GET /metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (``agent.web.metrics``):
   open on loopback, from elsewhere with a token or login unless ``[api] metrics_public``.
 
@@ -76,7 +78,7 @@ from coffee_telemetry.agent.errors import CommandRefused
 from coffee_telemetry.agent.lots.records import AsyncLotRecords
 from coffee_telemetry.agent.notify.ackpage import add_ack_routes
 from coffee_telemetry.agent.notify.service import Notifier
-from coffee_telemetry.agent.web import api, lotreports
+from coffee_telemetry.agent.web import api, clock, lotreports
 from coffee_telemetry.agent.web.api import (
     CLIENT,
     DEPS,
@@ -689,7 +691,11 @@ def make_web_app(
     app.on_cleanup.append(_close_auth)
     if lot_records is not None:
         app[LOT_RECORDS] = lot_records
-    for method, path, handler, access in (*lot_routes(api.ROUTES), *lotreports.ROUTES):
+    for method, path, handler, access in (
+        *lot_routes(api.ROUTES),
+        *lotreports.ROUTES,
+        *clock.ROUTES,
+    ):
         app.router.add_route(method, path, _guard(access, handler))
     app.router.add_get("/api/events", _guard("read", events))
     app.router.add_get("/api/web", _guard("read", web_stats))

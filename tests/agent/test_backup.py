@@ -284,7 +284,7 @@ def edited(files: dict[str, bytes], how: str) -> dict[str, bytes]:
         ("file swapped, size kept", "SHA-256 differs"),
         ("file missing", "lacks data/maintenance.sqlite3"),
         ("extra file", "not in its manifest"),
-        ("newer store", "newer version.*schema version 99.*supports up to 3"),
+        ("newer store", r"newer version.*schema version 99.*supports up to \d+"),
         ("newer layout", "newer version.*layout 2"),
         ("unknown store name", "must be saved as"),
     ],

@@ -34,7 +34,12 @@ json_values = st.recursive(
     max_leaves=12,
 )
 
-KINDS: dict[str, Kind] = {"site": "config", "alerts": "json", "alerts_recent": "json"}
+KINDS: dict[str, Kind] = {
+    "site": "config",
+    "evidence_key": "config",
+    "alerts": "json",
+    "alerts_recent": "json",
+}
 
 entries = st.builds(
     lambda store, version, size, digest: FileEntry(

@@ -15,4 +15,4 @@ if importlib.util.find_spec("playwright") is not None:
 
     __all__ = ["browser", "site", "tab"]
 else:  # pragma: no cover - environment check
-    collect_ignore = ["test_pages.py", "test_alarm.py", "test_alarm_channels.py"]
+    collect_ignore = ["test_pages.py", "test_alarm.py", "test_alarm_channels.py", "test_clock.py"]

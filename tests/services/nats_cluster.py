@@ -14,7 +14,8 @@ the node's JetStream is current with the cluster). All nodes route to each other
 Authorisation is the production shape (``deploy/central/nats-server.conf``): one
 account with JetStream; the ``recorder`` user may use the JetStream API, acknowledge,
 write dead letters and receive its replies, and each site's
-user may publish only under ``coffee.<site>.>`` and receive only on its own inbox
+user may publish only under ``coffee.<site>.>`` and its own key of the status bucket
+(``$KV.COFFEE_STATUS.<site>``), and receive only on its own inbox
 prefix ``_INBOX_<site>.>`` (where its PubAcks arrive). ``site_permissions`` renders
 that block.
 """
@@ -62,10 +63,11 @@ def site_password(site: str) -> str:
 
 
 def site_permissions(site: str, password: str, *, prefix: str = "coffee") -> str:
-    """One site's user: publish only its own subjects, receive only its own replies."""
+    """One site's user: publish only its own subjects and its own key of the status
+    bucket, receive only its own replies."""
     return (
         f'{{user: "{site}", password: "{password}", permissions: {{'
-        f' publish: {{allow: ["{prefix}.{site}.>"]}},'
+        f' publish: {{allow: ["{prefix}.{site}.>", "$KV.COFFEE_STATUS.{site}"]}},'
         f' subscribe: {{allow: ["_INBOX_{site}.>"]}} }} }}'
     )
 
@@ -303,7 +305,7 @@ async def fresh_streams(cluster: NatsCluster, settings: StreamSettings) -> None:
     nc = await nats.connect(cluster.urls, user=RECORDER_USER, password=RECORDER_PASSWORD)
     try:
         js = nc.jetstream(timeout=10.0)
-        for name in (settings.stream, settings.dead_stream):
+        for name in (settings.stream, settings.dead_stream, f"KV_{settings.status_bucket}"):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(name)
         deadline = time.monotonic() + 30.0

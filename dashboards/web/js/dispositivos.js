@@ -1,7 +1,7 @@
 // Dispositivos (devices) page: serial devices' health, each sink's delivery
 // backlog, each notification channel's queue and dead letters (from
-// /api/health, when [notify] is configured), the local history's disk use and
-// the agent itself.
+// /api/health, when [notify] is configured), the local history's disk use,
+// the agent itself and its clock (js/clock.js: quality, sources, setting it).
 //
 // Device and sink health changes come as `devices` events (at most one a
 // second; a change of the sinks' table comes as one naming no device) and
@@ -12,6 +12,7 @@ import {getJSON} from "./api.js";
 import {h, setText, syncKeyed} from "./dom.js";
 import {bytes, duration, int, num, syncClock} from "./format.js";
 import {badge, empty, labelCells, relTime, setBadge, setRelTime} from "./widgets.js";
+import {createClockPanel} from "./clock.js";
 
 function table(testid, headers) {
   const body = h("tbody");
@@ -64,6 +65,7 @@ export function createDispositivos(ctx) {
   );
   const historyBody = h("div", {class: "usage", testid: "history"});
   const agentBody = h("div", {class: "agent-info", testid: "agent"});
+  const clock = createClockPanel(ctx);
 
   const root = h(
     "div",
@@ -100,6 +102,7 @@ export function createDispositivos(ctx) {
         agentBody,
       ),
     ),
+    clock.el,
   );
 
   function renderDevices(list) {
@@ -282,17 +285,32 @@ export function createDispositivos(ctx) {
     agentBody.replaceChildren(
       h("p", {testid: "agent-version"}, t("agent.version", {v: agent.version ?? t("common.none")})),
       h("p", {testid: "agent-uptime"}, t("agent.uptime", {d: duration(agent.uptime_s)})),
+      // The key that signs this box's lot packs; reports print the same fingerprint.
+      agent.public_key
+        ? h(
+            "p",
+            {class: "agent-key", testid: "agent-public-key"},
+            t("agent.publicKey"),
+            h("code", {class: "agent-key__fp", testid: "agent-key-fingerprint"}, agent.public_key.fingerprint),
+            h("code", {class: "agent-key__raw", testid: "agent-key-raw"}, agent.public_key.key),
+          )
+        : null,
     );
   }
 
   async function load() {
-    const [doc, health] = await Promise.all([getJSON("/api/devices"), getJSON("/api/health")]);
+    const [doc, health, time] = await Promise.all([
+      getJSON("/api/devices"),
+      getJSON("/api/health"),
+      getJSON("/api/time"),
+    ]);
     syncClock(doc.now_ns);
     renderDevices(doc.devices || []);
     renderSinks(doc.sinks || []);
     renderChannels(health);
     renderHistory(doc.history ?? null);
     renderAgent(doc.agent ?? null);
+    clock.render(time);
   }
 
   return {
@@ -301,6 +319,8 @@ export function createDispositivos(ctx) {
     onEvent(type) {
       if (type === "devices" || type === "alert") ctx.refetch();
     },
-    destroy() {},
+    destroy() {
+      clock.destroy();
+    },
   };
 }

@@ -21,6 +21,7 @@ import {h, replace, setText} from "./dom.js";
 import {dateTime, duration, int, num, pct, time} from "./format.js";
 import {empty, errorText, figure, labelCells, loginHint, message, runAction, setBadge, badge} from "./widgets.js";
 import {kg, verdictBadge} from "./lotes.js";
+import {createReadinessPanels} from "./lotreadiness.js";
 
 const LIVE_GAP_MS = 3000;
 const READINGS_SHOWN = 100;
@@ -201,6 +202,54 @@ export function createLote(ctx) {
   const readingsEmpty = empty(t("lote.noReadings"), "lot-readings-empty");
   const readingsSection = section("lot-readings-section", t("lote.readings"), readingsNote, h("div", {class: "table-wrap"}, readingsTable), readingsAll, readingsEmpty);
 
+  // ---- correcting a reading's lot (POST /api/lots/<code>/move; the server keeps the original) ----
+  let moveReading = null;
+  if (ctx.session.can_write) {
+    moveReading = h("select", {id: "lot-move-reading", class: "input", testid: "lot-move-reading"});
+    const moveTo = h("input", {id: "lot-move-to", class: "input", testid: "lot-move-to", type: "text", maxlength: "32", autocomplete: "off"});
+    const moveReason = h("input", {id: "lot-move-reason", class: "input", testid: "lot-move-reason", type: "text", maxlength: "300", autocomplete: "off"});
+    const moveMsg = message("lot-move-message");
+    const moveForm = h(
+      "form",
+      {class: "details-form", testid: "lot-move-form", novalidate: true},
+      h("h3", {class: "section-title"}, t("lote.move")),
+      h(
+        "div",
+        {class: "search-form__fields"},
+        ...[
+          ["lot-move-reading", "lote.move.reading", moveReading],
+          ["lot-move-to", "lote.move.to", moveTo],
+        ].map(([id, key, input]) => h("div", {class: "search-form__field"}, h("label", {for: id}, t(key)), input)),
+        h("div", {class: "search-form__field search-form__field--wide"}, h("label", {for: "lot-move-reason"}, t("lote.move.reason")), moveReason),
+      ),
+      h("div", {class: "search-form__actions"}, h("button", {type: "submit", class: "btn", testid: "lot-move-submit"}, t("lote.move.submit"))),
+      moveMsg,
+    );
+    moveForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const change = {reading: moveReading.value, to: moveTo.value.trim(), reason: moveReason.value.trim()};
+      moveMsg.classList.remove("msg--ok", "msg--error");
+      if (!change.reading || !change.to || !change.reason) {
+        moveMsg.classList.add("msg--error");
+        setText(moveMsg, t("lote.move.missing"));
+        return;
+      }
+      const ok = await runAction({
+        form: moveForm,
+        messageEl: moveMsg,
+        action: () => postJSON(lotPath("move"), change),
+        success: t("lote.move.done"),
+        onAuthLost: ctx.authLost,
+      });
+      if (ok) {
+        moveTo.value = "";
+        moveReason.value = "";
+        await reload();
+      }
+    });
+    readingsSection.append(moveForm);
+  }
+
   // ---- weighments ----
   const weighBody = h("tbody");
   const weighTotal = h("td", {class: "num", testid: "lot-weighments-total"});
@@ -229,6 +278,9 @@ export function createLote(ctx) {
   const ticketsEmpty = empty(t("lote.noTickets"), "lot-tickets-empty");
   const ticketsSection = section("lot-tickets-section", t("lote.tickets"), ticketsNote, ticketsList, ticketsAll, ticketsEmpty);
 
+  // ---- drying and hulling, intake receipt (lotreadiness.js) ----
+  const readiness = createReadinessPanels(ctx, lotPath, () => reload());
+
   const back = h("a", {class: "back-link", href: "/lotes", data: {nav: "lotes"}, testid: "lot-back"}, `← ${t("lote.back")}`);
   const unknown = h("div", {class: "panel lot-unknown", testid: "lot-unknown", role: "alert", hidden: true});
   const body = h(
@@ -236,6 +288,7 @@ export function createLote(ctx) {
     {class: "lot-body", hidden: true},
     header,
     h("div", {class: "row-2"}, detailsSection, timelineSection),
+    h("div", {class: "row-2"}, readiness.hulling, readiness.receipt),
     chartSection,
     weighSection,
     readingsSection,
@@ -339,6 +392,14 @@ export function createLote(ctx) {
 
   function renderReadings(readings) {
     const latest = readings.slice().sort((a, b) => b.ts_ns - a.ts_ns);
+    if (moveReading) {
+      const chosen = moveReading.value;
+      moveReading.replaceChildren(
+        h("option", {value: ""}, "—"),
+        ...latest.map((r) => h("option", {value: `${r.device}:${r.seq}`}, `${time(r.ts_ns)} · ${r.device} · ${pct(r.moisture_pct)}`)),
+      );
+      moveReading.value = chosen;
+    }
     const shown = showAllReadings ? latest : latest.slice(0, READINGS_SHOWN);
     readingsEmpty.hidden = readings.length > 0;
     readingsTable.hidden = readings.length === 0;
@@ -413,7 +474,17 @@ export function createLote(ctx) {
       case "ack":
       case "resolved":
       case "service":
+      case "dried":
+      case "ready":
+      case "receipt":
         return t(`event.${e.kind}`);
+      case "moved_out":
+      case "moved_in":
+        return t(`event.${e.kind}`, {reading: String(d.reading || ""), pct: typeof d.moisture_pct === "number" ? pct(d.moisture_pct) : "", to: String(d.to || ""), from: String(d.from || "")});
+      case "blend":
+        return t("event.blend", {sources: String(d.sources || "").split(",").join(", ")});
+      case "blended":
+        return t("event.blended", {blend: String(d.blend || "")});
       default:
         return e.kind;
     }
@@ -429,6 +500,8 @@ export function createLote(ctx) {
       return bits.join(" · ");
     }
     if (e.kind === "service") return e.text || "";
+    if (e.kind === "moved_out" || e.kind === "moved_in") return t("event.reason", {reason: String(d.reason || "")});
+    if (e.kind === "blend") return e.text || "";
     return "";
   }
 
@@ -491,6 +564,7 @@ export function createLote(ctx) {
     renderWeighments(Array.isArray(doc.weighments) ? doc.weighments : []);
     renderTimeline(Array.isArray(doc.events) ? doc.events : []);
     renderTickets(readings);
+    readiness.render(doc);
   }
 
   function showUnknown(text, hint) {

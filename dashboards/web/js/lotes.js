@@ -10,9 +10,10 @@
 
 import {t} from "../i18n.js";
 import {HttpError, getJSON, query} from "./api.js";
-import {h, setText, syncKeyed} from "./dom.js";
+import {h, replace, setText, syncKeyed} from "./dom.js";
 import {dateTime, int, num, pct} from "./format.js";
 import {badge, empty, errorText, labelCells, setBadge} from "./widgets.js";
+import {readinessCell} from "./lotreadiness.js";
 
 export const PER_PAGE = 50;
 let pageSize = PER_PAGE;
@@ -212,6 +213,8 @@ export function createLotes(ctx) {
       h("td", null, badge("off", "", "lot-verdict")),
       h("td", {class: "num", testid: "lot-alerts"}),
     );
+    // Readiness to hull goes under the verdict: the table already fills a tablet's width.
+    tr.children[9].append(h("div", {class: "cell-sub", testid: "lot-readiness"}));
     labelCells(
       tr,
       COLUMNS.map((k) => t(k)),
@@ -242,6 +245,7 @@ export function createLotes(ctx) {
     setBadge(c[9].firstChild, ...verdictBadge(lot.verdict));
     setText(c[10], int(lot.open_alerts));
     c[10].classList.toggle("is-bad", lot.open_alerts > 0);
+    replace(c[9].lastChild, readinessCell(lot.readiness));
   }
 
   function render(doc) {

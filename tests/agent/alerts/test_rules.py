@@ -19,6 +19,7 @@ from coffee_telemetry.agent.alerts import (
     DATA_FIELDS,
     Alert,
     AlertState,
+    CalibrationDueRule,
     DeviceSilentRule,
     DeviceSnapshot,
     Engine,
@@ -28,6 +29,7 @@ from coffee_telemetry.agent.alerts import (
     JamMemory,
     Lang,
     LotMemory,
+    MeterDisagreementRule,
     Rule,
     RuleError,
     RuleState,
@@ -227,9 +229,11 @@ def test_rules_take_their_section_settings() -> None:
             "service": {"overdue_repeat_s": 600},
             "sink_backlog": {"undelivered_s": 30},
             "humid_storage": {"threshold_pct": 75, "pending_s": 3600},
+            "calibration_due": {"warn_days": 45},
+            "meter_disagreement": {"tolerance_pp": 0.5, "window_s": 600},
         }
     )
-    wet, silent, fault, due, overdue, backlog, humid = build_rules(cfg)
+    wet, silent, fault, due, overdue, backlog, humid, calibration, meters = build_rules(cfg)
     assert wet == WetLotRule(thresholds_pct={"Natural": 13.0}, k=1, n=1, pending_s=5.0)
     assert wet.threshold_for("NATURAL") == 13.0
     assert silent == DeviceSilentRule(silent_s_by_device={"umid-1": 20.0}, repeat_s=60.0)
@@ -240,6 +244,8 @@ def test_rules_take_their_section_settings() -> None:
     )
     assert backlog == SinkBacklogRule(undelivered_s=30.0)
     assert humid == HumidStorageRule(threshold_pct=75.0, pending_s=3600.0)
+    assert calibration == CalibrationDueRule(warn_days=45)
+    assert meters == MeterDisagreementRule(tolerance_pp=0.5, window_s=600.0)
     assert tuple(build_rules(AlertsConfig())) == default_rules()
     with pytest.raises(TypeError, match="not built from"):
         WetLotRule.from_config(cfg.sink_backlog)
@@ -252,7 +258,7 @@ def test_rule_names_must_be_unique() -> None:
 
 def test_readings_visit_only_the_rules_of_their_measurement() -> None:
     engine = Engine(default_rules())
-    assert [r.name for r in engine.rules_for("moisture")] == ["wet_lot"]
+    assert [r.name for r in engine.rules_for("moisture")] == ["wet_lot", "meter_disagreement"]
     assert [r.name for r in engine.rules_for("huller")] == ["huller_fault"]
     assert [r.name for r in engine.rules_for("maintenance_status")] == [
         "service_due",

@@ -37,12 +37,16 @@ def test_build_rules_follows_config() -> None:
         "service_overdue",
         "sink_backlog",
         "humid_storage",
+        "calibration_due",
+        "meter_disagreement",
     }
     cfg = AlertsConfig.model_validate(
         {
             "wet_lot": {"enabled": False},
             "service": {"enabled": False},
             "humid_storage": {"enabled": False},
+            "calibration_due": {"enabled": False},
+            "meter_disagreement": {"enabled": False},
         }
     )
     assert {r.name for r in build_rules(cfg)} == {"device_silent", "huller_fault", "sink_backlog"}

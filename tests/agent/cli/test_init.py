@@ -31,9 +31,11 @@ EXPECTED = {
     "grafana/dashboards/coffee-telemetry/warehouse-moisture.json",
     "grafana/dashboards/coffee-telemetry/devices-agent.json",
     "grafana/dashboards/coffee-telemetry/hullers-maintenance.json",
+    "grafana/dashboards/coffee-telemetry/cooperative-overview.json",
     "grafana/dashboards/coffee-telemetry-en/warehouse-moisture.json",
     "grafana/dashboards/coffee-telemetry-en/devices-agent.json",
     "grafana/dashboards/coffee-telemetry-en/hullers-maintenance.json",
+    "grafana/dashboards/coffee-telemetry-en/cooperative-overview.json",
 }
 
 

@@ -87,8 +87,8 @@ def test_other_register_map(tmp_path: Path) -> None:
         ([sensor(registers={"humidity_divisor": 1000})], {}, "humidity_divisor"),
         (
             [sensor()],
-            {"hullers": [{"id": "desc-1", "bus": "rs485-armazem", "bag_counter": 1}]},
-            "has hullers",
+            {"hullers": [{"id": "desc-1", "bus": "rs485-armazem", "bag_counter": 3}]},
+            "climate\\[0\\].unit: address 3 is already used",
         ),
     ],
 )
@@ -97,6 +97,15 @@ def test_config_refusals(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         make_config(tmp_path, *sensors, **extra)
+
+
+def test_a_sensor_shares_a_bus_with_hullers(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        sensor(),
+        hullers=[{"id": "desc-1", "bus": "rs485-armazem", "bag_counter": 1, "hour_meter": 2}],
+    )
+    assert cfg.climate[0].bus == cfg.hullers[0].bus == "rs485-armazem"
 
 
 # -- the service -----------------------------------------------------------------------------

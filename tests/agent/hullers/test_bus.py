@@ -18,9 +18,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadDiscreteInputsResponse, WriteSingleCoilResponse
 from pymodbus.pdu.register_message import ReadInputRegistersResponse
 
-from coffee_telemetry.agent.errors import PortError
-from coffee_telemetry.agent.hullers.bus import Block, BusPoller, DeviceError, UnitSpec, UnitState
-from coffee_telemetry.agent.hullers.rtu import (
+from coffee_telemetry.agent.bus.rtu import (
     BusSpec,
     ExchangeFailed,
     Fault,
@@ -28,6 +26,8 @@ from coffee_telemetry.agent.hullers.rtu import (
     open_rtu_master,
     pymodbus_client,
 )
+from coffee_telemetry.agent.errors import PortError
+from coffee_telemetry.agent.hullers.bus import Block, BusPoller, DeviceError, UnitSpec, UnitState
 from coffee_telemetry.drivers.counter_autonics_ct import Mode
 from coffee_telemetry.drivers.modbus_rtu import (
     COIL_ON,

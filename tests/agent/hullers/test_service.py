@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from coffee_telemetry.agent.accept import AcceptStage
+from coffee_telemetry.agent.bus.rtu import Fault
 from coffee_telemetry.agent.config import Config, parse_config
 from coffee_telemetry.agent.health import DeviceState, Health
 from coffee_telemetry.agent.hullers.bus import DeviceError
-from coffee_telemetry.agent.hullers.rtu import Fault
 from coffee_telemetry.agent.hullers.service import HullerService
 from coffee_telemetry.agent.hullers.store import (
     AsyncMaintenanceStore,

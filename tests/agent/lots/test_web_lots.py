@@ -123,6 +123,10 @@ async def test_a_lots_record(api: Api) -> None:
         "events",
         "threshold_pct",
         "drying",
+        "dried",
+        "readiness",
+        "receipt",
+        "hulled_bags",
     }
     drying = doc["drying"]
     assert isinstance(drying, dict)

@@ -1,8 +1,8 @@
 """One Modbus RTU master on one RS-485 adapter: requests out, replies or mapped errors back.
 
 ``RtuMaster`` wraps one pymodbus ``AsyncModbusSerialClient`` (``pymodbus_client``; tests
-pass fakes through ``ClientFactory``) and sends one request at a time for ``BusPoller``
-(``bus``), which owns the bus lock, the gaps, the retries and the schedule. ``BusSpec``
+pass fakes through ``ClientFactory``) and sends one request at a time for the bus's
+``BusScheduler`` (``scheduler``), which owns the port, the bus lock and the gaps. ``BusSpec``
 says which adapter and how fast; ``Fault`` says what went wrong with an attempt.
 
 pymodbus at the boundary (3.11.4)

@@ -1,0 +1,121 @@
+"""The box's own Ed25519 key: what signs its lot packs, and how people recognise it.
+
+The key is generated once, on first use, into ``data_dir/evidence-ed25519.pem`` (PKCS#8,
+mode 600) and never leaves the box. Its public half is what a buyer checks a pack
+against (``agent.evidence.pack``: the manifest carries it, ``lot verify-pack`` reports
+its fingerprint), and it is shown where people meet the box: the Dispositivos page
+("chave pública desta estação") and every lot report (the CSV's first line, the PDF's
+footer), so a printed report names the same station as the packs it signed.
+
+``fingerprint`` is ``SHA256:`` and the hex SHA-256 of the raw 32-byte public key;
+``BoxIdentity.public_key`` is that raw key in base64, as the manifest writes it.
+
+The key needs ``cryptography`` (the ``evidence`` extra). ``box_identity`` answers
+``None`` without it, and when the key file cannot be read or made, so reports and
+pages of a box without the extra still work, without a key line.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+__all__ = ["KEY_NAME", "BoxIdentity", "box_identity", "box_key", "fingerprint", "raw_public"]
+
+log = logging.getLogger(__name__)
+
+KEY_NAME = "evidence-ed25519.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class BoxIdentity:
+    """The box's public key as people see it.
+
+    Attributes:
+        public_key: The raw 32-byte Ed25519 public key, base64 (as in a pack's manifest).
+        fingerprint: ``SHA256:`` and the hex SHA-256 of the raw key.
+    """
+
+    public_key: str
+    fingerprint: str
+
+
+def box_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The box's signing key, generated on first use into ``data_dir`` with mode 600."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = data_dir / KEY_NAME
+    try:
+        return _load_key(path.read_bytes())
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return _load_key(path.read_bytes())
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+def _load_key(pem: bytes) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("evidence key is not Ed25519")
+    return key
+
+
+def raw_public(public: Ed25519PublicKey) -> bytes:
+    """The raw 32 bytes of a public key."""
+    from cryptography.hazmat.primitives import serialization
+
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def fingerprint(public: Ed25519PublicKey) -> str:
+    """``SHA256:`` and the hex SHA-256 of the raw 32-byte public key."""
+    return "SHA256:" + hashlib.sha256(raw_public(public)).hexdigest()
+
+
+def box_identity(data_dir: Path) -> BoxIdentity | None:
+    """The box's public key and fingerprint (the key is made on first use).
+
+    Returns:
+        ``None`` when ``cryptography`` is not installed or the key file cannot be read
+        or made (logged).
+    """
+    try:
+        public = box_key(data_dir).public_key()
+    except ImportError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("The box's evidence key in %s is unusable: %s", data_dir, exc)
+        return None
+    return BoxIdentity(
+        public_key=base64.b64encode(raw_public(public)).decode(),
+        fingerprint=fingerprint(public),
+    )
