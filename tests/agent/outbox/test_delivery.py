@@ -275,3 +275,24 @@ async def test_pipelined_loop_cancelled_acknowledges_nothing_unconfirmed(tmp_pat
         assert all(gate.cancelled() for first, gate in sink.gates.items() if first != 1)
         assert ob.cursor("fake") == 2
         assert ob.backlog("fake") == 6
+
+
+async def test_pipelined_loop_stopped_ends_after_the_batches_out_are_confirmed(
+    tmp_path: Path,
+) -> None:
+    sink = GatedSink(in_flight=3)
+    stop = asyncio.Event()
+    async with open_outbox(tmp_path / "o.db", sinks=["fake"]) as ob:
+        await ob.accept(readings(Stamper(), 10))
+        task = asyncio.create_task(deliver_loop(ob, sink, backoff=fast_backoff(), stop=stop))
+        await wait_until(lambda: len(sink.sent) == 3)
+        stop.set()
+        sink.release(1)
+        await asyncio.sleep(0.05)
+        assert not task.done()  # two batches still out: it waits for them
+        assert len(sink.sent) == 3  # and sends nothing new
+        sink.release(3)
+        sink.release(5)
+        await asyncio.wait_for(task, 5)
+        assert ob.cursor("fake") == 6
+        assert ob.backlog("fake") == 4
