@@ -43,18 +43,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from coffee_telemetry.agent.cli import (
-    alerts,
-    backup,
-    central,
-    init,
-    lots,
-    maintenance,
-    meters,
-    onboard,
-    outbox,
-    reload,
-)
+from coffee_telemetry.agent.cli import reload
 from coffee_telemetry.agent.cli._common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -181,7 +170,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         profile = f" (profile {dev.profile})" if dev.profile else ""
         print(f"  device    {dev.id} {dev.driver} {dev.port}{profile}{state}")
         if dev.meter is not None:
-            print(f"            {meters.meter_line(dev.id, dev.meter)}")
+            from coffee_telemetry.agent.cli.meters import meter_line
+
+            print(f"            {meter_line(dev.id, dev.meter)}")
     for bus in cfg.buses:
         print(f"  bus       {bus.id} modbus-rtu {bus.port}")
     for huller in cfg.hullers:
@@ -424,8 +415,13 @@ def _complete_files(parser: argparse.ArgumentParser) -> None:
     visit(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
+def build_parser(*, only_run: bool = False) -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs).
+
+    ``only_run``: just ``run`` and the global options. The other verbs' modules
+    bring the store, report and geometry libraries (PDF, PROJ, GEOS, NumPy) the
+    long-running agent never uses; ``main`` leaves them out of its memory.
+    """
     parser = argparse.ArgumentParser(
         prog="coffee-telemetry",
         description="Edge telemetry for coffee warehouses: serial devices to MQTT and InfluxDB.",
@@ -454,6 +450,24 @@ def build_parser() -> argparse.ArgumentParser:
         default="both",
         help="with --once: line protocol, JSON or both (a line each)",
     )
+    if only_run:
+        _share_global_options(parser)
+        return parser
+    from coffee_telemetry.agent.cli import (
+        alerts,
+        backup,
+        central,
+        doctor,
+        evidence,
+        init,
+        lotfix,
+        lots,
+        maintenance,
+        meters,
+        onboard,
+        outbox,
+    )
+
     init.add_parser(sub)
 
     check = sub.add_parser("check-config", help="validate a site TOML file")
@@ -465,18 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_parser(sub)
     maintenance.add_parser(sub)
     lots.add_parser(sub)
-    from coffee_telemetry.agent.cli import evidence
-
     evidence.add_parser(sub)  # after lots: adds lot members|pack|verify-pack
     meters.add_parser(sub)  # after lots: adds lot oven
-    from coffee_telemetry.agent.cli import lotfix
-
     lotfix.add_parser(sub)  # after lots: adds lot move|blend
     alerts.add_parser(sub)
     onboard.add_parser(sub)
     central.add_parser(sub)
-    from coffee_telemetry.agent.cli import doctor
-
     doctor.add_parser(sub)
 
     simulate = sub.add_parser("simulate", help="virtual meters, scales and a huller on ptys")
@@ -522,9 +530,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runs_agent(words: Sequence[str]) -> bool:
+    """Whether the command line asks for ``run`` (and not for help on something else)."""
+    verbs = [w for w in words if not w.startswith("-")]
+    options_with_value = {"--log-level"}
+    for i, word in enumerate(words):
+        if word in options_with_value and i + 1 < len(words) and words[i + 1] in verbs:
+            verbs.remove(words[i + 1])
+    return bool(verbs) and verbs[0] == "run"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coffee-telemetry`` console script."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(only_run=_runs_agent(words)).parse_args(words)
     try:
         code: int = args.func(args)
     except ConfigError as exc:

@@ -31,11 +31,21 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-__all__ = ["KEY_NAME", "BoxIdentity", "box_identity", "box_key", "fingerprint", "raw_public"]
+__all__ = [
+    "KEY_NAME",
+    "PUBLIC_NAME",
+    "BoxIdentity",
+    "box_identity",
+    "box_key",
+    "fingerprint",
+    "raw_public",
+]
 
 log = logging.getLogger(__name__)
 
 KEY_NAME = "evidence-ed25519.pem"
+#: The public key noted beside it: ``<SHA-256 of the key file> <base64 public key>``.
+PUBLIC_NAME = "evidence-ed25519.pub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +114,18 @@ def fingerprint(public: Ed25519PublicKey) -> str:
 def box_identity(data_dir: Path) -> BoxIdentity | None:
     """The box's public key and fingerprint (the key is made on first use).
 
+    The public key is kept beside the key (``PUBLIC_NAME``: the SHA-256 of the key
+    file and the public key), so the running agent shows it without loading
+    ``cryptography`` (several MB of memory for a key it only signs with on request);
+    a key file that changed (a restore) is read again and the note rewritten.
+
     Returns:
         ``None`` when ``cryptography`` is not installed or the key file cannot be read
         or made (logged).
     """
+    noted = _noted_public(data_dir)
+    if noted is not None:
+        return noted
     try:
         public = box_key(data_dir).public_key()
     except ImportError:
@@ -115,7 +133,46 @@ def box_identity(data_dir: Path) -> BoxIdentity | None:
     except (OSError, ValueError) as exc:
         log.warning("The box's evidence key in %s is unusable: %s", data_dir, exc)
         return None
-    return BoxIdentity(
+    identity = BoxIdentity(
         public_key=base64.b64encode(raw_public(public)).decode(),
         fingerprint=fingerprint(public),
     )
+    _note_public(data_dir, identity)
+    return identity
+
+
+def _key_digest(data_dir: Path) -> str | None:
+    try:
+        return hashlib.sha256((data_dir / KEY_NAME).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _noted_public(data_dir: Path) -> BoxIdentity | None:
+    """The public key noted for the key file as it is now (``None``: no such note)."""
+    digest = _key_digest(data_dir)
+    if digest is None:
+        return None
+    try:
+        noted_digest, public_key = (data_dir / PUBLIC_NAME).read_text(encoding="ascii").split()
+        raw = base64.b64decode(public_key, validate=True)
+    except (OSError, ValueError):
+        return None
+    if noted_digest != digest or len(raw) != 32:
+        return None
+    return BoxIdentity(
+        public_key=public_key, fingerprint="SHA256:" + hashlib.sha256(raw).hexdigest()
+    )
+
+
+def _note_public(data_dir: Path, identity: BoxIdentity) -> None:
+    digest = _key_digest(data_dir)
+    if digest is None:
+        return
+    path = data_dir / PUBLIC_NAME
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(f"{digest} {identity.public_key}\n", encoding="ascii")
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only data dir: shown anyway, derived each start
+        log.debug("Could not note the public key in %s: %s", path, exc)
