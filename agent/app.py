@@ -47,7 +47,7 @@ from coffee_telemetry.agent.devices.fleet import Fleet
 from coffee_telemetry.agent.devices.ports import PortOpener, open_serial_port
 from coffee_telemetry.agent.digestfacts import digest_facts_provider
 from coffee_telemetry.agent.errors import LotError
-from coffee_telemetry.agent.evidence.identity import box_identity
+from coffee_telemetry.agent.evidence.identity import station_identity
 from coffee_telemetry.agent.evidence.meters import (
     MeterCalibration,
     record_calibrations,
@@ -415,7 +415,7 @@ async def run_agent(
                 publish=mqtt.send if mqtt is not None else None,
                 time_control=clock,
                 readiness=readiness,
-                station_key=box_identity(cfg.agent.data_dir),  # made on first use
+                station_key=await station_identity(cfg.agent.data_dir),  # made on first use
             )
 
         def _systemd_status() -> str:

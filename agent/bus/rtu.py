@@ -31,12 +31,10 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol, assert_never
+from typing import TYPE_CHECKING, Protocol, assert_never
 
 import serial
-from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu import ModbusPDU
 
 from coffee_telemetry.agent.config import BusConfig, SerialSettings
 from coffee_telemetry.agent.errors import PortError
@@ -53,6 +51,9 @@ from coffee_telemetry.drivers.modbus_rtu import (
     WriteCoilRequest,
     WriteCoilResponse,
 )
+
+if TYPE_CHECKING:
+    from pymodbus.pdu import ModbusPDU
 
 __all__ = [
     "BusSpec",
@@ -201,6 +202,9 @@ def pymodbus_client(
     trace_connect: Callable[[bool], None],
 ) -> ModbusClient:
     """The real client for ``bus``: retries, reconnects and timeouts are ours, not its own."""
+    # Imported here: pymodbus' client (3 MB) is loaded only by an agent with a bus.
+    from pymodbus.client import AsyncModbusSerialClient
+
     return AsyncModbusSerialClient(
         bus.port,
         baudrate=bus.serial.baudrate,

@@ -17,10 +17,12 @@ pages of a box without the extra still work, without a key line.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +41,7 @@ __all__ = [
     "box_key",
     "fingerprint",
     "raw_public",
+    "station_identity",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,6 +144,34 @@ def box_identity(data_dir: Path) -> BoxIdentity | None:
     return identity
 
 
+async def station_identity(data_dir: Path) -> BoxIdentity | None:
+    """``box_identity`` for the running agent: a missing key is made in a child process.
+
+    Generating the key means loading ``cryptography``; a child that makes the key and
+    notes its public half exits and gives that memory back, so the agent reads the note.
+    If the child cannot run, the key is made here (``box_identity``).
+    """
+    noted = _noted_public(data_dir)
+    if noted is not None:
+        return noted
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            __name__,
+            str(data_dir),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(child.communicate(), timeout=60)
+        if child.returncode != 0:
+            log.debug("Key child exited %s: %s", child.returncode, err.decode(errors="replace"))
+    except (OSError, TimeoutError) as exc:
+        log.debug("Key child did not run: %s", exc)
+    return _noted_public(data_dir) or box_identity(data_dir)
+
+
 def _key_digest(data_dir: Path) -> str | None:
     try:
         return hashlib.sha256((data_dir / KEY_NAME).read_bytes()).hexdigest()
@@ -176,3 +207,7 @@ def _note_public(data_dir: Path, identity: BoxIdentity) -> None:
         os.replace(tmp, path)
     except OSError as exc:  # a read-only data dir: shown anyway, derived each start
         log.debug("Could not note the public key in %s: %s", path, exc)
+
+
+if __name__ == "__main__":  # the child of ``station_identity``
+    sys.exit(0 if box_identity(Path(sys.argv[1])) is not None else 1)

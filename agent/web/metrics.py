@@ -46,20 +46,19 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
 
 from coffee_telemetry.agent.health import DeviceState, Health, InterfaceState
 from coffee_telemetry.agent.history.store import HistoryStats
 from coffee_telemetry.agent.outbox.stats import OutboxStats
 from coffee_telemetry.agent.web.api import CLIENT, DEPS, WebDeps, json_response
+
+if TYPE_CHECKING:
+    # Loaded on the first scrape (``prometheus_client`` is 4 MB of a box's memory).
+    from prometheus_client import ProcessCollector
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = [
     "MAX_REASONS",
@@ -249,6 +248,8 @@ class _Families:
     items: dict[str, Metric] = field(default_factory=dict)
 
     def counter(self, name: str, doc: str, labels: Iterable[str]) -> CounterMetricFamily:
+        from prometheus_client.core import CounterMetricFamily
+
         family = self.items.get(name)
         if family is None:
             family = self.items[name] = CounterMetricFamily(
@@ -258,6 +259,8 @@ class _Families:
         return family
 
     def gauge(self, name: str, doc: str, labels: Iterable[str]) -> GaugeMetricFamily:
+        from prometheus_client.core import GaugeMetricFamily
+
         family = self.items.get(name)
         if family is None:
             family = self.items[name] = GaugeMetricFamily(
@@ -287,6 +290,8 @@ class AgentCollector:
 
     def collect_agent(self) -> Iterator[Metric]:
         """The snapshot's families (what must run on the event loop: it reads health)."""
+        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
         snap = self.snapshot
         info = InfoMetricFamily(f"{PREFIX}_agent", "The agent's version and site.")
         info.add_metric([], {"version": snap.version, "site": snap.site})
@@ -478,6 +483,8 @@ class AgentCollector:
 
 def exposition(snapshot: Snapshot, *, process: ProcessCollector | None = None) -> bytes:
     """The snapshot in the Prometheus text format."""
+    from prometheus_client import generate_latest
+
     return generate_latest(AgentCollector(snapshot, process=process))
 
 
@@ -557,7 +564,21 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"ok": True, "time_ns": time.time_ns()})
 
 
-_PROCESS = web.AppKey("process_collector", ProcessCollector)
+@dataclass(slots=True)
+class _ProcessSlot:
+    """The process collector, made on the first scrape (it reads ``/proc`` when made)."""
+
+    collector: ProcessCollector | None = None
+
+    def get(self) -> ProcessCollector:
+        if self.collector is None:
+            from prometheus_client import ProcessCollector
+
+            self.collector = ProcessCollector(registry=None)
+        return self.collector
+
+
+_PROCESS = web.AppKey("process_collector", _ProcessSlot)
 _SOURCE = web.AppKey("snapshot_source", SnapshotSource)
 
 
@@ -572,7 +593,9 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """The Prometheus text format."""
     snapshot = await request.app[_SOURCE].take()
-    body = exposition(snapshot, process=request.app[_PROCESS])
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = exposition(snapshot, process=request.app[_PROCESS].get())
     response = web.Response(body=body, headers={"Cache-Control": "no-store"})
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
@@ -580,5 +603,5 @@ async def metrics(request: web.Request) -> web.Response:
 
 def install_metrics(app: web.Application) -> None:
     """Prepare ``app`` (its ``DEPS`` set) for the handlers here."""
-    app[_PROCESS] = ProcessCollector(registry=None)
+    app[_PROCESS] = _ProcessSlot()
     app[_SOURCE] = SnapshotSource(app[DEPS])

@@ -61,3 +61,22 @@ def test_a_damaged_note_is_ignored(tmp_path: Path) -> None:
     for junk in ("", "x", "a b c", "0" * 64 + " not-base64!", "0" * 64 + " AAAA"):
         (tmp_path / PUBLIC_NAME).write_text(junk)
         assert box_identity(tmp_path) == expected
+
+
+def test_the_agent_makes_a_missing_key_in_a_child_and_keeps_its_memory(tmp_path: Path) -> None:
+    probe = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        from coffee_telemetry.agent.evidence.identity import station_identity
+        got = asyncio.run(station_identity(Path({str(tmp_path)!r})))
+        print(got.fingerprint, "cryptography" in sys.modules)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    made = box_identity(tmp_path)  # the key the child wrote, read the slow way
+    assert made is not None
+    assert out == [made.fingerprint, "False"]
+    assert (tmp_path / KEY_NAME).stat().st_mode & 0o777 == 0o600
