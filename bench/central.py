@@ -24,7 +24,9 @@ ticket each per 2 s. Prints one JSON document per N:
 * ``cpu_pct``: CPU of each part over the run, in % of one core (the machine has
   ``os.cpu_count()`` cores): NATS nodes, recorders, influxd, this process (the
   simulated sites); what nears its ceiling first is the bottleneck;
-* ``rss_mb``: NATS nodes, recorders and influxd at the end.
+* ``rss_mb``: NATS nodes, recorders and influxd at the end;
+* ``overview_queries``: every panel query of the cooperative overview dashboard run
+  on the filled InfluxDB (all sites): its time in ms and its rows.
 
 ``--sites`` takes a list (``50,200,1000``): one run each, on a fresh cluster and
 database, and a last line with ``highest_zero_loss_sites`` (no loss, nothing behind).
@@ -109,7 +111,8 @@ def site_reading(stamper: Stamper, site: str, d: int) -> Reading:
         device=device,
         measurement="moisture",
         fields={"moisture_pct": 11.0 + d / 10},
-        tags={"site": site, "device": device, "station": "recepcao"},
+        # Three lots in the meters at once, as at a busy intake.
+        tags={"site": site, "device": device, "station": "recepcao", "lot": f"L-{d % 3 + 1:03d}"},
     )
 
 
@@ -384,6 +387,7 @@ async def bench_steady(args: argparse.Namespace, n: int) -> dict[str, object]:
                 if k in first_seen and t >= steady_from
             ]
             agent_lags = [(first_seen[k] - t) * 1000 for k, t in emitted.items() if k in first_seen]
+            overview = await asyncio.to_thread(overview_queries, env.influx)
             written = len(found)
             scheduled = sum(s.scheduled for s in sites)
             return {
@@ -419,6 +423,7 @@ async def bench_steady(args: argparse.Namespace, n: int) -> dict[str, object]:
                     if agent_lags
                     else None,
                 },
+                "overview_queries": overview,
                 "recorder_cpu_us_per_reading": round(cpu["recorders"] / max(1, written) * 1e6, 1),
                 "cpu_pct": {k: round(v / elapsed * 100, 1) for k, v in cpu.items()},
                 "rss_mb": {k: rss_mb(v) for k, v in procs.items() if k != "sites_process"},
@@ -427,6 +432,31 @@ async def bench_steady(args: argparse.Namespace, n: int) -> dict[str, object]:
         finally:
             for agent in agents:
                 agent.stop()
+
+
+OVERVIEW = ROOT / "dashboards" / "grafana" / "json-en" / "cooperative-overview.json"
+
+
+def overview_queries(influx: InfluxServer) -> dict[str, dict[str, float | int]]:
+    """Every panel query of the cooperative overview, all sites: time taken and rows."""
+    doc = json.loads(OVERVIEW.read_text(encoding="utf-8"))
+    out: dict[str, dict[str, float | int]] = {}
+    for panel in doc["panels"]:
+        window = "7d" if panel.get("timeFrom") == "7d" else "1h"
+        for target in panel.get("targets", []):
+            text = (
+                str(target["query"])
+                .replace("$timeFilter", f"time > now() - {window}")
+                .replace("$__interval", "10s")
+                .replace("/^$site$/", "/^.*$/")
+            )
+            t0 = time.perf_counter()
+            rows = influx.query(DATABASE, text)
+            out[f"{panel['title']} [{target['refId']}]"] = {
+                "ms": round((time.perf_counter() - t0) * 1000, 1),
+                "rows": len(rows),
+            }
+    return out
 
 
 def past_clock(hours: float) -> Iterator[int]:
