@@ -53,6 +53,7 @@ from coffee_telemetry.agent.evidence.meters import (
     record_calibrations,
     run_calibration_status,
 )
+from coffee_telemetry.agent.evidence.oven import OVEN_COMMAND, oven_command
 from coffee_telemetry.agent.health import DeviceState, Health
 from coffee_telemetry.agent.history.service import open_configured_history
 from coffee_telemetry.agent.hullers.record import service_command
@@ -233,7 +234,10 @@ async def run_agent(
         except LotError as exc:  # the meters come first: run without lot records
             log.error("Lot records off for this run: %s", exc)
         else:
-            sinks.append(LotRecordSink(lot_records))
+            lot_sink = LotRecordSink(lot_records)
+            # Each batch is one fsynced transaction: an SD card takes fewer, larger ones.
+            lot_sink.flush_interval_s = cfg.lots.flush_interval_s
+            sinks.append(lot_sink)
             health.add_sink(LotRecordSink.name)
         outbox = await stack.enter_async_context(
             open_configured_outbox(cfg, [s.name for s in sinks])
@@ -311,6 +315,7 @@ async def run_agent(
         if lot_records is not None:
             commands.add(DETAILS_COMMAND, lot_records.handle_command)
             commands.add(RECEIPT_COMMAND, receipt_command(lot_records))
+            commands.add(OVEN_COMMAND, oven_command(lot_records))
             commands.add(MOVE_COMMAND, move_command(lot_records))
             # Lots rested after the dryer and inside the hulling window: announced once.
             readiness = ReadinessService(

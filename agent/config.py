@@ -291,7 +291,9 @@ class AgentSection(_Model):
 #: checkpoints every 60 s, writes delivered cursors every 10 s (a crash makes a sink resend
 #: up to 10 s), and stores records packed in 512-byte pages; the history is written once a
 #: minute (a crash or a power cut may lose its last minute; the outbox and the sinks still
-#: have those readings) in 1 KiB pages. Page sizes apply to stores created with the profile.
+#: have those readings) in 1 KiB pages, and the lot records take a batch every 10 s (what
+#: the lot pages show is up to 10 s late). Page sizes apply to stores created with the
+#: profile.
 #: README, "Cartão SD", has the measured writes of each.
 STORAGE_PROFILES: dict[str, dict[str, dict[str, object]]] = {
     "default": {},
@@ -305,6 +307,7 @@ STORAGE_PROFILES: dict[str, dict[str, dict[str, object]]] = {
             "compress": True,
         },
         "history": {"flush_interval_s": 60.0, "page_size": 1024},
+        "lots": {"flush_interval_s": 10.0},
     },
 }
 
@@ -1167,6 +1170,8 @@ class LotsConfig(_Model):
     #: A lot not seen for this long is deleted with its whole record (``agent.lots.records``);
     #: at least 5 years, the EU Deforestation Regulation's record-keeping period.
     retention_years: float = Field(default=5.0, ge=5, le=50)
+    #: Longest the lot record sink gathers records into one (fsynced) transaction.
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
     #: Target moisture a drying lot is estimated to reach (% wet basis).
     target_moisture_pct: float = Field(default=11.5, gt=0, lt=100)
     #: Target moisture per product type (``cereja = 12.0``); others use the default.

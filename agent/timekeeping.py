@@ -40,6 +40,21 @@ is still answering; otherwise it stands by (health shows each source's state). A
 person may set the time only while no other source answers: a box with NTP or a GPS
 fix does not take a browser's word over them.
 
+No source is believed *after* a ceiling either (``ceiling_ns``): the latest of the
+release date plus ``MAX_LIFE_NS`` (20 years, this version's longest life in the field)
+and the last time known good (the time saved at the last run, or the latest trusted
+anchor) plus the monotonic time since plus ``CEILING_SLACK_NS`` (2 days). The saved
+time only ever widens the ceiling, never narrows it below 20 years: a box stored off
+between harvests for months must still take the GPS time when it is switched on, and
+the monotonic clock cannot count the months it was off. What the ceiling catches is a
+source that is plainly broken: a modem reporting ``2080`` for ``80``, a receiver with a
+wrong century, a battery clock with a corrupt register, a browser set decades ahead.
+``gps``, ``modem``, ``rtc`` and ``user`` beyond it are refused, with the reason in
+health and a log line; ``ntp`` and ``system`` are the kernel's own clock, which the agent
+cannot refuse, so they are flagged instead (``wall_beyond_ceiling`` in health, the
+source's detail, one log line). The wall clock beyond it is not used for the
+provisional estimate.
+
 Once anchored, the wall clock moving on its own (a step by hand, a restored
 fake-hwclock) changes nothing: time follows the monotonic clock, so it never
 jumps, repeats or goes back. Only a trusted source re-anchors it; huller hours
@@ -63,6 +78,11 @@ log = logging.getLogger(__name__)
 
 #: No timestamp is ever earlier than this: the release date of this version.
 FLOOR_NS = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+#: The longest this version may be in the field: no source is believed later than
+#: the release date plus this (unless a time known good is later; ``ceiling_ns``).
+MAX_LIFE_NS = int(20 * 365.25 * 86400) * 1_000_000_000
+#: How far past the last time known good (plus the monotonic time since) a source may be.
+CEILING_SLACK_NS = 2 * 86400 * 1_000_000_000
 #: A trusted source re-anchors time only when it disagrees by more than this.
 REANCHOR_NS = 1_000_000_000
 #: Sources, best first; a source never overrides a better one that still answers.
@@ -77,6 +97,18 @@ ANSWERING_NS = 300 * 1_000_000_000
 #: ``adjtimex`` answers this while the kernel clock is not synchronised.
 TIME_ERROR = 5
 NS = 1_000_000_000
+
+
+class TimeRefused(ValueError):
+    """A person's time was not believed (``TimeKeeper.set_by_user``).
+
+    Attributes:
+        code: ``off``, ``trusted-source``, ``before-floor`` or ``after-ceiling``.
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TimeQuality(enum.StrEnum):
@@ -197,22 +229,61 @@ class TimeKeeper:
         self.ntp: bool | None = None
         self.states = {name: SourceState() for name in sorted(self._sources, key=_rank)}
         saved = self._load()
-        estimate = max(wall_ns(), saved, floor_ns)
+        #: The last time known good and the monotonic time then (widens the ceiling).
+        self._known: tuple[int, int] | None = (saved, self._started_mono) if saved else None
+        self._flagged = False  # the kernel's clock beyond the ceiling was logged
+        wall = wall_ns()
+        estimate = max(wall if wall <= self.ceiling_ns() else 0, saved, floor_ns)
         self._offset = estimate - self._started_mono
+        rtc_refusal = ""
         if self._check_ntp(at_start=True):
             self._anchor(TimeQuality.TRUSTED, "ntp", self._wall())
         elif "rtc" in self._sources and wall_ns() >= floor_ns and rtc_set_clock():
-            self._anchor(TimeQuality.TRUSTED, "rtc", self._wall())
+            if wall_ns() <= self.ceiling_ns():
+                self._anchor(TimeQuality.TRUSTED, "rtc", self._wall())
+            else:
+                rtc_refusal = f"the battery clock's {_iso(wall_ns())} {self._after_ceiling()}"
+                log.warning("Refusing the battery clock's time: %s", rtc_refusal)
         elif "system" in self._sources and wall_ns() >= floor_ns:
             self._anchor(TimeQuality.TRUSTED, "system", self._wall())
-        if "rtc" in self.states and self.source != "rtc":
+        if rtc_refusal and "rtc" in self.states:
+            self.states["rtc"] = SourceState("refused", rtc_refusal)
+        elif "rtc" in self.states and self.source != "rtc":
             self.states["rtc"] = SourceState("unavailable", "no battery clock set the time at boot")
+        self._flag_wall()
 
     # -- reading the clock --------------------------------------------------------------
 
     def now_ns(self) -> int:
         """The agent's time now: monotonic + offset (never before the floor)."""
         return self._mono() + self._offset
+
+    def ceiling_ns(self) -> int:
+        """The latest time any source is believed to give now (module docstring).
+
+        The later of the release date plus ``MAX_LIFE_NS``, and the last time known
+        good plus the monotonic time since plus ``CEILING_SLACK_NS``.
+        """
+        ceiling = self._floor + MAX_LIFE_NS
+        if self._known is not None:
+            wall, mono = self._known
+            ceiling = max(ceiling, wall + (self._mono() - mono) + CEILING_SLACK_NS)
+        return ceiling
+
+    def _after_ceiling(self) -> str:
+        return f"is after the latest believable time ({_iso(self.ceiling_ns())})"
+
+    def _flag_wall(self) -> bool:
+        """Whether the kernel's clock is beyond the ceiling; logged once when it goes there."""
+        beyond = self._wall() > self.ceiling_ns()
+        if beyond and not self._flagged:
+            log.warning(
+                "The system clock, %s, %s; it is used only where it is trusted (ntp, system)",
+                _iso(self._wall()),
+                self._after_ceiling(),
+            )
+        self._flagged = beyond
+        return beyond
 
     @property
     def trusted(self) -> bool:
@@ -238,6 +309,8 @@ class TimeKeeper:
             "now_ns": self.now_ns(),
             "wall_ns": self._wall(),
             "floor_ns": self._floor,
+            "ceiling_ns": self.ceiling_ns(),
+            "wall_beyond_ceiling": self._wall() > self.ceiling_ns(),
             "user_refusal": None if (why := self.user_refusal_code()) is None else why[2],
             "user_refusal_code": None if why is None else why[0],
             "sources": {name: self._source_doc(name) for name in self.states},
@@ -254,17 +327,24 @@ class TimeKeeper:
             elif self.reason == "ntp time before the floor":
                 state, detail = "refused", "synchronised to a time before the release date"
             else:
-                state, detail = self._standing("ntp"), ""
+                state, detail = self._standing("ntp"), self._beyond_detail()
         elif name == "system":
             ok = self._system_ok()
             state = self._standing("system") if ok else "refused"
-            detail = "" if ok else "the wall clock is before the release date"
+            detail = self._beyond_detail() if ok else "the wall clock is before the release date"
         elif name == "user":
             state = "ok" if self.source.startswith("user:") else "waiting"
             detail = self.source.removeprefix("user:") if state == "ok" else ""
+            if state == "waiting" and st.state == "refused":
+                state, detail = "refused", st.detail  # the last time a person gave
         elif st.state in ("ok", "standby"):
             state = self._standing(name)
         return {"state": state, "detail": detail, "last_ns": st.last_ns}
+
+    def _beyond_detail(self) -> str:
+        if self._wall() <= self.ceiling_ns():
+            return ""
+        return f"the kernel's clock {self._after_ceiling()} (kept: it is the kernel's own)"
 
     def _standing(self, name: str) -> str:
         return "ok" if self.trusted and self.source == name else "standby"
@@ -273,6 +353,7 @@ class TimeKeeper:
 
     def poll(self) -> Adjustment | None:
         """Ask the sources; anchor time if one is trusted, or adopt the estimate on timeout."""
+        self._flag_wall()
         for source, believed in (("ntp", self._check_ntp), ("system", self._system_ok)):
             if not believed():
                 continue
@@ -309,6 +390,12 @@ class TimeKeeper:
         wall_now = wall_ns + (self._mono() - mono_ns)
         if wall_ns < self._floor:
             st.state, st.detail = "refused", f"{_iso(wall_ns)} is before the release date"
+            return None
+        if wall_now > self.ceiling_ns():
+            again = st.state == "refused" and "after the latest" in st.detail
+            st.state, st.detail = "refused", f"{_iso(wall_now)} {self._after_ceiling()}"
+            if not again:  # one line when it starts, not one per offer
+                log.warning("Refusing the %s time: %s", source, st.detail)
             return None
         st.state, st.detail = "standby", ""
         st.last_mono_ns, st.last_ns = self._mono(), wall_now
@@ -365,14 +452,21 @@ class TimeKeeper:
         """A person set the time (their browser's clock, confirmed on screen).
 
         Raises:
-            ValueError: Setting by hand is off, a trusted source answers (the message
-                names it), or the time is before the floor (a browser with a wrong clock).
+            TimeRefused: Setting by hand is off, a trusted source answers (the message
+                names it), or the time is before the floor or after the ceiling (a
+                browser with a wrong clock); ``code`` says which.
         """
-        refusal = self.user_refusal()
-        if refusal is not None:
-            raise ValueError(refusal)
+        why = self.user_refusal_code()
+        if why is not None:
+            raise TimeRefused(why[2], why[0])
         if wall_ns < self._floor:
-            raise ValueError("time before this version's release date")
+            raise TimeRefused("time before this version's release date", "before-floor")
+        if wall_ns > self.ceiling_ns():
+            detail = f"{_iso(wall_ns)} {self._after_ceiling()}"
+            log.warning("Refusing the time %r gave: %s", user, detail)
+            if (st := self.states.get("user")) is not None:
+                st.state, st.detail = "refused", f"{user}: {detail}"
+            raise TimeRefused(f"time {detail}: check the device's clock", "after-ceiling")
         adj = self._anchor(TimeQuality.TRUSTED, f"user:{user}", wall_ns)
         return adj
 
@@ -409,6 +503,8 @@ class TimeKeeper:
         if (named := self.states.get(source)) is not None:
             named.state, named.detail = "standby", ""  # shown as "ok" while it is the source
             named.last_ns, named.last_mono_ns = max(wall_ns, self._floor), mono
+        if quality is TimeQuality.TRUSTED and max(wall_ns, self._floor) <= self.ceiling_ns():
+            self._known = (max(wall_ns, self._floor), mono)
         adj = Adjustment(before, quality, delta, source, self.now_ns())
         log.info(
             "Time is %s (%s)%s",
@@ -450,4 +546,7 @@ def _rank(source: str) -> int:
 
 
 def _iso(ts_ns: int) -> str:
-    return datetime.fromtimestamp(ts_ns / NS, tz=UTC).isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(ts_ns / NS, tz=UTC).isoformat(timespec="seconds")
+    except (OverflowError, ValueError, OSError):
+        return f"{ts_ns // NS} s after 1970"  # beyond the year 9999

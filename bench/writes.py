@@ -46,9 +46,11 @@ Usage::
     python bench/writes.py --duration 300 --variant default --variant sd-card
     python bench/writes.py --split                # per store (strace)
     python bench/writes.py --variant default --set outbox.sync_interval_s=5
+    python bench/writes.py --variant sd-timing --variant sd-timing+page-512
 
-Variants: see ``VARIANTS``. Prints one JSON document. Not a test: numbers go in the
-README.
+Variants: see ``VARIANTS``; ``sd-timing`` is the ``sd-card`` profile's timing settings
+alone, and each ``sd-timing+...`` adds one of its other settings to them. Prints one
+JSON document. Not a test: numbers go in the README.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ VARIANTS.update(
         "sd-timing+checkpoint-60s": ((*SD_TIMING, "outbox.checkpoint_interval_s=60"), "", True),
         "sd-timing+prune-60s": ((*SD_TIMING, "outbox.prune_interval_s=60"), "", True),
         "sd-timing+history-page-1k": ((*SD_TIMING, "history.page_size=1024"), "", True),
+        "sd-timing+lots-10s": ((*SD_TIMING, "lots.flush_interval_s=10"), "", True),
     }
 )
 

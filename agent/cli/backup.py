@@ -109,6 +109,9 @@ def state_paths(cfg: Config) -> dict[str, Path]:
 
 def _outbox_state_only(conn: sqlite3.Connection) -> None:
     tables = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
+    # The records' own seqs join the sequences table before the records go (a running
+    # outbox writes that table with its cursors, not with every commit).
+    conn.execute(outbox_schema.SEQUENCES_FROM_RECORDS)
     for table in _OUTBOX_RECORD_TABLES:
         if table in tables:
             conn.execute(f"DELETE FROM {table}")
@@ -233,6 +236,7 @@ def _renumber_outbox(copy: Path, replaced: Path) -> None:
     existing = _sequences(replaced) if replaced.exists() else {}
     with contextlib.closing(sqlite3.connect(copy, isolation_level=None)) as conn:
         conn.execute("BEGIN IMMEDIATE")
+        conn.execute(outbox_schema.SEQUENCES_FROM_RECORDS)  # records held number too
         conn.execute("UPDATE sequences SET seq = seq + ?", (SEQ_RESTORE_GAP,))
         conn.executemany(
             "INSERT INTO sequences (device, seq) VALUES (?, ?)"
@@ -249,7 +253,13 @@ def _renumber_outbox(copy: Path, replaced: Path) -> None:
 def _sequences(outbox: Path) -> dict[str, int]:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)) as conn:
-            return {str(d): int(n) for d, n in conn.execute("SELECT device, seq FROM sequences")}
+            return {
+                str(d): int(n)
+                for d, n in conn.execute(
+                    "SELECT device, MAX(seq) FROM (SELECT device, seq FROM sequences"
+                    " UNION ALL SELECT device, seq FROM records) GROUP BY device"
+                )
+            }
     except sqlite3.Error:
         return {}  # a damaged store is what is being replaced
 

@@ -15,6 +15,8 @@ catalogue so the same result prints in Portuguese or English):
   certificate is valid, with its days to expiry;
 - ``system``: the clock is synchronised, the data dir has free space, whether it lives
   on an SD card, and the systemd unit's state;
+- ``timesources``: each configured time source (ntp, gps, modem, rtc, user, system)
+  on one line: its state (a GPS's fix, no fix or no data; a port missing) and its fix;
 - ``backlog``: what the outbox still owes each sink and since when.
 
 Every check that waits has its own timeout, and ``run.run_checks`` runs them side by

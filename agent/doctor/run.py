@@ -25,6 +25,7 @@ from coffee_telemetry.agent.doctor.system import (
     check_storage,
     check_systemd,
 )
+from coffee_telemetry.agent.doctor.timesources import check_time_sources
 from coffee_telemetry.agent.onboard.lineformat import LineSettings
 
 __all__ = ["Check", "Options", "plan", "port_specs", "run_checks"]
@@ -111,6 +112,11 @@ def plan(cfg: Config, opts: Options) -> list[Check]:
     outbox_dir = cfg.outbox_path.parent
     checks += [
         Check("clock", "clock", lambda: [check_clock()]),
+        Check(
+            "time",
+            "time",
+            lambda: check_time_sources(cfg, listen=opts.ports, listen_s=opts.listen_s),
+        ),
         Check("disk", "disk", lambda: [check_disk(data_dir, quota_mb=cfg.outbox.max_mb)]),
         Check(
             "disk",

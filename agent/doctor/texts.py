@@ -253,6 +253,145 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "acerte o relógio (sudo timedatectl set-time 'AAAA-MM-DD HH:MM:SS') ou ligue o NTP",
         "set the clock (sudo timedatectl set-time 'YYYY-MM-DD HH:MM:SS') or turn NTP on",
     ),
+    # time sources ([agent] time_sources)
+    "time_ntp_ok": (
+        "NTP: relógio sincronizado (agora {now})",
+        "NTP: clock synchronised (now {now})",
+    ),
+    "time_ntp_unsynced": (
+        "NTP: relógio NÃO sincronizado (agora {now})",
+        "NTP: clock NOT synchronised (now {now})",
+    ),
+    "time_ntp_unknown": (
+        "NTP: não sei dizer se sincronizou (sem adjtimex); agora {now}",
+        "NTP: cannot tell whether it synchronised (no adjtimex); now {now}",
+    ),
+    "fix_time_ntp": (
+        "sem internet o NTP não sincroniza: ligue-o (sudo timedatectl set-ntp true), "
+        "confira a rede ou use um GPS",
+        "without internet NTP cannot sync: turn it on (sudo timedatectl set-ntp true), "
+        "check the network or use a GPS",
+    ),
+    "time_system_ok": (
+        "relógio do sistema aceito como está (agora {now})",
+        "system clock taken as it is (now {now})",
+    ),
+    "time_rtc_ok": (
+        "o relógio com bateria acertou a hora no boot (agora {now})",
+        "the battery clock set the time at boot (now {now})",
+    ),
+    "time_rtc_unset": (
+        "nenhum relógio com bateria acertou a hora no boot",
+        "no battery clock set the time at boot",
+    ),
+    "fix_time_rtc": (
+        "instale um módulo RTC (DS3231) com dtoverlay=i2c-rtc,ds3231 ou use outra fonte",
+        "fit an RTC module (DS3231) with dtoverlay=i2c-rtc,ds3231, or use another source",
+    ),
+    "time_before_floor": (
+        "hora {time}, antes da data desta versão ({floor}): não é aceita",
+        "time {time}, before this version's release date ({floor}): not believed",
+    ),
+    "time_after_ceiling": (
+        "hora {time}, depois da última hora crível ({ceiling}): não é aceita",
+        "time {time}, after the latest believable time ({ceiling}): not believed",
+    ),
+    "fix_time_bounds": (
+        "compare com um celular e acerte a fonte (GPS com bug de semana, modem sem "
+        "hora da rede, relógio com bateria gasta)",
+        "compare with a phone and fix the source (a GPS with the week bug, a modem "
+        "without network time, a battery clock run flat)",
+    ),
+    "time_gps_unset": (
+        "gps está em time_sources mas falta [agent.time_gps]",
+        "gps is in time_sources but [agent.time_gps] is missing",
+    ),
+    "time_gps_not_listened": (
+        "receptor em {port} (não escutado: --no-ports)",
+        "receiver on {port} (not listened to: --no-ports)",
+    ),
+    "time_gps_port_missing": ("GPS: {port} não existe", "GPS: {port} does not exist"),
+    "fix_time_gps_port": (
+        "ligue o receptor no USB e confira [agent.time_gps] port (ls /dev/serial/by-id/)",
+        "plug the receiver in and check [agent.time_gps] port (ls /dev/serial/by-id/)",
+    ),
+    "time_gps_held": (
+        "GPS: {port} está em uso por {holders}",
+        "GPS: {port} is in use by {holders}",
+    ),
+    "fix_time_gps_held": (
+        "pare quem segura a porta (sudo systemctl disable --now gpsd gpsd.socket)",
+        "stop whoever holds the port (sudo systemctl disable --now gpsd gpsd.socket)",
+    ),
+    "time_gps_held_by_agent": (
+        "GPS: {port} está sendo lido pelo agente ({holders}); veja /api/health",
+        "GPS: {port} is being read by the agent ({holders}); see /api/health",
+    ),
+    "time_gps_open_failed": (
+        "GPS: não consegui abrir {port}: {error}",
+        "GPS: cannot open {port}: {error}",
+    ),
+    "fix_time_gps_open": (
+        "confira as permissões (grupo dialout) e se o receptor está ligado",
+        "check the permissions (group dialout) and that the receiver is plugged in",
+    ),
+    "time_gps_fix": (
+        "GPS com fix: {time} (relógio menos GPS: {offset_s} s)",
+        "GPS has a fix: {time} (clock minus GPS: {offset_s} s)",
+    ),
+    "time_gps_no_fix": (
+        "GPS sem fix em {port} (nenhum satélite em {seconds} s)",
+        "GPS has no fix on {port} (no satellites in {seconds} s)",
+    ),
+    "fix_time_gps_sky": (
+        "ponha a antena onde veja o céu (numa janela); o primeiro fix pode levar minutos",
+        "put the antenna where it sees the sky (a window); a first fix may take minutes",
+    ),
+    "time_gps_silent": (
+        "GPS: nada chegou em {port} em {seconds} s",
+        "GPS: nothing arrived on {port} in {seconds} s",
+    ),
+    "fix_time_gps_silent": (
+        "confira o cabo e a alimentação do receptor, e que {port} é ele",
+        "check the receiver's cable and power, and that {port} is it",
+    ),
+    "time_gps_no_time": (
+        "GPS: frases NMEA em {port}, mas nenhuma RMC nem ZDA em {seconds} s",
+        "GPS: NMEA sentences on {port}, but no RMC or ZDA in {seconds} s",
+    ),
+    "fix_time_gps_rmc": (
+        "ligue as frases RMC no receptor (u-center: CFG-MSG)",
+        "turn the RMC sentences on in the receiver (u-center: CFG-MSG)",
+    ),
+    "time_gps_garbage": (
+        "GPS: {size} bytes em {port} a {baud} baud, nenhuma frase NMEA",
+        "GPS: {size} bytes on {port} at {baud} baud, no NMEA sentence",
+    ),
+    "fix_time_gps_baud": (
+        "confira [agent.time_gps] baud (a maioria 9600, os antigos 4800)",
+        "check [agent.time_gps] baud (most 9600, older ones 4800)",
+    ),
+    "time_modem_unset": (
+        "modem está em time_sources mas falta [notify.sms]",
+        "modem is in time_sources but [notify.sms] is missing",
+    ),
+    "fix_time_modem_unset": (
+        "configure o modem em [notify.sms] port ou tire modem de time_sources",
+        "configure the modem in [notify.sms] port or take modem out of time_sources",
+    ),
+    "time_modem_port_missing": ("modem: {port} não existe", "modem: {port} does not exist"),
+    "fix_time_modem_port": (
+        "ligue o modem no USB e confira [notify.sms] port (ls /dev/serial/by-id/)",
+        "plug the modem in and check [notify.sms] port (ls /dev/serial/by-id/)",
+    ),
+    "time_modem_present": (
+        "modem em {port}; só o agente pergunta a hora da rede (AT+CCLK?); veja /api/health",
+        "modem on {port}; only the agent asks it the network's time (AT+CCLK?); see /api/health",
+    ),
+    "time_user_ok": (
+        "uma pessoa pode acertar a hora na página Dispositivos quando nenhuma outra fonte responde",
+        "a person may set the time on the Dispositivos page when no other source answers",
+    ),
     # disk
     "disk_ok": (
         "{free_mb} MB livres em {path} ({share}%)",

@@ -76,6 +76,20 @@ CREATE TABLE IF NOT EXISTS provisional (
 #: Bits of the store's random ``epoch`` (positive in SQLite's signed 64-bit integers).
 EPOCH_BITS = 62
 
+#: Records a device's last ``seq`` (never lowering it).
+SEQUENCES_UPSERT = (
+    "INSERT INTO sequences (device, seq) VALUES (?, ?)"
+    " ON CONFLICT (device) DO UPDATE SET seq = MAX(seq, excluded.seq)"
+)
+
+#: Brings the sequences table up to the records held (their own ``seq``: the table is
+#: written with cursor moves, not with every commit; ``agent.outbox.store``).
+SEQUENCES_FROM_RECORDS = (
+    "INSERT INTO sequences (device, seq) SELECT device, MAX(seq) FROM records WHERE true"
+    " GROUP BY device ON CONFLICT (device) DO UPDATE SET seq = MAX(seq, excluded.seq)"
+)
+
+
 #: A record's bytes in SQL, without ``RECORD_OVERHEAD``.
 SIZE_SQL = "LENGTH(payload) + COALESCE(LENGTH(line), 0)"
 

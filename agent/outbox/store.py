@@ -60,7 +60,10 @@ Each record also stores its InfluxDB line, rendered once at acceptance by the
 and sends them, without decoding JSON or re-rendering anything.
 
 Per-device sequence numbers are persisted in the same transaction as the
-records they number, so ``(device, seq)`` stays unique across restarts.
+records they number (each record carries its ``seq``), so ``(device, seq)`` stays
+unique across restarts. The ``sequences`` table, which outlives the records, gets
+them with every cursor write, before any record is deleted, and on close; opening
+the store brings it up to the records held (after a crash).
 
 The tables are in ``schema``, the read-only views (``coffee-telemetry outbox``) in
 ``stats``. This module stays one piece, longer than most: the group commit, the cursors
@@ -89,6 +92,8 @@ from typing import Literal, TypeVar
 from coffee_telemetry.agent.errors import OutboxError
 from coffee_telemetry.agent.outbox.schema import (
     RECORD_OVERHEAD,
+    SEQUENCES_FROM_RECORDS,
+    SEQUENCES_UPSERT,
     SIZE_SQL,
     create_schema,
     pack,
@@ -211,6 +216,9 @@ class Outbox:
         self._epoch = ""
         self._commits = 0
         self._boot = ""
+        #: The last ``seq`` per device of records committed since the sequences table was
+        #: last written (the write transaction's own: commits run one at a time).
+        self._seqs_unsaved: dict[str, int] = {}
         #: The lowest provisional record id (held back from every sink), if any.
         self._hold_from: int | None = None
 
@@ -244,6 +252,8 @@ class Outbox:
         self._first_id = first if count else self._last_id + 1
         self._bytes = held + count * RECORD_OVERHEAD
         with conn:
+            # Sequences of records committed after the table's last write (a crash).
+            conn.execute(SEQUENCES_FROM_RECORDS)
             for sink in self._sinks:
                 # A sink configured for the first time starts with what is
                 # still held: nothing accepted after now is ever skipped.
@@ -279,6 +289,7 @@ class Outbox:
         done = _Committed()
         now = self._clock_ns()
         held = False
+        seqs = dict(self._seqs_unsaved)
         with conn:
             for item in batch:
                 got: list[int] = []
@@ -298,11 +309,7 @@ class Outbox:
                         )
                         held = True
                     self._bytes += record_size(payload, line)
-                    conn.execute(
-                        "INSERT INTO sequences (device, seq) VALUES (?, ?)"
-                        " ON CONFLICT (device) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                        (row.device, row.seq),
-                    )
+                    seqs[row.device] = max(seqs.get(row.device, 0), row.seq)
                 done.ids.append(got)
             for sink, rej in rejected:
                 conn.execute(
@@ -336,6 +343,15 @@ class Outbox:
                 held = True
             if held:
                 done.hold_from = _lowest_provisional(conn)
+            # A record's seq is on disk in the record itself; the sequences table gets it
+            # before any record can be deleted, and with every cursor write and the last
+            # commit (one page then, instead of one in every commit).
+            save_seqs = bool(seqs) and (
+                bool(unsaved) or prune or done.dropped_upto is not None or self._closing
+            )
+            if save_seqs:
+                conn.executemany(SEQUENCES_UPSERT, seqs.items())
+        self._seqs_unsaved = {} if save_seqs else seqs
         self._commits += 1
         return done
 
@@ -482,6 +498,8 @@ class Outbox:
             )
             if not self._pending and not flush_cursors:
                 if self._closing:
+                    if self._seqs_unsaved:
+                        await self._commit_now([], [])  # the last sequences, then done
                     return
                 continue
             if self._pending and self._commit_delay_s > 0:
@@ -794,7 +812,10 @@ class Outbox:
         def read(conn: sqlite3.Connection) -> dict[str, int]:
             return {str(d): int(s) for d, s in conn.execute("SELECT device, seq FROM sequences")}
 
-        return await self._read(read)
+        stored = await self._read(read)
+        for device, seq in self._seqs_unsaved.items():
+            stored[device] = max(stored.get(device, 0), seq)
+        return stored
 
     async def flush(self) -> None:
         """Write pending cursor moves now."""

@@ -12,7 +12,8 @@ The write needs what every write needs (a logged-in user and the session's CSRF 
 or an API token; ``agent.web.server``). It is refused with 409 while a trusted source
 answers (NTP, a GPS fix, the modem's network time; ``code`` says which) or when setting
 the time by hand is off, and with 400 when the time is before this version's release
-date (a browser whose clock is wrong), not confirmed, or not a number of milliseconds.
+date or after the latest believable time (``after-ceiling``: a browser whose clock is
+wrong), not confirmed, or not a number of milliseconds.
 Every answer carries ``time``, the clock as it is after the request.
 """
 
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from coffee_telemetry.agent.commands import MAX_COMMAND_BYTES, decode_payload
 from coffee_telemetry.agent.errors import CommandRefused
+from coffee_telemetry.agent.timekeeping import TimeRefused
 from coffee_telemetry.agent.web.api import CLIENT, DEPS, WRITER, WRITER_VIA, Access, json_response
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,8 @@ async def set_time(request: web.Request) -> web.Response:
         adj = await control.set_by_user(who, wall_ms * 1_000_000)
     except ValueError as exc:
         _audit(request, f"refused: {exc}")
-        return _refused(str(exc), "before-floor", 400, control.time_doc())
+        code = exc.code if isinstance(exc, TimeRefused) else "before-floor"
+        return _refused(str(exc), code, 400, control.time_doc())
     _audit(request, f"time set, moved by {adj.delta_ns / 1e9:+.3f} s")
     return json_response({"ok": True, "delta_s": adj.delta_ns / 1e9, "time": control.time_doc()})
 

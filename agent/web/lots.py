@@ -22,6 +22,12 @@ sentence in both languages), ``receipt`` (``agent.lots.receipt``) and
 its ``readiness`` too.
     POST /api/lots/<code>/move      {"reading": "umid-1:57", "to": "L-0043", "reason": ...}
                                     (``cmd/lotmove/<code>``: a logged-in user only)
+    POST /api/lots/<code>/oven      {"moisture_pct": 11.4}  (``cmd/lotoven/<code>``: the
+                                    reference oven result; ``agent.evidence.oven``)
+
+A lot's record carries ``meters`` too (``agent.evidence.oven.meters_doc``): each
+reading's calibration id, those calibrations, the readings past their due date, the
+oven results and each meter's bias against the latest.
 
 ``GET /api/lots`` without any of those parameters still answers the active lot per
 station (``agent.web.api.lots``): the two share the path. A lot code with ``/`` is
@@ -55,6 +61,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from coffee_telemetry.agent.evidence.oven import OVEN_COMMAND, meters_doc
 from coffee_telemetry.agent.lots.corrections import MOVE_COMMAND
 from coffee_telemetry.agent.lots.drying import DryingEstimate, describe, estimate_for_record
 from coffee_telemetry.agent.lots.model import (
@@ -288,6 +295,7 @@ async def lot_record(request: web.Request) -> web.Response:
     doc["readiness"] = readiness_doc((await _readiness_of(request, [code])).get(code))
     doc["receipt"] = receipt_doc(record.receipt)
     doc["hulled_bags"] = record.hulled_bags
+    doc["meters"] = meters_doc(record, request.app[DEPS].cfg.site.zone)
     return json_response(doc)
 
 
@@ -378,6 +386,16 @@ async def lot_receipt(request: web.Request) -> web.Response:
     return await api._command(request, (RECEIPT_COMMAND, code))
 
 
+async def lot_oven(request: web.Request) -> web.Response:
+    """``POST /api/lots/<code>/oven``: the lot's reference oven result (command boundary)."""
+    if _store(request) is None:
+        return refused("lot records are not kept by this server", 404)
+    code = _code(request)
+    if isinstance(code, web.Response):
+        return code
+    return await api._command(request, (OVEN_COMMAND, code))
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler, Literal["read", "write"]]
 
@@ -387,6 +405,7 @@ ROUTES: tuple[Route, ...] = (
     ("POST", "/api/lots/{code}/details", lot_details, "write"),
     ("POST", "/api/lots/{code}/dried", lot_dried, "write"),
     ("POST", "/api/lots/{code}/receipt", lot_receipt, "write"),
+    ("POST", "/api/lots/{code}/oven", lot_oven, "write"),
     ("POST", "/api/lots/{code}/move", lot_move, "write"),
 )
 

@@ -106,8 +106,10 @@ async def test_a_healthy_site_exits_0_with_one_line_per_check(
     assert any(line.startswith("OK     influx: InfluxDB aceita") for line in lines)
     assert any(line.startswith("OK     outbox:mqtt: em dia") for line in lines)
     assert any(line.startswith("AVISO  systemd:") for line in lines)  # no systemd here
-    # 4 port checks, mqtt, 2 influx, clock, 2 disk, 2 outbox sinks, systemd.
-    assert len(lines) == 13
+    # 4 port checks, mqtt, 2 influx, clock, 3 time sources (ntp, rtc, user), 2 disk,
+    # 2 outbox sinks, systemd.
+    assert len(lines) == 16
+    assert any(line.startswith("OK     time:user:") for line in lines)
     assert err == ""
 
 

@@ -22,6 +22,7 @@ import {dateTime, duration, int, num, pct, time} from "./format.js";
 import {empty, errorText, figure, labelCells, loginHint, message, runAction, setBadge, badge} from "./widgets.js";
 import {kg, verdictBadge} from "./lotes.js";
 import {createReadinessPanels} from "./lotreadiness.js";
+import {createMeterPanel} from "./lotmeters.js";
 
 const LIVE_GAP_MS = 3000;
 const READINGS_SHOWN = 100;
@@ -280,6 +281,8 @@ export function createLote(ctx) {
 
   // ---- drying and hulling, intake receipt (lotreadiness.js) ----
   const readiness = createReadinessPanels(ctx, lotPath, () => reload());
+  // ---- meters, calibrations and the oven reference (lotmeters.js) ----
+  const meters = createMeterPanel(ctx, lotPath, () => reload());
 
   const back = h("a", {class: "back-link", href: "/lotes", data: {nav: "lotes"}, testid: "lot-back"}, `← ${t("lote.back")}`);
   const unknown = h("div", {class: "panel lot-unknown", testid: "lot-unknown", role: "alert", hidden: true});
@@ -292,6 +295,7 @@ export function createLote(ctx) {
     chartSection,
     weighSection,
     readingsSection,
+    meters.panel,
     ticketsSection,
   );
   const root = h("div", {class: "page page--lote"}, back, unknown, body);
@@ -565,6 +569,7 @@ export function createLote(ctx) {
     renderTimeline(Array.isArray(doc.events) ? doc.events : []);
     renderTickets(readings);
     readiness.render(doc);
+    meters.render(doc);
   }
 
   function showUnknown(text, hint) {

@@ -127,6 +127,7 @@ async def test_a_lots_record(api: Api) -> None:
         "readiness",
         "receipt",
         "hulled_bags",
+        "meters",
     }
     drying = doc["drying"]
     assert isinstance(drying, dict)
