@@ -63,7 +63,7 @@ from coffee_telemetry.agent.cli._common import (
 )
 from coffee_telemetry.agent.config import Config
 from coffee_telemetry.agent.errors import ConfigError
-from coffee_telemetry.agent.evidence import store as evidence_store
+from coffee_telemetry.agent.evidence import schema as evidence_schema
 from coffee_telemetry.agent.evidence.identity import KEY_NAME
 from coffee_telemetry.agent.hullers import store as maintenance_store
 from coffee_telemetry.agent.lots import records as lot_records
@@ -86,7 +86,7 @@ def supported_versions() -> dict[str, int]:
         "lots": len(lot_store.STEPS),
         "lot_records": len(getattr(lot_records, "STEPS", ())),
         "maintenance": len(maintenance_store.STEPS),
-        "evidence": len(evidence_store.STEPS),
+        "evidence": len(evidence_schema.STEPS),
         "alerts": SNAPSHOT_VERSION,
         "alerts_recent": RECENT_VERSION,
     }

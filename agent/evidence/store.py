@@ -22,46 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coffee_telemetry.agent.evidence.geo import GeoError, ImportedPlot, coords_json
-from coffee_telemetry.agent.sqlite import MigrationStep, connect, migrate, script
+from coffee_telemetry.agent.evidence.schema import STEPS
+from coffee_telemetry.agent.sqlite import connect, migrate
 
 __all__ = ["STEPS", "EvidenceStore", "Member", "Plot", "pseudonym", "validate_member_code"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS members (
-    code TEXT PRIMARY KEY,
-    name TEXT,
-    document TEXT,
-    place TEXT,
-    pseudonym TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    forgotten_ns INTEGER
-);
-CREATE TABLE IF NOT EXISTS plots (
-    id INTEGER PRIMARY KEY,
-    member TEXT NOT NULL REFERENCES members(code),
-    label TEXT NOT NULL,
-    geometry TEXT,
-    kind TEXT NOT NULL,
-    area_ha REAL NOT NULL,
-    whole_property INTEGER NOT NULL,
-    source TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS lot_members (
-    lot TEXT NOT NULL,
-    member TEXT NOT NULL REFERENCES members(code),
-    PRIMARY KEY (lot, member)
-);
-CREATE TABLE IF NOT EXISTS manifests (
-    id INTEGER PRIMARY KEY,
-    lot TEXT NOT NULL,
-    issued_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-"""
-
-#: Schema steps (``agent.sqlite.migrate``): version 0 to 1 creates the tables.
-STEPS: tuple[MigrationStep, ...] = (script(_SCHEMA),)
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,31}")
 

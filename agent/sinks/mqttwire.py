@@ -16,9 +16,12 @@ object with a lock, a future per publish, a ``send()`` per packet and three
 * a keep-alive task sends PINGREQ when nothing was written for half the keep-alive
   interval, and drops the connection when the broker stayed silent for one and a half
   intervals after it (the broker's own rule, applied from this side);
-* anything else from the broker (a PUBLISH on a connection that subscribed to nothing,
-  a malformed length, a packet over ``MAX_INCOMING``) ends the connection: the sink
-  reconnects and the outbox sends again what was not acknowledged.
+* a PUBLISH the broker sends anyway (this connection subscribes to nothing, but some
+  brokers deliver to every session, amqtt among them) is acknowledged as its QoS asks
+  (PUBACK; PUBREC, then PUBCOMP on PUBREL) and dropped;
+* anything else (an unknown packet, a malformed length, a packet over ``MAX_INCOMING``)
+  ends the connection: the sink reconnects and the outbox sends again what was not
+  acknowledged.
 
 It carries no subscriptions, no Last Will and no retained messages: the sink's control
 connection (``aiomqtt``) keeps those. Its client id is the control connection's with
@@ -40,8 +43,9 @@ from typing import cast
 
 log = logging.getLogger(__name__)
 
-#: Longest packet accepted from the broker (CONNACK, PUBACK, PINGRESP are 2-4 bytes).
-MAX_INCOMING = 64
+#: Longest packet accepted from the broker: its own answers are 2 to 4 bytes; a PUBLISH
+#: it sends anyway is at most the shipped Mosquitto's ``max_packet_size``.
+MAX_INCOMING = 262_144
 CONNACK_REASONS = {
     1: "unacceptable protocol version",
     2: "client identifier rejected",
@@ -52,6 +56,9 @@ CONNACK_REASONS = {
 
 PUBLISH_QOS1 = 0x32
 PUBACK = 0x40
+PUBREC = 0x50
+PUBREL = 0x62
+PUBCOMP = 0x70
 CONNACK = 0x20
 PINGREQ = b"\xc0\x00"
 PINGRESP = 0xD0
@@ -296,6 +303,10 @@ class PublishConnection(asyncio.Protocol):
                     batch.future.set_result(None)
         elif kind == PINGRESP and not body:
             pass
+        elif kind >> 4 == 3:
+            self._dropped_publish(kind, body)
+        elif kind == PUBREL and len(body) == 2:
+            self._send(bytes((PUBCOMP, 2)) + body)
         elif kind == CONNACK and len(body) == 2 and not self._connack.done():
             code = body[1]
             if code == 0:
@@ -305,6 +316,17 @@ class PublishConnection(asyncio.Protocol):
                 raise WireError(f"the broker refused the connection: {reason}")
         else:
             raise WireError(f"unexpected packet 0x{kind:02x} ({len(body)} bytes) from the broker")
+
+    def _dropped_publish(self, kind: int, body: bytes) -> None:
+        """Acknowledge a PUBLISH this connection never asked for, and drop it."""
+        qos = (kind >> 1) & 0x03
+        if qos == 0:
+            return
+        topic_len = int.from_bytes(body[:2], "big") if len(body) >= 2 else len(body)
+        packet_id = body[2 + topic_len : 4 + topic_len]
+        if qos == 3 or len(packet_id) != 2:
+            raise WireError("malformed PUBLISH from the broker")
+        self._send(bytes((PUBACK if qos == 1 else PUBREC, 2)) + packet_id)
 
     def _send(self, data: bytes) -> None:
         assert self._transport is not None

@@ -61,8 +61,13 @@ def test_reader_takes_pubacks_split_anywhere() -> None:
 
 
 def test_reader_refuses_oversized_and_malformed_lengths() -> None:
+    too_long = MAX_INCOMING + 1
+    length = bytes(
+        ((too_long >> (7 * i)) & 0x7F) | (0x80 if too_long >> (7 * (i + 1)) else 0)
+        for i in range(3)
+    )
     with pytest.raises(WireError, match="refused"):
-        PacketReader().feed(b"\x30" + bytes((MAX_INCOMING + 1,)) + b"x")
+        PacketReader().feed(b"\x30" + length + b"x")
     with pytest.raises(WireError, match="malformed"):
         PacketReader().feed(b"\x30\xff\xff\xff\xff\x01")
 
@@ -172,3 +177,37 @@ async def test_an_idle_connection_is_kept_alive_by_pings(mosquitto: MosquittoSer
         await asyncio.wait_for(conn.publish_batch([("idle/x", b"1")]), 5)
     finally:
         conn.close()
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_publish_the_broker_sends_anyway_is_acknowledged_and_dropped() -> None:
+    conn = PublishConnection(keepalive_s=30)
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(b"\x20\x02\x00\x00")  # CONNACK
+    qos0 = b"\x30\x05\x00\x01tx" + b"y"
+    qos1 = b"\x32\x07\x00\x01t\x12\x34xy"
+    qos2 = b"\x34\x07\x00\x01t\x56\x78xy"
+    pubrel = b"\x62\x02\x56\x78"
+    conn.data_received(qos0 + qos1 + qos2 + pubrel)
+    assert (
+        bytes(transport.written) == b"\x40\x02\x12\x34" + b"\x50\x02\x56\x78" + b"\x70\x02\x56\x78"
+    )
+    assert not conn.lost.done()
+    conn.data_received(b"\x36\x03\x00\x01t")  # QoS 3 does not exist
+    assert conn.lost.done()
+    assert transport.closed
