@@ -130,6 +130,22 @@ def with_settings(toml: str, settings: list[str]) -> str:
     return toml
 
 
+def with_meters(toml: str) -> str:
+    """The site file with every device's instrument and calibration (``--meter``)."""
+    meter = (
+        '[devices.meter]\nmake = "Gehaka"\nmodel = "G650"\nserial = "SN-0001"\n'
+        'method = "ISO 6673-indexed"\n[devices.meter.calibration]\n'
+        'date = 2026-03-10\ncertificate = "RBC-0001"\noffset_pct = 0.1\n'
+    )
+    blocks = toml.split("[[devices]]\n")
+    return blocks[0] + "".join(
+        "[[devices]]\n" + block.replace("\n[", "\n" + meter + "[", 1)
+        if "\n[" in block
+        else "[[devices]]\n" + block + meter
+        for block in blocks[1:]
+    )
+
+
 def without_features(toml: str, features: str) -> str:
     """The site file with the named features (``history,alerts,api``) turned off."""
     for feature in filter(None, features.split(",")):
@@ -170,6 +186,8 @@ async def steady_and_outage(
     )
     text = config.read_text().replace('log_level = "debug"', 'log_level = "warning"')
     text = text.replace("[agent]\n", f'[agent]\nevent_loop = "{args.event_loop}"\n', 1)
+    if args.meter:
+        text = with_meters(text)
     config.write_text(with_settings(without_features(text, args.without), args.set))
     agent = AgentProcess(config, tmp / "agent.log")
     agent.start()
@@ -318,6 +336,9 @@ async def main() -> None:
     parser.add_argument("--bulk", type=int, default=200_000)
     parser.add_argument(
         "--without", default="", help="features to turn off, e.g. history,alerts,api"
+    )
+    parser.add_argument(
+        "--meter", action="store_true", help="every meter with its calibration record"
     )
     parser.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument(
