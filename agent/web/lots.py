@@ -346,58 +346,46 @@ async def _drying(request: web.Request, record: LotRecord) -> DryingEstimate:
     return estimate
 
 
-async def lot_details(request: web.Request) -> web.Response:
-    """``POST /api/lots/<code>/details``: change the lot's details (command boundary)."""
-    if _store(request) is None:
-        return refused("lot records are not kept by this server", 404)
-    code = _code(request)
-    if isinstance(code, web.Response):
-        return code
-    return await api._command(request, (DETAILS_COMMAND, code))
-
-
-async def lot_move(request: web.Request) -> web.Response:
-    """``POST /api/lots/<code>/move``: move a reading of the lot to another (a logged-in user)."""
-    if _store(request) is None:
-        return refused("lot records are not kept by this server", 404)
-    code = _code(request)
-    if isinstance(code, web.Response):
-        return code
-    return await api._command(request, (MOVE_COMMAND, code))
-
-
-async def lot_dried(request: web.Request) -> web.Response:
-    """``POST /api/lots/<code>/dried``: the lot left the dryer (command boundary)."""
-    if request.app[DEPS].readiness is None:
-        return refused("lot records are not kept by this server", 404)
-    code = _code(request)
-    if isinstance(code, web.Response):
-        return code
-    return await api._command(request, (DRIED_COMMAND, code))
-
-
-async def lot_receipt(request: web.Request) -> web.Response:
-    """``POST /api/lots/<code>/receipt``: change the lot's intake receipt (command boundary)."""
-    if _store(request) is None:
-        return refused("lot records are not kept by this server", 404)
-    code = _code(request)
-    if isinstance(code, web.Response):
-        return code
-    return await api._command(request, (RECEIPT_COMMAND, code))
-
-
-async def lot_oven(request: web.Request) -> web.Response:
-    """``POST /api/lots/<code>/oven``: the lot's reference oven result (command boundary)."""
-    if _store(request) is None:
-        return refused("lot records are not kept by this server", 404)
-    code = _code(request)
-    if isinstance(code, web.Response):
-        return code
-    return await api._command(request, (OVEN_COMMAND, code))
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler, Literal["read", "write"]]
+
+
+def _lot_command(command: str, summary: str, *, readiness: bool = False) -> Handler:
+    """A ``POST /api/lots/<code>/...`` handler: the lot's code and body to ``command``.
+
+    The command boundary checks the caller and the body; this only refuses a server that
+    keeps no lot records (``readiness``: no readiness service) and a malformed code.
+    """
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        kept = request.app[DEPS].readiness if readiness else _store(request)
+        if kept is None:
+            return refused("lot records are not kept by this server", 404)
+        code = _code(request)
+        if isinstance(code, web.Response):
+            return code
+        return await api._command(request, (command, code))
+
+    handler.__doc__ = summary
+    handler.__name__ = handler.__qualname__ = f"lot_{command}"
+    return handler
+
+
+lot_details = _lot_command(
+    DETAILS_COMMAND, "``POST /api/lots/<code>/details``: change the lot's details."
+)
+lot_move = _lot_command(
+    MOVE_COMMAND, "``POST /api/lots/<code>/move``: move a reading to another lot (logged in)."
+)
+lot_dried = _lot_command(
+    DRIED_COMMAND, "``POST /api/lots/<code>/dried``: the lot left the dryer.", readiness=True
+)
+lot_receipt = _lot_command(
+    RECEIPT_COMMAND, "``POST /api/lots/<code>/receipt``: change the lot's intake receipt."
+)
+lot_oven = _lot_command(
+    OVEN_COMMAND, "``POST /api/lots/<code>/oven``: the lot's reference oven result."
+)
 
 #: The routes of this module.
 ROUTES: tuple[Route, ...] = (
