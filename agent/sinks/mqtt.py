@@ -60,17 +60,19 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiomqtt
 
 from coffee_telemetry.agent.backoff import Backoff
 from coffee_telemetry.agent.commands import CommandBoundary, Outgoing, RefusalLog, check_level
+from coffee_telemetry.agent.config import TlsConfig
 from coffee_telemetry.agent.errors import SinkUnavailable
 from coffee_telemetry.agent.health import Health, SinkHealth
 from coffee_telemetry.agent.outbox.sink import ConnectionGate, Record, Rejection
 from coffee_telemetry.agent.sinks.mqttwire import PublishConnection, WireError
-from coffee_telemetry.agent.tls import report_tls
+from coffee_telemetry.agent.tls import client_context, report_tls
 
 log = logging.getLogger(__name__)
 
@@ -341,12 +343,14 @@ class MqttSink:
         """The connection the readings go out on (``agent.sinks.mqttwire``)."""
         context = None
         if self._tls:
-            context = ssl.create_default_context(cafile=self._tls_ca_file)
-            if self._tls_cert_file:
-                context.load_cert_chain(self._tls_cert_file, self._tls_key_file)
-            if self._tls_insecure:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+            context = client_context(
+                TlsConfig(
+                    ca_file=_path(self._tls_ca_file),
+                    cert_file=_path(self._tls_cert_file),
+                    key_file=_path(self._tls_key_file),
+                    insecure=self._tls_insecure,
+                )
+            )
         return await PublishConnection.open(
             self._host,
             self._port,
@@ -515,6 +519,10 @@ class MqttSink:
     async def close(self) -> None:
         """Ask the connection loop to publish ``offline`` and disconnect."""
         self._stopping.set()
+
+
+def _path(name: str | None) -> Path | None:
+    return None if name is None else Path(name)
 
 
 def _retained(client: aiomqtt.Client) -> Callable[[str, bytes], Awaitable[None]]:
